@@ -68,7 +68,10 @@ class TrainConfig(_Frozen):
     weight_decay: float = Field(0.0, ge=0)
     seq_len: int = Field(96, ge=8)
     seed: int = 0
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Training matmul precision. ``auto``: bf16 mixed precision (fp32 adapter weights and optimizer
+    state) where the hardware multiplies bf16 natively (recent GPUs; CPUs with AVX512-BF16 or AMX),
+    fp32 elsewhere; the resolved value is in each run's provenance. Evaluations always run in fp32."""
     sampling: Literal["random", "group_by_length"] = "group_by_length"
     """Batch examples of similar length (less padding: faster, same data), or plain random order."""
     n_evals: int = Field(6, ge=2)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from forgetscale.compat import cache_kwargs, kept_logits, output_cache
 from forgetscale.data.encode import Sequence
 
 if TYPE_CHECKING:
@@ -299,8 +300,8 @@ def _target_logprobs(
                 if prefix_cache is not None:
                     cache = copy.deepcopy(prefix_cache)  # the forward pass appends to it
                     cache.batch_repeat_interleave(len(batch))
-                    kw["past_key_values"] = cache
-                logits = _kept_logits(model, ids[:, c:].to(device), attn.to(device), keep[:, c:].to(device), **kw)
+                    kw = cache_kwargs(model, cache)
+                logits = kept_logits(model, ids[:, c:].to(device), attn.to(device), keep[:, c:].to(device), **kw)
                 logq = F.log_softmax(logits.float(), dim=-1).cpu()
                 targets = ids[:, 1:][tmask[:, 1:]]
                 rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx])
@@ -319,28 +320,10 @@ def _prefix_cache(
         out = model(input_ids=torch.tensor([sequences[0].ids[:c]], device=device), use_cache=True, logits_to_keep=1)
     except TypeError:  # a model without a key/value cache: compute every prefix
         return 0, None
-    cache = getattr(out, "past_key_values", None)
+    cache = output_cache(out)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return 0, None
     return c, cache
-
-
-def _kept_logits(
-    model: PreTrainedModel, ids: torch.Tensor, attn: torch.Tensor, keep: torch.Tensor, **kw: Any
-) -> torch.Tensor:
-    """Logits at the ``keep`` positions, flattened to (n_kept, V) in row-major order.
-
-    transformers models accept a boolean ``logits_to_keep`` mask and skip the
-    vocabulary projection elsewhere (a fifth of a small model's FLOPs); models
-    that do not fall back to full logits.
-    """
-    try:
-        logits = model(input_ids=ids, attention_mask=attn, logits_to_keep=keep, **kw).logits
-        if logits.ndim == 2:
-            return logits
-    except TypeError:
-        pass
-    return model(input_ids=ids, attention_mask=attn, **kw).logits[keep]
 
 
 def _vocab_size(model: PreTrainedModel) -> int:

@@ -41,6 +41,7 @@ class Workspace:
     _data: dict[str, tuple[list[Sequence], list[Sequence]]] = field(default_factory=dict)
     _refs: dict[str, BaseReference] = field(default_factory=dict)
     _raw: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = field(default_factory=dict)
+    _base_evals: dict[str, dict[str, float]] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
     """Wall seconds spent per set-up phase in this process (for the benchmark's breakdown)."""
 
@@ -119,6 +120,19 @@ class Workspace:
             self.log(f"base reference: {sum(s.n_targets for s in seqs)} tokens in {time.perf_counter() - t:.1f}s")
         self._refs[memo] = BaseReference.load(directory, tuple(seqs))
         return self._refs[memo]
+
+    def base_evaluation(self, run: RunConfig, compute: Callable[[], dict[str, float]]) -> dict[str, float]:
+        """The step-0 measurement shared by every run on the same (model, data, corpus).
+
+        A fresh LoRA adapter is the identity (B = 0), so every run of a sweep on
+        one dataset starts from the same numbers: ``compute`` runs once per key.
+        """
+        key = json.dumps(
+            [canonical_json(run.model), canonical_json(run.data), run.train.seq_len, canonical_json(run.forgetting)]
+        )
+        if key not in self._base_evals:
+            self._base_evals[key] = compute()
+        return dict(self._base_evals[key])
 
     def data_fingerprint(self, run: RunConfig) -> str:
         train, held = self.data(run)
@@ -210,11 +224,18 @@ def execute_run(run: RunConfig, ws: Workspace, store: Store, adapter_dir: Path, 
     peft_model = train.attach_lora(lm.model, run.lora, run.train.seed)
     try:
         P = train.trainable_parameters(peft_model)
-        store.start_run(run.run_id, P, provenance(lm.fingerprint, ws.data_fingerprint(run), ref))
+        precision = train.resolve_precision(run.train.precision)
+        store.start_run(run.run_id, P, provenance(lm.fingerprint, ws.data_fingerprint(run), ref, precision))
+
+        def metrics(model: Any) -> dict[str, float]:
+            return {"ft_loss": sequence_loss(model, held, bs), **measure(model, ref, bs)}
 
         def evaluate(model: Any, step: int, tokens: int) -> None:
-            ft_loss = sequence_loss(model, held, bs)
-            m = measure(model, ref, bs)
+            if step == 0 and train.is_identity(model):
+                m = ws.base_evaluation(run, lambda: metrics(model))
+            else:
+                m = metrics(model)
+            ft_loss = m.pop("ft_loss")
             if not all(math.isfinite(v) for v in (ft_loss, m["forget_ce"], m["forget_kl"])):
                 raise train.Diverged(
                     f"run {run.run_id}: training diverged (non-finite outputs at step {step}); lower train.lr"
@@ -259,7 +280,7 @@ def summary_table(store: Store, run_ids: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def provenance(model_fp: str, data_fp: str, ref: BaseReference) -> dict[str, Any]:
+def provenance(model_fp: str, data_fp: str, ref: BaseReference, precision: str) -> dict[str, Any]:
     """What produced a run's numbers: versions, git state, device, fingerprints."""
     import torch
 
@@ -274,6 +295,7 @@ def provenance(model_fp: str, data_fp: str, ref: BaseReference) -> dict[str, Any
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
+        "train_precision": precision,
         "git": _git_state(),
         "model_fingerprint": model_fp,
         "data_fingerprint": data_fp,

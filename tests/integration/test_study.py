@@ -62,6 +62,12 @@ def test_step_zero_is_the_identity(finished_study):
         assert tokens == 0
         assert abs(kl) < 1e-5
         assert ce == pytest.approx(h, abs=1e-5)
+    # every run's step 0 is the same base model: one measurement per dataset, shared
+    con = sqlite3.connect(out / "study.sqlite")
+    dataset = dict(con.execute("SELECT run_id, dataset FROM runs").fetchall())
+    con.close()
+    per_dataset = {(dataset[r[0]], r[2:]) for r in zero}
+    assert len(per_dataset) == len(set(dataset.values()))
 
 
 def test_kl_is_nonnegative_and_grows(finished_study):
@@ -140,7 +146,7 @@ def test_base_reference_equals_disabled_adapter_after_training(tiny_model):
 
     from forgetscale import train
     from forgetscale.config import RunConfig
-    from forgetscale.forgetting import _target_logprobs
+    from forgetscale.forgetting import _target_logprobs, measure
     from forgetscale.models import cache_dir
     from tests.conftest import TINY_STUDY
 
@@ -153,7 +159,11 @@ def test_base_reference_equals_disabled_adapter_after_training(tiny_model):
     lm = ws.model(run)
     peft_model = train.attach_lora(lm.model, run.lora, 0)
     try:
+        # a fresh adapter is the identity: the study shares one step-0 measurement between runs on this basis
+        assert train.is_identity(peft_model)
+        assert abs(measure(peft_model, ref, 4)["forget_kl"]) < 1e-6
         train.train(peft_model, lm.tokenizer, run, ws.data(run)[0], lambda *a: None)
+        assert not train.is_identity(peft_model)
         with peft_model.disable_adapter():
             for rows, logq, _ in _target_logprobs(peft_model, list(ref.sequences), 4):
                 np.testing.assert_allclose(logq.numpy(), ref.logp[rows], atol=1e-5)
@@ -242,3 +252,31 @@ def test_dry_run_validates_the_paper_preset(capsys):
     assert main(["run", "--preset", "paper", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "6 runs" in out and "Llama-2-7b-chat-hf" in out and "opt=adafactor" in out
+
+
+def test_mixed_precision_training_is_evaluated_in_fp32(tiny_model):
+    """accelerate runs bf16 training by wrapping forward in autocast; evaluations must not inherit it."""
+    from forgetscale import train
+    from forgetscale.forgetting import measure
+    from forgetscale.models import cache_dir
+    from forgetscale.study import Workspace
+    from tests.conftest import TINY_STUDY
+
+    study = load_study(
+        overrides=[f"model.name={tiny_model}", *TINY_STUDY[:-2], "train.precision=bf16", "train.n_evals=3"]
+    )
+    run = study.runs()[0]
+    ws = Workspace(cache_dir())
+    ref, lm = ws.reference(run), ws.model(run)
+    seen: list[dict[str, float]] = []
+    peft_model = train.attach_lora(lm.model, run.lora, 0)
+    try:
+        train.train(peft_model, lm.tokenizer, run, ws.data(run)[0], lambda m, *_: seen.append(measure(m, ref, 4)))
+        assert len(seen) == 3
+        assert abs(seen[0]["forget_kl"]) < 1e-7  # an fp32 forward of the identity adapter: exactly the base
+        assert seen[-1]["forget_kl"] > 1e-4
+        assert "_original_forward" not in peft_model.__dict__  # the autocast wrapper is gone after training
+        after = measure(peft_model, ref, 4)
+        assert after["forget_kl"] == pytest.approx(seen[-1]["forget_kl"], rel=1e-6)
+    finally:
+        train.detach_lora(peft_model)

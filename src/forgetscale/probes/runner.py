@@ -33,6 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forgetscale.compat import cache_kwargs, output_cache
 from forgetscale.errors import UserError
 from forgetscale.probes import scoring
 from forgetscale.probes.sets import KnowledgeItem, ProbeItem, ReasoningItem, SafetyItem, load_probe_set
@@ -295,7 +296,7 @@ def option_logliks(
                     out[r] = float(first[i, pairs[r][1][0]])
                 rest = [(i, r) for i, r in reqs if len(pairs[r][1]) > 1]
                 if rest:
-                    _add_continuations(model, res.past_key_values, mask, pairs, rest, out, pad, device)
+                    _add_continuations(model, output_cache(res), mask, pairs, rest, out, pad, device)
     finally:
         model.train(was_training)
     return out
@@ -333,8 +334,8 @@ def _add_continuations(
         input_ids=ids.to(device),
         attention_mask=torch.cat([ctx_mask[rows], new_mask], dim=1).to(device),
         position_ids=(n_ctx[:, None] + torch.arange(width)[None, :]).to(device),
-        past_key_values=cache,
         use_cache=True,
+        **cache_kwargs(model, cache),
     ).logits
     logp = F.log_softmax(logits.float(), dim=-1).cpu()
     for j, ((_, r), c) in enumerate(zip(rest, conts, strict=True)):
