@@ -25,26 +25,32 @@ from forgetscale.study import Workspace
 
 @dataclass
 class Setup:
-    """The default study's first run: base model, data, forgetting corpus, and a trained adapter."""
+    """The default study at rank 16: base model, both datasets, the forgetting corpus, a trained adapter."""
 
-    run: RunConfig
+    runs: dict[str, RunConfig]
+    """dataset -> run (the default study's two datasets)."""
     ws: Workspace
     base_copy: torch.nn.Module
     peft_model: Any
     corpus: list[Sequence]
 
+    @property
+    def run(self) -> RunConfig:
+        return next(iter(self.runs.values()))
+
     @classmethod
     def create(cls, quick: bool = False) -> Setup:
         overrides = ["train.steps=4", "forgetting.n_prompts=4"] if quick else ["train.steps=8"]
-        run = load_study(preset="default", overrides=["sweep.lora.rank=[16]", *overrides]).runs()[0]
+        study = load_study(preset="default", overrides=["sweep.lora.rank=[16]", *overrides])
+        runs = {r.data.dataset: r for r in study.runs()}
         ws = Workspace(cache_dir(), print)
+        run = next(iter(runs.values()))
         lm = ws.model(run)
-        ws.reference(run)  # samples (or loads) the `self` corpus
-        corpus = list(ws.reference(run).sequences)
+        corpus = list(ws.reference(run).sequences)  # samples (or loads) the `self` corpus
         base_copy = copy.deepcopy(lm.model).eval()  # what the naive approach keeps: a second full model
         peft_model = train.attach_lora(lm.model, run.lora, run.train.seed)
         train.train(peft_model, lm.tokenizer, run, ws.data(run)[0], lambda *a: None)  # a real, moved adapter
-        return cls(run, ws, base_copy, peft_model, corpus)
+        return cls(runs, ws, base_copy, peft_model, corpus)
 
 
 def naive_forget_ce(base: torch.nn.Module, tuned: torch.nn.Module, seqs: list[Sequence], batch_size: int) -> float:
@@ -107,49 +113,94 @@ def forgetting_speedup(setup: Setup, n_evals: int = 10, top_ks: tuple[int, ...] 
 
 
 def trainer_overhead(setup: Setup, steps: int = 8, repeats: int = 3) -> dict[str, Any]:
-    """forgetscale's training (its Trainer set-up and callback, evaluations no-ops) vs a plain
-    ``transformers.Trainer`` + PEFT LoRA on the same data and settings, alternated ``repeats`` times.
+    """forgetscale's training (its Trainer set-up, loss and callback; evaluations no-ops) vs a plain
+    ``transformers.Trainer`` + PEFT LoRA with the same data and settings (precision and sampling
+    included), alternated ``repeats`` times on each dataset of the default study; then the same
+    training in fp32 vs the default precision, and achieved FLOP/s against this machine's matmul peak.
 
     Consumes ``setup``'s trained adapter: run it after :func:`forgetting_speedup`."""
+    base = setup.peft_model.unload()  # the benchmark's trained adapter is not needed any more
+    out: dict[str, Any] = {"steps": steps, "datasets": {}}
+    ours_total = plain_total = 0.0
+    for dataset, run in setup.runs.items():
+        run = _with_train(run, steps=steps)
+        seqs = setup.ws.data(run)[0]
+        ours_t, plain_t = [], []
+        for _ in range(repeats):
+            ours_t.append(_train_ours(base, run, setup))
+            plain_t.append(_train_plain(base, run, setup))
+        ours, plain = statistics.median(ours_t), statistics.median(plain_t)
+        ours_total, plain_total = ours_total + ours, plain_total + plain
+        out["datasets"][dataset] = {
+            "ours_s": ours_t,
+            "plain_s": plain_t,
+            "overhead": ours / plain - 1,
+            "tokens_per_s": _tokens(seqs, run.train.batch_size, steps) / ours,
+            "target_fraction": sum(s.n_targets for s in seqs) / sum(len(s.ids) for s in seqs),
+        }
+    out["overhead"] = ours_total / plain_total - 1
+
+    # precision: the default (auto) against fp32, and each against its own matmul peak
+    run = _with_train(setup.run, steps=steps)
+    seqs = setup.ws.data(run)[0]
+    default = train.resolve_precision(run.train.precision)
+    fp32_run = _with_train(run, precision="fp32")
+    times: dict[str, list[float]] = {"fp32": [], default: []}
+    for _ in range(repeats if default != "fp32" else 0):
+        times["fp32"].append(_train_ours(base, fp32_run, setup))
+        times[default].append(_train_ours(base, run, setup))
+    if default == "fp32":
+        times["fp32"] = out["datasets"][run.data.dataset]["ours_s"]
+    lm = setup.ws.model(run)
+    flops = _train_flops(lm.model, seqs, run.train.batch_size, steps)
+    out["precision"] = default
+    out["precisions"] = {}
+    for prec, ts in times.items():
+        peak = matmul_peak_flops(dtype=torch.bfloat16 if prec == "bf16" else torch.float32)
+        achieved = flops / statistics.median(ts)
+        out["precisions"][prec] = {
+            "train_s": ts,
+            "train_gflops": achieved / 1e9,
+            "peak_gflops": peak / 1e9,
+            "matmul_peak_fraction": achieved / peak,
+        }
+    out["precision_speedup"] = statistics.median(times["fp32"]) / statistics.median(times[default])
+    out["matmul_peak_fraction"] = out["precisions"][default]["matmul_peak_fraction"]
+    return out
+
+
+def _with_train(run: RunConfig, **update: Any) -> RunConfig:
+    return run.model_copy(update={"train": run.train.model_copy(update=update)})
+
+
+def _train_ours(base: torch.nn.Module, run: RunConfig, setup: Setup) -> float:
+    """Seconds of forgetscale training (``train.train``: updates only, evaluations are no-ops)."""
+    with _fresh_adapter(base, run) as peft_model:
+        lm = setup.ws.model(run)
+        return train.train(peft_model, lm.tokenizer, run, setup.ws.data(run)[0], lambda *a: None)["train"]
+
+
+def _train_plain(base: torch.nn.Module, run: RunConfig, setup: Setup) -> float:
+    """Seconds of the textbook recipe: ``Trainer`` + PEFT LoRA with the same settings, timed the same way."""
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
-    run = setup.run.model_copy(update={"train": setup.run.train.model_copy(update={"steps": steps})})
     lm = setup.ws.model(run)
-    seqs = setup.ws.data(run)[0]
-    ours_t, plain_t = [], []
-    base = setup.peft_model.unload()  # the benchmark's trained adapter is not needed any more
-    for _ in range(repeats):
-        with _fresh_adapter(base, run) as peft_model:
-            ours_t.append(train.train(peft_model, lm.tokenizer, run, seqs, lambda *a: None)["train"])
-        with _fresh_adapter(base, run) as peft_model, tempfile.TemporaryDirectory() as tmp:
-            t = run.train
-            args = TrainingArguments(
-                output_dir=tmp, max_steps=steps, per_device_train_batch_size=t.batch_size, learning_rate=t.lr,
-                lr_scheduler_type=t.scheduler, seed=t.seed, report_to=[], save_strategy="no", disable_tqdm=True,
-                dataloader_pin_memory=False,
-            )  # fmt: skip
-            ds = Dataset.from_list([{"input_ids": list(s.ids), "labels": s.labels()} for s in seqs])
-            collator = DataCollatorForSeq2Seq(lm.tokenizer, padding=True, label_pad_token_id=-100)
-            trainer = Trainer(model=peft_model, args=args, train_dataset=ds, data_collator=collator)
-            start = time.perf_counter()
-            trainer.train()
-            plain_t.append(time.perf_counter() - start)
-    ours, plain = statistics.median(ours_t), statistics.median(plain_t)
-    tokens = _tokens_per_step(seqs, run.train.batch_size, steps)
-    flops_per_token = _train_flops_per_token(lm.model, run.train.seq_len)
-    achieved = tokens * flops_per_token / ours
-    peak = matmul_peak_flops()
-    return {
-        "steps": steps,
-        "ours_s": ours_t,
-        "plain_s": plain_t,
-        "overhead": ours / plain - 1,
-        "ours_tokens_per_s": tokens / ours,
-        "train_gflops": achieved / 1e9,
-        "peak_gflops": peak / 1e9,
-        "matmul_peak_fraction": achieved / peak,
-    }
+    t = run.train
+    precision = train.resolve_precision(t.precision)
+    start = time.perf_counter()  # like train.train: data set-up, Trainer construction and the updates
+    with _fresh_adapter(base, run) as peft_model, tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, max_steps=t.steps, per_device_train_batch_size=t.batch_size, learning_rate=t.lr,
+            lr_scheduler_type=t.scheduler, seed=t.seed, report_to=[], save_strategy="no", disable_tqdm=True,
+            dataloader_pin_memory=False, train_sampling_strategy=t.sampling, bf16=precision == "bf16",
+            use_cpu=not torch.cuda.is_available(),
+        )  # fmt: skip
+        seqs = setup.ws.data(run)[0]
+        ds = Dataset.from_list([{"input_ids": list(s.ids), "labels": s.labels()} for s in seqs])
+        collator = DataCollatorForSeq2Seq(lm.tokenizer, padding=True, label_pad_token_id=-100)
+        Trainer(model=peft_model, args=args, train_dataset=ds, data_collator=collator).train()
+        return time.perf_counter() - start
 
 
 @contextmanager
@@ -162,25 +213,28 @@ def _fresh_adapter(base: torch.nn.Module, run: RunConfig) -> Iterator[Any]:
         model.unload()
 
 
-def _tokens_per_step(seqs: list[Sequence], batch_size: int, steps: int) -> float:
+def _tokens(seqs: list[Sequence], batch_size: int, steps: int) -> float:
     """Non-padding tokens processed in ``steps`` steps (the dataset cycles)."""
-    lengths = [len(s.ids) for s in seqs]
-    mean = sum(lengths) / len(lengths)
-    return mean * batch_size * steps
+    return sum(len(s.ids) for s in seqs) / len(seqs) * batch_size * steps
 
 
-def _train_flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
-    """LoRA training FLOPs per token: forward (2 per matmul weight) + backward to activations
-    (2 more; frozen weights need no weight gradients) + causal attention scores both ways."""
-    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+def _train_flops(model: torch.nn.Module, seqs: list[Sequence], batch_size: int, steps: int) -> float:
+    """LoRA training FLOPs of ``steps`` steps: forward (2 per matmul weight per token) + backward to
+    activations (2 more; frozen weights need no weight gradients) + causal attention scores both ways.
+    The vocabulary projection counts only at labelled positions, the only ones forgetscale projects."""
+    head = model.get_output_embeddings().weight.numel()
+    body = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)) - head
     cfg = model.config
-    attn = 2 * 2 * (seq_len / 2) * cfg.num_attention_heads * cfg.head_dim * cfg.num_hidden_layers
-    return 2 * (2 * matmul + attn)
+    mean_len = sum(len(s.ids) for s in seqs) / len(seqs)
+    attn = 2 * 2 * (mean_len / 2) * cfg.num_attention_heads * cfg.head_dim * cfg.num_hidden_layers
+    target_fraction = sum(s.n_targets for s in seqs) / sum(len(s.ids) for s in seqs)
+    per_token = 2 * (2 * body + attn) + 2 * 2 * head * target_fraction
+    return _tokens(seqs, batch_size, steps) * per_token
 
 
-def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
-    """This machine's fp32 matmul rate with the current thread settings (best of ``repeats``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak_flops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """This machine's matmul rate in ``dtype`` with the current thread settings (best of ``repeats``)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):

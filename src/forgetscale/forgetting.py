@@ -117,7 +117,7 @@ def compute_reference(
             vals, idx = logq.topk(k, dim=-1)
             meta["topk_idx"][rows] = idx.numpy()
             meta["topk_logp"][rows] = vals.numpy()
-            meta["tail_logp"][rows] = _log1mexp(torch.logsumexp(vals.double(), -1)).numpy()
+            meta["tail_logp"][rows] = _tail_logp(logq, idx).double().numpy()
     if exact:
         logp_mm.flush()
         del logp_mm
@@ -178,7 +178,7 @@ def topk_position_metrics(
     """
     logp = topk_logp.double()
     q_top = logq.gather(-1, topk_idx).double()
-    q_tail = _log1mexp(torch.logsumexp(q_top, -1))
+    q_tail = _tail_logp(logq, topk_idx).double()
     p = logp.exp()
     p_tail = tail_logp.exp()
     tail_term = torch.where(p_tail > 0, p_tail * (tail_logp - q_tail), torch.zeros_like(p_tail))
@@ -191,10 +191,13 @@ def topk_position_metrics(
     }
 
 
-def _log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(x)) for x <= 0, accurate at both ends; -inf when the mass is exhausted."""
-    x = x.clamp_max(0.0)
-    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+def _tail_logp(logq: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Log of the probability mass outside columns ``idx``, per row, summed over the tail itself.
+
+    Not ``log(1 - sum(top))``: with a large K the top mass of fp32 log-probs can
+    round to 1 or above, and the tail then came out as -inf (an infinite KL).
+    """
+    return logq.scatter(-1, idx, float("-inf")).logsumexp(-1)
 
 
 def position_metrics(

@@ -106,7 +106,7 @@ class Workspace:
                 tokenizer_fingerprint(lm.tokenizer),
                 fingerprint(seqs),
                 run.model.dtype,
-                f"k{f.top_k}" if f.top_k else "exact",
+                f"k{f.top_k}-tail2" if f.top_k else "exact",  # tail2: the tail summed directly
             ]
         )
         directory = self.cache / "refs" / key

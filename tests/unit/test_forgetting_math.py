@@ -56,3 +56,27 @@ def test_finalize_is_token_weighted():
     assert out == {"forget_ce": 2.0, "forget_kl": 1.0, "n_tokens": 3}
     with pytest.raises(ValueError):
         finalize({"forget_ce": 1.0}, 0)
+
+
+def test_top_k_tail_stays_finite_when_the_top_mass_rounds_to_one():
+    """A peaked fp32 distribution: the top-K probabilities can sum to >= 1 although the tail is not
+    empty. The tail must be summed directly (it was once 1 - top, giving log 0 and an infinite KL)."""
+    from forgetscale.forgetting import _tail_logp, topk_position_metrics
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 5000, generator=g)
+    logits[:, 0] += 25.0  # one token takes all but ~1e-7 of the mass
+    base = torch.log_softmax(logits, -1)
+    tuned = torch.log_softmax(logits + 0.3 * torch.randn(64, 5000, generator=g), -1)
+    k = 4096
+    vals, idx = base.topk(k, -1)
+    top_mass = torch.logsumexp(vals.double(), -1).exp()
+    assert (top_mass >= 1.0).any() or (torch.logsumexp(tuned.gather(-1, idx).double(), -1) >= 0).any()
+    tail = _tail_logp(base, idx).double()
+    entropy = -(base.exp() * base).sum(-1).double()
+    top1, targets = base.argmax(-1), torch.zeros(64, dtype=torch.long)
+    coarse = topk_position_metrics(vals, idx, tail, entropy, tuned, top1, targets)["forget_kl"]
+    exact = position_metrics(base, tuned, top1, targets)["forget_kl"].double()
+    assert torch.isfinite(coarse).all()
+    assert (coarse <= exact + 1e-6).all()
+    assert float(coarse.sum()) == pytest.approx(float(exact.sum()), rel=2e-2)  # K = 82% of the vocabulary
