@@ -183,7 +183,7 @@ def _train_ours(base: torch.nn.Module, run: RunConfig, setup: Setup) -> float:
 def _train_plain(base: torch.nn.Module, run: RunConfig, setup: Setup) -> float:
     """Seconds of the textbook recipe: ``Trainer`` + PEFT LoRA with the same settings, timed the same way."""
     from datasets import Dataset
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments
 
     lm = setup.ws.model(run)
     t = run.train
@@ -199,7 +199,9 @@ def _train_plain(base: torch.nn.Module, run: RunConfig, setup: Setup) -> float:
         seqs = setup.ws.data(run)[0]
         ds = Dataset.from_list([{"input_ids": list(s.ids), "labels": s.labels()} for s in seqs])
         collator = DataCollatorForSeq2Seq(lm.tokenizer, padding=True, label_pad_token_id=-100)
-        Trainer(model=peft_model, args=args, train_dataset=ds, data_collator=collator).train()
+        trainer = Trainer(model=peft_model, args=args, train_dataset=ds, data_collator=collator)
+        trainer.remove_callback(PrinterCallback)  # quiet, as forgetscale's is
+        trainer.train()
         return time.perf_counter() - start
 
 
