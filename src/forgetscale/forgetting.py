@@ -125,6 +125,12 @@ def compute_reference(
     return BaseReference.load(out, tuple(sequences))
 
 
+METRIC_CHUNK = 32
+"""Positions per metric evaluation. The metrics make several (positions, vocabulary)
+temporaries; at 32 positions they stay small, at a whole batch's few hundred they
+cost more in fresh-memory page faults than in arithmetic (measured: 7.7x slower)."""
+
+
 def measure(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> dict[str, float]:
     """The five forgetting metrics of ``model`` against ``ref`` (plus ``n_tokens``).
 
@@ -132,23 +138,25 @@ def measure(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> dict
         ``{"forget_ce", "forget_kl", "base_entropy", "forget_top1_ce", "data_loss", "n_tokens"}``.
     """
     sums = dict.fromkeys(METRICS, 0.0)
-    for rows, logq, targets in _target_logprobs(model, list(ref.sequences), batch_size):
-        top1 = torch.from_numpy(ref.top1[rows])
-        if ref.logp is not None:
-            logp = torch.from_numpy(np.ascontiguousarray(ref.logp[rows]))
-            batch = position_metrics(logp, logq, top1, targets)
-        else:
-            batch = topk_position_metrics(
-                torch.from_numpy(ref.topk_logp[rows]),
-                torch.from_numpy(ref.topk_idx[rows].astype(np.int64)),
-                torch.from_numpy(ref.tail_logp[rows]),
-                torch.from_numpy(ref.entropy[rows]),
-                logq,
-                top1,
-                targets,
-            )
-        for k, v in batch.items():
-            sums[k] += float(v.double().sum())
+    for batch_rows, batch_logq, batch_targets in _target_logprobs(model, list(ref.sequences), batch_size):
+        for i in range(0, len(batch_targets), METRIC_CHUNK):
+            rows, logq, targets = (x[i : i + METRIC_CHUNK] for x in (batch_rows, batch_logq, batch_targets))
+            top1 = torch.from_numpy(ref.top1[rows])
+            if ref.logp is not None:
+                logp = torch.from_numpy(np.ascontiguousarray(ref.logp[rows]))
+                chunk = position_metrics(logp, logq, top1, targets)
+            else:
+                chunk = topk_position_metrics(
+                    torch.from_numpy(ref.topk_logp[rows]),
+                    torch.from_numpy(ref.topk_idx[rows].astype(np.int64)),
+                    torch.from_numpy(ref.tail_logp[rows]),
+                    torch.from_numpy(ref.entropy[rows]),
+                    logq,
+                    top1,
+                    targets,
+                )
+            for k, v in chunk.items():
+                sums[k] += float(v.double().sum())
     sums["base_entropy"] = float(ref.entropy.sum())
     return finalize(sums, ref.n_tokens)
 
@@ -270,7 +278,7 @@ MIN_SHARED_PREFIX = 8
 
 def _target_logprobs(
     model: PreTrainedModel, sequences: list[Sequence], batch_size: int, min_prefix: int = MIN_SHARED_PREFIX
-) -> Iterator[tuple[slice | np.ndarray, torch.Tensor, torch.Tensor]]:
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """Yield (reference rows, fp32 log-probs at target positions (n, V), target ids (n,)).
 
     Sequences are batched in length order to cut padding; rows map each yielded
