@@ -24,7 +24,10 @@ def test_breakdown_covers_every_phase(tiny_study):
     from bench.breakdown import study_breakdown
 
     b = study_breakdown(tiny_study)
-    assert list(b["phases"])[:3] == ["load_model", "forgetting_corpus", "base_reference"]
+    names = list(b["phases"])
+    # set-up first (the base reference only when it was not already in the shared test cache), then the runs
+    setup = names[: names.index("training")]
+    assert setup in (["load_model", "forgetting_corpus"], ["load_model", "forgetting_corpus", "base_reference"])
     for phase in ("training", "evaluation", "fit", "report"):
         assert b["phases"][phase] > 0
     assert b["total"] == pytest.approx(sum(b["phases"].values()))
