@@ -62,7 +62,7 @@ class Workspace:
 
     def data(self, run: RunConfig) -> tuple[list[Sequence], list[Sequence]]:
         """Encoded (train, held-out) sequences for the run's dataset."""
-        key = json.dumps([canonical_json(run.data), run.train.seq_len, canonical_json(run.model)])
+        key = self._data_key(run)
         if key not in self._data:
             d = run.data
             train, held = self.raw_data(run)
@@ -75,6 +75,11 @@ class Workspace:
                 enc.append(seqs)
             self._data[key] = (enc[0], enc[1])
         return self._data[key]
+
+    @staticmethod
+    def _data_key(run: RunConfig) -> str:
+        """What the encoded (train, held-out) sequences depend on."""
+        return json.dumps([canonical_json(run.data), run.train.seq_len, canonical_json(run.model)])
 
     def raw_data(self, run: RunConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(train, held-out) examples before tokenization: checks the dataset without loading a model."""
@@ -127,9 +132,7 @@ class Workspace:
         A fresh LoRA adapter is the identity (B = 0), so every run of a sweep on
         one dataset starts from the same numbers: ``compute`` runs once per key.
         """
-        key = json.dumps(
-            [canonical_json(run.model), canonical_json(run.data), run.train.seq_len, canonical_json(run.forgetting)]
-        )
+        key = self._data_key(run) + canonical_json(run.forgetting)  # the held-out data and the base reference
         if key not in self._base_evals:
             self._base_evals[key] = compute()
         return dict(self._base_evals[key])

@@ -62,7 +62,7 @@ def test_step_zero_is_the_identity(finished_study):
         assert tokens == 0
         assert abs(kl) < 1e-5
         assert ce == pytest.approx(h, abs=1e-5)
-    # every run's step 0 is the same base model: one measurement per dataset, shared
+    # every run's step 0 is the same base model, so runs on one dataset have identical step-0 rows
     con = sqlite3.connect(out / "study.sqlite")
     dataset = dict(con.execute("SELECT run_id, dataset FROM runs").fetchall())
     con.close()
@@ -280,3 +280,24 @@ def test_mixed_precision_training_is_evaluated_in_fp32(tiny_model):
         assert after["forget_kl"] == pytest.approx(seen[-1]["forget_kl"], rel=1e-6)
     finally:
         train.detach_lora(peft_model)
+
+
+def test_step_zero_is_measured_once_per_dataset(tiny_model):
+    """Runs that differ only in LoRA settings share the step-0 measurement; another dataset does not."""
+    from forgetscale.models import cache_dir
+    from forgetscale.study import Workspace
+    from tests.conftest import TINY_STUDY
+
+    runs = load_study(overrides=[f"model.name={tiny_model}", *TINY_STUDY]).runs()  # 2 datasets x 2 ranks
+    ws = Workspace(cache_dir())
+    calls: list[str] = []
+
+    def compute() -> dict[str, float]:
+        calls.append("x")
+        return {"ft_loss": float(len(calls))}
+
+    got = {(r.data.dataset, r.lora.rank): ws.base_evaluation(r, compute)["ft_loss"] for r in runs}
+    assert len(calls) == 2
+    assert got[("news", 1)] == got[("news", 4)] != got[("instruct", 1)] == got[("instruct", 4)]
+    ws.base_evaluation(runs[0], compute)["ft_loss"] = -1.0  # callers get a copy, not the cached dict
+    assert ws.base_evaluation(runs[0], compute)["ft_loss"] == got[(runs[0].data.dataset, runs[0].lora.rank)]

@@ -46,10 +46,11 @@ def test_targets_only_loss_equals_the_stock_loss(tiny_model, tmp_path, num_items
         torch.testing.assert_close(g_ours[n], g_stock[n], rtol=1e-5, atol=1e-7)
 
 
-def test_precision_auto_resolves_to_a_concrete_choice():
-    assert train.resolve_precision("fp32") == "fp32"
-    assert train.resolve_precision("bf16") == "bf16"
-    auto = train.resolve_precision("auto")
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    if not torch.cuda.is_available():
-        assert auto == ("bf16" if native else "fp32")
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_follows_the_cpu(monkeypatch, native):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert train.resolve_precision("auto") == ("bf16" if native else "fp32")
+    assert train.resolve_precision("fp32") == "fp32" and train.resolve_precision("bf16") == "bf16"
