@@ -12,6 +12,7 @@ from importlib import resources
 import pytest
 
 from forgetscale.data import synthetic
+from forgetscale.data.synthetic import instruct, world
 
 NAMES = ("news", "instruct")
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
@@ -84,16 +85,16 @@ def test_news_articles_are_2026_text_of_the_right_length():
 
 def test_news_entities_recur_across_articles():
     texts = [ex["text"] for ex in synthetic.generate("news", 100, seed=6)]
-    world = synthetic._world()
+    cast = world.build()
 
     def mentions(names: list[str]) -> list[int]:
         return [sum(name in t for t in texts) for name in names]
 
-    assert sum(k >= 3 for k in mentions([c["city"] for c in world["cities"]])) >= 8
-    assert sum(k >= 2 for k in mentions([c["mayor"] for c in world["cities"]])) >= 4
-    assert sum(k >= 2 for k in mentions([c["club"] for c in world["clubs"]])) >= 4
-    assert sum(k >= 1 for k in mentions([c["company"] for c in world["companies"]])) >= 5
-    kinds = collections.Counter(ev["kind"] for ev in world["events"])
+    assert sum(k >= 3 for k in mentions([c["city"] for c in cast["cities"]])) >= 8
+    assert sum(k >= 2 for k in mentions([c["mayor"] for c in cast["cities"]])) >= 4
+    assert sum(k >= 2 for k in mentions([c["club"] for c in cast["clubs"]])) >= 4
+    assert sum(k >= 1 for k in mentions([c["company"] for c in cast["companies"]])) >= 5
+    kinds = collections.Counter(ev["kind"] for ev in cast["events"])
     assert len(kinds) >= 6 and min(kinds.values()) >= 5
 
 
@@ -248,7 +249,7 @@ CHECKERS = {"arithmetic": _arithmetic, "percent": _percent, "units": _units, "so
 
 def test_instruct_shape_and_family_balance():
     examples = synthetic.generate("instruct", 100, seed=8)
-    assert set(synthetic.FAMILIES) == set(CHECKERS) and len(CHECKERS) >= 6
+    assert set(instruct.FAMILIES) == set(CHECKERS) and len(CHECKERS) >= 6
     assert collections.Counter(ex["family"] for ex in examples[:10]) == dict.fromkeys(CHECKERS, 1)
     for ex in examples:
         assert set(ex) == {"messages", "family"}
