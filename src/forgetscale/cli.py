@@ -124,22 +124,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         return 0
     _quiet_libraries()
+    from forgetscale.lock import hold
     from forgetscale.models import cache_dir
-    from forgetscale.study import Workspace, run_study
+    from forgetscale.study import Workspace, prepare_study, run_study
 
     log = _stderr
     ws = Workspace(cache_dir(), log)
-    table = run_study(study, out, ws, log)
-    _print_table(table)
-    phases = {"fit": _timed(fit_and_save, out)}
-    if study.probes.enabled:
-        from forgetscale.probes.runner import probe_study
+    prepare_study(study, ws)  # bad input fails here, before the directory (or its lock) exists
+    with hold(out):  # one runner per study directory
+        table = run_study(study, out, ws, log)
+        _print_table(table)
+        phases = {"fit": _timed(fit_and_save, out)}
+        if study.probes.enabled:
+            from forgetscale.probes.runner import probe_study
 
-        phases["probes"] = _timed(probe_study, out, ws, study.probes, run_ids=None, log=log)
-    from forgetscale.report.command import write_report
+            phases["probes"] = _timed(probe_study, out, ws, study.probes, run_ids=None, log=log)
+        from forgetscale.report.command import write_report
 
-    phases["report"] = _timed(write_report, out, "html", log)
-    _record_phases(out, phases)
+        phases["report"] = _timed(write_report, out, "html", log)
+        _record_phases(out, phases)
     print(f"results: {out / 'study.sqlite'}")
     return 0
 

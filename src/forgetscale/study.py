@@ -179,10 +179,12 @@ def measure_forgetting(
     return measure(tuned, ref, batch_size)
 
 
-def run_study(study: StudyConfig, out: Path, ws: Workspace, log: Log = print) -> list[dict[str, Any]]:
-    """Run every run of ``study`` not yet done in ``out``'s store; return the final run table."""
-    from forgetscale.store import open_store
+def prepare_study(study: StudyConfig, ws: Workspace) -> list[RunConfig]:
+    """Validate every input of ``study`` and warm the shared ones; writes nothing to the study directory.
 
+    Raises:
+        UserError: anything wrong with the config, model, datasets or corpus.
+    """
     runs = study.runs()
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
@@ -199,6 +201,18 @@ def run_study(study: StudyConfig, out: Path, ws: Workspace, log: Log = print) ->
         ws.data(r)
         ws.reference(r)
         check_targets(ws.model(r).model, r.lora)
+    return runs
+
+
+def run_study(study: StudyConfig, out: Path, ws: Workspace, log: Log = print) -> list[dict[str, Any]]:
+    """Run every run of ``study`` not yet done in ``out``'s store; return the final run table.
+
+    The caller holds ``out``'s run lock (:func:`forgetscale.lock.hold`): one runner per directory.
+    """
+    from forgetscale.store import open_store
+
+    runs = prepare_study(study, ws)  # the Workspace caches: cheap when the caller prepared already
+    ids = [r.run_id for r in runs]
     with open_store(out) as store:
         store.set_meta("study", study.model_dump(mode="json"))
         store.set_meta("run_ids", ids)

@@ -218,7 +218,12 @@ def test_a_fresh_adapter_is_the_identity_on_every_probe(probed_study, tiny_model
             if probe in GEN_PROBES:
                 assert it["generation"] == it["base_generation"]
             else:
-                assert it["logliks"] == it["base_logliks"]  # bit for bit: B = 0 adds exactly zero
+                # B = 0 adds exactly zero, but the adapter's forward is a different code path (other
+                # kernels, other summation order): the ~100-token sums of fp32 log-probs may differ by a
+                # few ulp per token (machines differ: 4e-9 relative seen on an Intel Xeon). 1e-6 relative
+                # is far above that rounding and far below any real change (a trained adapter moves them
+                # by >1e-3).
+                assert it["logliks"] == pytest.approx(it["base_logliks"], rel=1e-6, abs=1e-6)
     assert rows["reasoning_loglik"]["agreement_norm"] == 1.0
 
 
