@@ -94,8 +94,7 @@ class Workspace:
     def reference(self, run: RunConfig) -> BaseReference:
         """The base reference for the run's (model, corpus), from the disk cache when present."""
         from forgetscale.data.corpus import build_corpus
-        from forgetscale.forgetting import BaseReference, compute_reference
-        from forgetscale.models import tokenizer_fingerprint
+        from forgetscale.forgetting import BaseReference
 
         memo = canonical_json(run.model) + canonical_json(run.forgetting)
         if memo in self._refs:
@@ -105,22 +104,10 @@ class Workspace:
         t = time.perf_counter()
         seqs = build_corpus(f, lm.tokenizer, lm.model, lm.fingerprint, self.cache)
         self._phase("forgetting_corpus", t)
-        key = "-".join(
-            [
-                lm.fingerprint.split(":")[-1][:16],
-                tokenizer_fingerprint(lm.tokenizer),
-                fingerprint(seqs),
-                run.model.dtype,
-                f"k{f.top_k}-tail2" if f.top_k else "exact",  # tail2: the tail summed directly
-            ]
-        )
-        directory = self.cache / "refs" / key
+        directory = self.cache / "refs" / reference_key(lm.fingerprint, lm.tokenizer, seqs, run.model.dtype, f.top_k)
         if not (directory / "meta.npz").is_file():
             t = time.perf_counter()
-            tmp = directory.with_name(directory.name + f".tmp{time.time_ns()}")
-            compute_reference(lm.model, seqs, f.batch_size, tmp, f.top_k)
-            if not directory.exists():  # complete references only ever carry the final name
-                tmp.rename(directory)
+            store_reference(lm.model, seqs, f.batch_size, directory, f.top_k)
             self._phase("base_reference", t)
             self.log(f"base reference: {sum(s.n_targets for s in seqs)} tokens in {time.perf_counter() - t:.1f}s")
         self._refs[memo] = BaseReference.load(directory, tuple(seqs))
@@ -140,6 +127,35 @@ class Workspace:
     def data_fingerprint(self, run: RunConfig) -> str:
         train, held = self.data(run)
         return fingerprint(train + held)
+
+
+def reference_key(model_fingerprint: str, tok: Any, seqs: list[Sequence], dtype: str, top_k: int | None) -> str:
+    """The cache key of a base reference: everything its numbers depend on.
+
+    Shared by studies, ``forgetscale forgetting`` and :class:`forgetscale.ForgettingCallback`,
+    so that each reuses a reference any of them computed.
+    """
+    from forgetscale.models import tokenizer_fingerprint
+
+    return "-".join(
+        [
+            model_fingerprint.split(":")[-1][:16],
+            tokenizer_fingerprint(tok),
+            fingerprint(seqs),
+            dtype,
+            f"k{top_k}-tail2" if top_k else "exact",  # tail2: the tail summed directly
+        ]
+    )
+
+
+def store_reference(model: Any, seqs: list[Sequence], batch_size: int, directory: Path, top_k: int | None) -> None:
+    """Compute a base reference into ``directory``; a half-written one never carries the final name."""
+    from forgetscale.forgetting import compute_reference
+
+    tmp = directory.with_name(directory.name + f".tmp{time.time_ns()}")
+    compute_reference(model, seqs, batch_size, tmp, top_k)
+    if not directory.exists():  # complete references only ever carry the final name
+        tmp.rename(directory)
 
 
 def measure_forgetting(
