@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from bench import accuracy, breakdown, speed
-    from forgetscale.cli import _quiet_libraries
+    from forgetscale.console import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     only = set(args.only or ["forgetting", "trainer", "breakdown", "topk_gap"])
     results: dict[str, object] = {"machine": _machine()}
     if "forgetting" in only or "trainer" in only:

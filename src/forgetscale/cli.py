@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from forgetscale.console import fmt, log_stderr, print_rows, quiet_libraries
 from forgetscale.errors import UserError
 
 
@@ -123,12 +124,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"seq_len={r.train.seq_len} evals at {list(r.eval_schedule())} corpus={r.forgetting.corpus}"
             )
         return 0
-    _quiet_libraries()
+    quiet_libraries()
     from forgetscale.lock import hold
     from forgetscale.models import cache_dir
     from forgetscale.study import Workspace, prepare_study, run_study
 
-    log = _stderr
+    log = log_stderr
     ws = Workspace(cache_dir(), log)
     prepare_study(study, ws)  # bad input fails here, before the directory (or its lock) exists
     with hold(out):  # one runner per study directory
@@ -148,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_forgetting(args: argparse.Namespace) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     from forgetscale.models import cache_dir
     from forgetscale.study import measure_forgetting
 
@@ -161,7 +162,7 @@ def cmd_forgetting(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         batch_size=args.batch_size,
         cache=cache_dir(),
-        log=_stderr,
+        log=log_stderr,
     )
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -219,9 +220,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for t in ("ft_loss", "forget_ce", "forget_kl"):
         if t in result:
             d = result[t]
-            ci = f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}]"
+            ci = f"[{fmt(d['lo'])}, {fmt(d['hi'])}]"
             extra = "  (extrapolated)" if d["extrapolated"] else ""
-            print(f"  {t:>10} {_fmt(d['value'])}  95% {ci}  law {d['law']}{extra}")
+            print(f"  {t:>10} {fmt(d['value'])}  95% {ci}  law {d['law']}{extra}")
     return 0
 
 
@@ -235,8 +236,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     m = result["metric"]
     print(
         f"dataset {result['dataset']}: best within {m} <= {args.max_forgetting:g} ({result['bound']} bound): "
-        f"rank {result['rank']}, {result['steps']} steps -> ft_loss {_fmt(result['ft_loss']['value'])}, "
-        f"{m} {_fmt(result[m]['value'])} [{_fmt(result[m]['lo'])}, {_fmt(result[m]['hi'])}]"
+        f"rank {result['rank']}, {result['steps']} steps -> ft_loss {fmt(result['ft_loss']['value'])}, "
+        f"{m} {fmt(result[m]['value'])} [{fmt(result[m]['lo'])}, {fmt(result[m]['hi'])}]"
     )
     rows = [
         {"rank": t["rank"], "steps": t["steps"], "ft_loss": (t.get("ft_loss") or {}).get("value"),
@@ -249,11 +250,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _print_fit(title: str, fit: dict[str, Any]) -> None:
     flag = "" if fit.get("reliable", True) else "  [UNRELIABLE: " + "; ".join(fit.get("warnings", [])) + "]"
-    r2 = ", ".join(f"{t} {_fmt(v)}" for t, v in (fit.get("r2") or {}).items())
-    rmse = ", ".join(f"{t} {_fmt(v)}" for t, v in (fit.get("rmse") or {}).items())
+    r2 = ", ".join(f"{t} {fmt(v)}" for t, v in (fit.get("r2") or {}).items())
+    rmse = ", ".join(f"{t} {fmt(v)}" for t, v in (fit.get("rmse") or {}).items())
     print(f"{title}: R2 {r2}; RMSE {rmse}{flag}")
     for name, p in fit["params"].items():
-        print(f"    {name:>9} = {_fmt(p['value'])}  95% [{_fmt(p['lo'])}, {_fmt(p['hi'])}]")
+        print(f"    {name:>9} = {fmt(p['value'])}  95% [{fmt(p['lo'])}, {fmt(p['hi'])}]")
 
 
 def _timed(fn: Any, *args: Any, **kw: Any) -> float:
@@ -279,41 +280,6 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     print_rows(
         rows, ["run_id", "dataset", "rank", "P", "status", "step", "ft_loss", "forget_ce", "forget_kl", "seconds"]
     )
-
-
-def print_rows(rows: list[dict[str, Any]], cols: list[str]) -> None:
-    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
-    for row in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4f}" if 1e-3 <= abs(v) < 1e4 or v == 0 else f"{v:.4g}"
-    return str(v)
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _quiet_libraries() -> None:
-    """Keep library chatter (progress bars, advisory warnings) out of the study log."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import warnings
-
-    import transformers
-
-    # deprecations raised inside PEFT/transformers are theirs to fix, not the user's to read
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

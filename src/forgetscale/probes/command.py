@@ -9,6 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
+from forgetscale.console import log_stderr, print_rows, quiet_libraries
+
 KINDS = ("knowledge", "reasoning", "safety")
 COLUMNS = ("run_id", "probe", "n", "accuracy", "base_accuracy", "agreement", "refusal_rate", "base_refusal_rate")
 
@@ -57,7 +59,6 @@ def add_probe_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from forgetscale.cli import _quiet_libraries, _stderr
     from forgetscale.probes import runner
 
     cfg = runner.load_probes_config(
@@ -75,21 +76,19 @@ def cmd_probe(args: argparse.Namespace) -> int:
             from forgetscale.errors import UserError
 
             raise UserError("--lm-eval needs lm-evaluation-harness: pip install 'forgetscale[lm-eval]'") from None
-    _quiet_libraries()
+    quiet_libraries()
     from forgetscale.models import cache_dir
     from forgetscale.study import Workspace
 
-    ws = Workspace(cache_dir(), _stderr)
+    ws = Workspace(cache_dir(), log_stderr)
     if args.lm_eval is not None:
         rows = runner.lm_eval_study(
-            args.dir, ws, args.lm_eval.split(","), args.runs, cfg.batch_size, cfg.max_items, _stderr
+            args.dir, ws, args.lm_eval.split(","), args.runs, cfg.batch_size, cfg.max_items, log_stderr
         )
     else:
-        rows = runner.probe_study(args.dir, ws, cfg, args.runs, _stderr, force=args.force)
+        rows = runner.probe_study(args.dir, ws, cfg, args.runs, log_stderr, force=args.force)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        from forgetscale.cli import print_rows
-
         print_rows(rows, list(COLUMNS))
     return 0

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forgetscale.console import log_stderr
 from forgetscale.errors import UserError
 
 if TYPE_CHECKING:
@@ -39,9 +40,7 @@ def add_report_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from forgetscale.cli import _stderr
-
-    path = write_report(args.dir, args.format, _stderr, dest=args.out)
+    path = write_report(args.dir, args.format, log_stderr, dest=args.out)
     print(path)
     return 0
 
