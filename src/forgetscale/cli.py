@@ -111,9 +111,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from forgetscale.config import load_study
+    from forgetscale.models import cache_dir
+    from forgetscale.study import fix_precision
 
     study = load_study(args.study, args.preset, args.overrides)
     out = args.out or Path("runs") / study.name
+    study = fix_precision(study, out, cache_dir())  # `auto` resolved once per study, then recorded
     runs = study.runs()
     if args.dry_run:
         print(f"study {study.name!r}: {len(runs)} runs -> {out}")
@@ -126,7 +129,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     quiet_libraries()
     from forgetscale.lock import hold
-    from forgetscale.models import cache_dir
     from forgetscale.study import Workspace, prepare_study, run_study
 
     log = log_stderr

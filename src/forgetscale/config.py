@@ -69,15 +69,30 @@ class TrainConfig(_Frozen):
     seq_len: int = Field(96, ge=8)
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """Training matmul precision. ``auto``: bf16 mixed precision (fp32 adapter weights and optimizer
-    state) where the hardware multiplies bf16 natively (recent GPUs; CPUs with AVX512-BF16 or AMX),
-    fp32 elsewhere; the resolved value is in each run's provenance. Evaluations always run in fp32."""
+    """Training matmul precision: fp32, or bf16 mixed precision (fp32 adapter weights and optimizer
+    state). ``auto`` picks the faster of the two on this machine by measurement (cached per machine)
+    and is resolved once, when a study is created: the study records the choice, so its run ids,
+    resume and numbers do not depend on the machine it resumes on. Evaluations always run in fp32.
+    fp16 is refused: see :meth:`_no_fp16`."""
     sampling: Literal["random", "group_by_length"] = "group_by_length"
     """Batch examples of similar length (less padding: faster, same data), or plain random order."""
     n_evals: int = Field(6, ge=2)
     """Evaluations at step 0 plus ``n_evals - 1`` log-spaced steps ending at ``steps``."""
     eval_steps: tuple[int, ...] | None = None
     """Explicit evaluation steps; overrides ``n_evals``. Step 0 is always added."""
+
+    @field_validator("precision")
+    @classmethod
+    def _no_fp16(cls, v: str) -> str:
+        # fp16 needs a loss scaler, which skips the optimizer step when gradients overflow while the
+        # Trainer's global_step still advances (transformers' training loop): "step N" would then be
+        # fewer than N updates, and every law in N would be fitted to the wrong N.
+        if v == "fp16":
+            raise ValueError(
+                "fp16 is not supported: its loss scaler skips updates on overflow while the step count "
+                "still advances, so N would not count updates; use bf16 (same speed, no scaler) or fp32"
+            )
+        return v
 
     @field_validator("eval_steps")
     @classmethod

@@ -195,6 +195,35 @@ def measure_forgetting(
     return measure(tuned, ref, batch_size)
 
 
+def fix_precision(study: StudyConfig, out: Path, cache: Path) -> StudyConfig:
+    """``study`` with ``train.precision: auto`` replaced by a concrete precision, once per study.
+
+    The value recorded when the study in ``out`` was created wins; a new study
+    takes this machine's measured choice (:mod:`forgetscale.precision`). So run
+    ids, resume and the numbers do not depend on the machine a study resumes on.
+    """
+    swept = "train.precision" in study.sweep
+    if study.train.precision != "auto" and not (swept and "auto" in study.sweep["train.precision"]):
+        return study
+    recorded = None
+    if (out / "study.sqlite").is_file():
+        from forgetscale.store import open_store
+
+        with open_store(out, create=False) as store:
+            recorded = ((store.get_meta("study") or {}).get("train") or {}).get("precision")
+    if recorded not in ("fp32", "bf16"):
+        from forgetscale.precision import resolve
+
+        recorded = resolve("auto", cache)
+    update: dict[str, Any] = {}
+    if study.train.precision == "auto":
+        update["train"] = study.train.model_copy(update={"precision": recorded})
+    if swept:
+        axis = tuple(recorded if v == "auto" else v for v in study.sweep["train.precision"])
+        update["sweep"] = {**study.sweep, "train.precision": tuple(dict.fromkeys(axis))}
+    return study.model_copy(update=update)
+
+
 def prepare_study(study: StudyConfig, ws: Workspace) -> list[RunConfig]:
     """Validate every input of ``study`` and warm the shared ones; writes nothing to the study directory.
 

@@ -74,20 +74,10 @@ def detach_lora(peft_model: PeftModel) -> PreTrainedModel:
 
 
 def resolve_precision(precision: str) -> str:
-    """``auto``: bf16 where this machine multiplies bf16 natively, else fp32; other values as given.
+    """``auto``: the faster of fp32 and bf16 on this machine, as measured (:mod:`forgetscale.precision`)."""
+    from forgetscale.precision import resolve
 
-    Measured on this project's 2-core AVX512-BF16 CPU: a bf16 matmul runs at 4x
-    the fp32 rate and a LoRA training step at 1.8-1.9x; without native support,
-    bf16 is emulated and no faster.
-    """
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if torch.backends.mps.is_available():
-        return "fp32"
-    native = [getattr(torch.cpu, f, None) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return "bf16" if any(f is not None and f() for f in native) else "fp32"
+    return resolve(precision)
 
 
 def is_identity(peft_model: PeftModel) -> bool:

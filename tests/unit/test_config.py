@@ -89,3 +89,9 @@ def test_paper_preset_validates():
     s = load_study(preset="paper")
     assert s.train.optimizer == "adafactor" and s.train.batch_size == 32 and s.train.seq_len == 512
     assert sorted({r.lora.rank for r in s.runs()}) == [8, 16, 32, 64, 128, 256]
+
+
+def test_fp16_is_refused_with_the_reason():
+    """fp16's loss scaler skips updates while global_step advances: N would not count updates."""
+    with pytest.raises(UserError, match=r"train\.precision: .*fp16 is not supported.*skips updates"):
+        load_study(overrides=["train.precision=fp16"])

@@ -44,13 +44,3 @@ def test_targets_only_loss_equals_the_stock_loss(tiny_model, tmp_path, num_items
     assert g_ours.keys() == g_stock.keys() and g_ours
     for n in g_stock:
         torch.testing.assert_close(g_ours[n], g_stock[n], rtol=1e-5, atol=1e-7)
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_precision_auto_follows_the_cpu(monkeypatch, native):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert train.resolve_precision("auto") == ("bf16" if native else "fp32")
-    assert train.resolve_precision("fp32") == "fp32" and train.resolve_precision("bf16") == "bf16"
