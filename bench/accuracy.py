@@ -18,7 +18,7 @@ def topk_gap(study_dir: Path, ks: tuple[int, ...] = (4096, 1024, 256)) -> dict[s
     from forgetscale.config import StudyConfig
     from forgetscale.forgetting import compute_reference, measure
     from forgetscale.models import cache_dir
-    from forgetscale.probes.runner import swapped_adapters
+    from forgetscale.probes.inference import swapped_adapters
     from forgetscale.store import open_store
     from forgetscale.study import Workspace
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from forgetscale.cli import main
-from forgetscale.probes.runner import BASE, PROBES
+from forgetscale.probes.inference import PROBES
+from forgetscale.probes.runner import BASE
 
 ALL_PROBES = [p for names in PROBES.values() for p in names]
 GEN_PROBES = ["knowledge", "reasoning_gen", "safety"]
@@ -232,7 +233,8 @@ def test_probing_leaves_the_shared_base_model_unchanged(probed_study, tmp_path):
 
     from forgetscale.config import ProbesConfig, StudyConfig
     from forgetscale.models import cache_dir
-    from forgetscale.probes.runner import probe_study, run_probe
+    from forgetscale.probes.inference import run_probe
+    from forgetscale.probes.runner import probe_study
     from forgetscale.probes.sets import load_probe_set
     from forgetscale.store import open_store
     from forgetscale.study import Workspace

@@ -2,22 +2,20 @@
 
 - :mod:`~forgetscale.probes.sets`: the shipped probe sets, user JSONL files, ARC-Challenge and AdvBench;
 - :mod:`~forgetscale.probes.scoring`: pure scoring (answers, letters, refusals, agreement with the base);
-- :mod:`~forgetscale.probes.runner`: running them with a model, base once and adapters swapped.
+- :mod:`~forgetscale.probes.inference`: one model on one probe (generation, option log-likelihoods), adapters swapped;
+- :mod:`~forgetscale.probes.runner`: a study's base model once and every run's adapter, compared and stored.
 
 Importing this package does not import torch.
 """
 
+from forgetscale.probes.inference import PROBES, option_logliks, run_probe, swapped_adapters
 from forgetscale.probes.runner import (
     BASE,
-    PROBES,
     compare,
     lm_eval_study,
     load_probes_config,
-    option_logliks,
     probe_names,
     probe_study,
-    run_probe,
-    swapped_adapters,
 )
 from forgetscale.probes.scoring import ItemResult, summarize
 from forgetscale.probes.sets import PROBE_KINDS, load_probe_file, load_probe_set
