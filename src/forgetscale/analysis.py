@@ -16,6 +16,8 @@ import numpy as np
 
 from forgetscale.errors import UserError
 
+RELIABLE_ERROR = 0.10  # = laws.study.RELIABLE_ERROR, repeated so the CLI need not import the laws
+
 
 def _open(out: Path):  # noqa: ANN202 - returns a Store; imported lazily
     from forgetscale.store import open_store
@@ -64,11 +66,109 @@ def fit_directory(
         except (KeyError, ValueError) as e:
             raise UserError(f"fit: {e}") from None
         store.replace_fits({(ds, law): f.to_dict() for ds, by_law in fits.items() for law, f in by_law.items()})
+        found = _findings(store, rows, fits, min_step or cfg.min_step)
         return {
             "fits": {ds: {law: f.to_dict(samples=False) for law, f in by_law.items()} for ds, by_law in fits.items()},
             "comparison": comparison_table(fits),
+            "findings": found,
             "skipped": skipped,
         }
+
+
+def _findings(store: Any, rows: list[dict[str, Any]], fits: dict[str, Any], min_step: int) -> list[dict[str, Any]]:
+    from forgetscale.laws.findings import findings
+    from forgetscale.laws.study import rows_to_arrays
+
+    dataset_of = {r["run_id"]: r["dataset"] for r in store.runs()}
+    items: dict[str, list[dict[str, Any]]] = {}
+    for p in store.probes():
+        ds = dataset_of.get(p["run_id"])
+        if ds is not None:  # the base model's own rows have no dataset
+            items.setdefault(ds, []).extend({**it, "probe": p["probe"], "run_id": p["run_id"]}
+                                            for it in p.get("items") or [] if isinstance(it, dict))
+    return findings(rows_to_arrays(rows), fits, items, min_step)
+
+
+def study_findings(out: Path) -> list[dict[str, Any]]:
+    """F1-F5 per dataset from the store (stored fits, measurements, probes), as ``fit`` reports them."""
+    from forgetscale.laws import FitResult
+
+    with _open(out) as store:
+        fits: dict[str, dict[str, Any]] = {}
+        min_step = 1
+        for (ds, label), d in store.fits().items():
+            fits.setdefault(ds, {})[label] = FitResult.from_dict(d)
+            min_step = int((d.get("settings") or {}).get("min_step") or min_step)
+        return _findings(store, study_rows(store), fits, min_step)
+
+
+def base_entropy(store: Any, dataset: str) -> float | None:
+    """The median base entropy of a dataset's measurements (constant per forgetting corpus)."""
+    rows = study_rows(store)
+    vals = [r["base_entropy"] for r in rows if r["dataset"] == dataset and r.get("base_entropy") is not None]
+    return float(np.median(vals)) if vals else None
+
+
+def summary_lines(out: Path) -> list[str]:
+    """What `forgetscale run` ends with: each dataset's findings and headline laws, one line each."""
+    import json
+
+    path = out / "fits.json"
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [f"no fits in {out}; run `forgetscale fit {out}`"]
+    lines = []
+    for ds in sorted(result.get("fits") or {}):
+        lines.append(f"dataset {ds}:")
+        lin = (result["fits"][ds].get("linear") or {}).get("params")
+        if lin:
+            c, s = lin["c_fft"], lin["s_fft"]
+            r2 = (result["fits"][ds]["linear"].get("r2") or {}).get("forget_ce")
+            lines.append(f"  linear law: forget_ce = -{c['value']:.4g} * ft_loss + {s['value']:.4g}"
+                         f"  (c_fft 95% [{_g(c['lo'])}, {_g(c['hi'])}], R2 {_g(r2)})")
+        for target in ("ft_loss", "forget_ce", "forget_kl"):
+            rows = [r for r in result.get("comparison") or [] if r["dataset"] == ds and r["target"] == target]
+            best = next((r for r in rows if r["reliable"]), None)
+            if best:
+                lines.append(f"  {target}: {best['law']} (held-out error {best['heldout_error_of_change']:.1%} "
+                             "of the change since step 0)")
+            elif rows:
+                lines.append(f"  {target}: no reliable law (best held-out error of change: "
+                             f"{_g(rows[0]['heldout_error_of_change'])} by {rows[0]['law']})")
+        for f in result.get("findings") or []:
+            if f["dataset"] == ds:
+                lines.append(f"  {f['finding']} {f['verdict']}: {finding_text(f)}")
+    return lines
+
+
+def finding_text(f: dict[str, Any]) -> str:
+    """One line of a finding's evidence."""
+    ev = f.get("evidence") or {}
+
+    def ci(d: Any) -> str:
+        return f"{_g(d.get('value'))} [{_g(d.get('lo'))}, {_g(d.get('hi'))}]" if isinstance(d, dict) else "-"
+
+    parts = []
+    if f["finding"] == "F1" and "r2" in ev:
+        parts.append(f"R2 {_g(ev['r2'])}, slope c_fft {ci(ev.get('slope_c_fft'))}")
+    for key in ("exponent_a", "exponent_b"):
+        if key in ev:
+            parts.append(f"{key.split('_')[1]} = {ci(ev[key])}" + ("" if ev.get("law_reliable") else
+                                                                   " (kl_power not reliable)"))
+    for key in ("effect_log_P", "effect_log_N"):
+        if key in ev:
+            parts.append(f"{key[7:]} effect {ci(ev[key])} vs spread {_g(ev.get('forgetting_spread'))}")
+    if "difference" in ev:
+        parts.append(f"agreement drop {_g(ev['agreement_drop'])} vs accuracy drop {_g(ev['accuracy_drop'])}, "
+                     f"difference {ci(ev['difference'])} over {ev['n_items']} items")
+    if "reason" in ev:
+        parts.append(str(ev["reason"]))
+    return "; ".join(parts) or "-"
+
+
+def _g(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def fit_csv(
@@ -87,6 +187,8 @@ def fit_csv(
             records = list(csv.DictReader(f))
     except OSError as e:
         raise UserError(f"cannot read {path}: {e}") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: not a UTF-8 CSV file ({e})") from None
     if not records:
         raise UserError(f"{path}: no data rows")
     for col in [*x, *y, *([group] if group else [])]:
@@ -148,7 +250,12 @@ def params_per_rank(store: Any, dataset: str) -> float:
 def predict_directory(
     out: Path, steps: float, rank: float | None = None, params: float | None = None, dataset: str | None = None
 ) -> dict[str, Any]:
-    """Predicted fine-tuning loss and forgetting (with intervals) at a new rank/P and step count."""
+    """Predicted fine-tuning loss and forgetting at a new rank/P and step count, from reliable laws only.
+
+    Each quantity has a 95% prediction interval for a new run, the law used and
+    whether the point extrapolates; with no reliable law its value is None with
+    a ``reason`` (not an error).
+    """
     from forgetscale.laws.study import predict
 
     if steps <= 0 or (rank is not None and rank <= 0) or (params is not None and params <= 0):
@@ -157,7 +264,7 @@ def predict_directory(
         dataset, fits = _dataset_fits(store, dataset)
         P = params if params is not None else float(rank) * params_per_rank(store, dataset)  # type: ignore[arg-type]
         try:
-            result = predict(fits, P, steps)
+            result = predict(fits, P, steps, base_entropy=base_entropy(store, dataset))
         except ValueError as e:
             raise UserError(f"predict: {e}") from None
     return {"dataset": dataset, "rank": rank, **result}
@@ -174,7 +281,8 @@ def plan_directory(
     with _open(out) as store:
         dataset, fits = _dataset_fits(store, dataset)
         try:
-            result = plan(fits, max_forgetting, params_per_rank(store, dataset), metric=metric, bound=bound)
+            result = plan(fits, max_forgetting, params_per_rank(store, dataset), metric=metric, bound=bound,
+                          base_entropy=base_entropy(store, dataset))
         except (PlanError, ValueError) as e:
             raise UserError(f"plan: {e}") from None
     return {"dataset": dataset, **result}

@@ -74,8 +74,8 @@ def test_recovers_paper_exponents():
     for k in ("alpha_f", "alpha_ft", "beta_f", "beta_ft", "rho"):
         assert fit.params[k] == pytest.approx(true[k], rel=0.10), k
     assert fit.params["s_ft"] == pytest.approx(1.0, rel=0.05)
-    # reported in the b_ft = 1 gauge, c_fft pinned to the Eq. 4 slope of the data
-    assert fit.params["b_ft"] == 1.0
+    # reported in the fitting gauge (b_ft = geometric mean of N), c_fft pinned to the Eq. 4 slope
+    assert fit.params["b_ft"] == pytest.approx(np.exp(np.mean(np.log(N))), rel=1e-12)
     assert set(fit.pinned) == {"b_ft", "c_fft"}
     slope = -np.polyfit(y[0], y[1], 1)[0]
     assert fit.params["c_fft"] == pytest.approx(slope, rel=1e-9)
@@ -180,8 +180,11 @@ def test_no_bootstrap_is_said_not_hidden():
     fit = fit_law("kl_power", {"P": P, "N": N}, kl, groups=g, n_boot=0)
     assert any("n_boot=0" in w for w in fit.warnings)
     assert all(np.isnan(v).all() for v in fit.intervals.values())
-    _, lo, hi = fit.predict({"P": [2e5], "N": [30.0]})
+    _, lo, hi = fit.predict({"P": [2e5], "N": [30.0]}, band="mean")
     assert np.isnan(lo).all() and np.isnan(hi).all()
+    # the prediction interval needs no bootstrap: residual scale x k from leave-one-run-out errors
+    mean, lo, hi = fit.predict({"P": [2e5], "N": [30.0]})
+    assert (lo < mean).all() and (mean < hi).all()
 
 
 # ---------------------------------------------------------------------------- bootstrap, determinism

@@ -9,8 +9,11 @@ import pytest
 
 import forgetscale.laws.fit
 import forgetscale.laws.forms
+import forgetscale.laws.intervals
+import forgetscale.laws.paper
 import forgetscale.laws.study
-from forgetscale.laws import LAWS, LawForm, additive_varpro, get_law, register_law
+import forgetscale.laws.validate
+from forgetscale.laws import LAWS, LawForm, additive_varpro, get_law, paper_gauge, register_law
 
 LLAMA2_7B_P_PER_RANK = 2_498_560  # LoRA on q,k,v,o,gate,up,down of Llama-2-7B, per unit rank
 
@@ -120,9 +123,27 @@ def test_paper_gauge_leaves_predictions_unchanged():
     moved["c_ft"] = OPENORCA["c_ft"] * k ** -OPENORCA["rho"]
     x = np.array([[2e7, 6e8, 1e6], [50.0, 260.0, 5.0]])
     np.testing.assert_allclose(law.predict(moved, x), law.predict(theta, x), rtol=1e-10)
-    canon = law.canonical(law.theta(moved))
+    canon = paper_gauge(law.theta(moved))
     assert canon[law.params.index("b_ft")] == 1.0
     np.testing.assert_allclose(law.predict(canon, x), law.predict(theta, x), rtol=1e-10)
+    assert law.canonical is None  # fits are reported in the fitting gauge (bounded scales)
+
+
+def test_paper_scales_stay_within_bounds_as_the_exponent_goes_to_zero():
+    # The alpha -> 0 limit: the optimiser's term coordinate alpha * (log a - centre) stays
+    # finite while log a = centre + term / alpha runs off. Decoding clamps a to its bounds.
+    from forgetscale.laws.forms import Coords
+
+    law = LAWS["paper"]
+    x = np.array([[1e5, 1e6, 1e7], [10.0, 20.0, 40.0]])
+    theta = law.theta(dict(OPENORCA, alpha_f=1e-4))
+    coords = Coords.at(law, {}, np.ones(law.n_params), x)
+    z = coords.encode(theta)
+    z[law.params.index("a_f")] = 40.0  # a term of e^40 at the centre needs log a ~ 4e5 at alpha 1e-4
+    back = coords.decode(z)
+    lo, hi = law.bounds["a_f"]
+    assert back[law.params.index("a_f")] == pytest.approx(hi, rel=1e-9)
+    assert np.isfinite(law.predict(back, x)).all()
 
 
 def test_additive_varpro_finds_exponents_and_signs():
@@ -159,8 +180,9 @@ def test_lawform_validates_its_declaration():
                 bounds={}, grid={})
 
 
-@pytest.mark.parametrize("module", [forgetscale.laws.forms, forgetscale.laws.fit,
-                                    forgetscale.laws.study])
+@pytest.mark.parametrize("module", [forgetscale.laws.forms, forgetscale.laws.fit, forgetscale.laws.study,
+                                    forgetscale.laws.paper, forgetscale.laws.validate,
+                                    forgetscale.laws.intervals])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

@@ -7,89 +7,34 @@ whole runs (points from one run share its noise, so resampling rows would
 understate the uncertainty), parameters are kept unrounded, and a law is judged
 by its error on held-out points with the largest P or the longest N.
 
-Search. ``search="varpro"`` (default) starts L-BFGS-B from a handful of points
-computed from the data (``LawForm.init``: variable projection over the
-exponents where the law is linear in its other parameters), screened by a
-short polish; ``search="grid"`` polishes every point of the form's cartesian
-grid. Measured on the 2-core dev machine (shared, load 5-7), Chinchilla Fig. 4
-(240 points), ``additive``; both reach the same optimum (objectives equal to
-1e-15; A=477.83, B=2143.4, E=1.8172, alpha=0.34731, beta=0.36717):
-
-    varpro  6 L-BFGS-B runs,        242 evaluations,  0.22 s CPU,  0.37 s wall
-    grid    4,556 L-BFGS-B runs, 341,413 evaluations,   193 s CPU,   346 s wall
-
-so varpro is the default.
+Modules: ``optimize.py`` (the objective and L-BFGS-B search), ``validate.py``
+(bootstrap over runs, held-out splits and their error relative to the change
+since step 0), ``intervals.py`` (prediction intervals for a new run,
+calibrated on leave-one-run-out errors). This module assembles a
+:class:`FitResult` from them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
-import itertools
 import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import scipy
-from scipy.optimize import minimize
 
-from forgetscale.laws.forms import Coords, FitError, LawForm, get_law
+from forgetscale.laws.forms import FitError, LawForm, get_law
+from forgetscale.laws.intervals import calibrate, prediction_band
+from forgetscale.laws.optimize import Search, _Best, _blas_single_thread, _fit_point
+from forgetscale.laws.validate import bootstrap, heldout_split
 
 __all__ = ["FitError", "FitResult", "fit_law"]
 
 Array = np.ndarray
-Search = Literal["varpro", "grid"]
 
-_INVALID = 1e3  # log-residual for a NaN/inf prediction, and the cap on any: finite, never NaN
-_FLOOR = 30.0  # log-residual floor for a prediction <= 0, plus its distance below zero
 _FOLD_LIMIT = 100.0  # a log-scale parameter whose 95% interval spans more than this is unreliable
 _REL_LIMIT = 2.0  # ... or a linear one whose interval is wider than twice its value
-# L-BFGS-B crawls on the near-L1 Huber objective: a looser relative tolerance stops bootstrap
-# refits near their warm start and shrinks intervals (measured: 1e-8 cut an exponent's 95%
-# interval from [0.17, 0.62] to [0.41, 0.43]; 1e-10 still cut some; 1e-12 and 1e-14 agree).
-_FTOL = 1e-12
-_MAXITER = 5000
-_SCREEN_ITERS = 100  # short polish per data-driven start ...
-_KEEP = 2  # ... after which only this many best starts are run to convergence
-# Bootstrap refits start at the full fit; one that needs more than this is crawling along
-# a direction the resample does not determine, and is counted as not converged.
-_BOOT_MAXITER = 1000
-
-
-@functools.lru_cache(maxsize=1)
-def _scipy_openblas() -> ctypes.CDLL | None:
-    libs = Path(scipy.__file__).resolve().parent.parent / "scipy.libs"
-    for path in sorted(libs.glob("libscipy_openblas*")):
-        try:
-            lib = ctypes.CDLL(str(path))
-            lib.openblas_set_num_threads_local.restype = ctypes.c_int
-            return lib
-        except (OSError, AttributeError):
-            continue
-    return None
-
-
-@contextlib.contextmanager
-def _blas_single_thread() -> Iterator[None]:
-    """Run scipy's BLAS on one thread, in this thread only, restoring it afterwards.
-
-    L-BFGS-B calls BLAS on tiny vectors; waking OpenBLAS's worker threads costs
-    more than the work (measured on the loaded 2-core dev machine: 3.2 ms per
-    L-BFGS-B iteration with 2 threads, 0.2 ms with 1). No-op without scipy's
-    bundled OpenBLAS (e.g. macOS Accelerate).
-    """
-    lib = _scipy_openblas()
-    prev = lib.openblas_set_num_threads_local(1) if lib else None
-    try:
-        yield
-    finally:
-        if lib:
-            lib.openblas_set_num_threads_local(prev)
 
 
 @dataclass(frozen=True)
@@ -115,6 +60,8 @@ class FitResult:
         objective: final Huber objective (mean, in units of ``delta``).
         settings: delta, search, n_boot requested, seed.
         samples: bootstrap parameter vectors, shape ``(n_ok, n_params)``.
+        calibration: the prediction interval's calibration (``intervals.calibrate``):
+            residual scale, ``k`` and cross-validated coverage per target.
     """
 
     law: str
@@ -134,6 +81,7 @@ class FitResult:
     objective: float = math.nan
     settings: dict[str, Any] = field(default_factory=dict)
     samples: Array = field(default_factory=lambda: np.zeros((0, 0)), compare=False, repr=False)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def form(self) -> LawForm:
@@ -146,20 +94,29 @@ class FitResult:
             return self.law
         return f"{self.law}:{','.join(self.targets)}"
 
-    def predict(self, x: Mapping[str, Any] | Array, level: float = 0.95) -> tuple[Array, Array, Array]:
-        """Point prediction and bootstrap interval.
+    def predict(self, x: Mapping[str, Any] | Array, band: str = "prediction",
+                level: float = 0.95) -> tuple[Array, Array, Array]:
+        """Point prediction and an interval.
 
         Args:
             x: inputs by name (``{"P": ..., "N": ...}``) or an ``(n_inputs, n)`` array.
-            level: central interval probability.
+            band: ``"prediction"`` (default): the calibrated 95% prediction interval
+                for a new run (``intervals.py``); ``"mean"``: the bootstrap
+                percentile band of the fitted mean curve (narrower: it ignores
+                run-to-run noise and misfit).
+            level: central probability of the ``"mean"`` band (the prediction
+                interval is calibrated at 95%).
 
         Returns:
-            ``(mean, lo, hi)``, each of shape ``(n_targets, n)``: ``mean`` is the
-            prediction at the fitted parameters; ``lo``/``hi`` are bootstrap
-            percentiles (NaN when the fit has no bootstrap samples).
+            ``(mean, lo, hi)``, each of shape ``(n_targets, n)``; ``lo``/``hi`` are
+            NaN where there is no interval (no calibration, or no bootstrap).
         """
         xa = _as_rows(x, self.inputs, "input")
         theta = self.form.theta(self.params)
+        if band == "prediction":
+            return prediction_band(self.form, theta, self.samples, xa, self.calibration, self.targets)
+        if band != "mean":
+            raise ValueError(f"band must be 'prediction' or 'mean', not {band!r}")
         mean = self.form.predict(theta, xa)
         if len(self.samples) == 0:
             return mean, np.full_like(mean, np.nan), np.full_like(mean, np.nan)
@@ -178,7 +135,7 @@ class FitResult:
             "params": params, "r2": self.r2, "rmse": self.rmse, "n_points": self.n_points,
             "n_groups": self.n_groups, "reliable": self.reliable, "warnings": self.warnings,
             "heldout": self.heldout, "domain": self.domain, "objective": self.objective,
-            "settings": self.settings,
+            "settings": self.settings, "calibration": self.calibration,
         }
         if samples:
             out["samples"] = self.samples.tolist()
@@ -202,6 +159,7 @@ class FitResult:
             objective=_float(d.get("objective")), settings=dict(d.get("settings", {})),
             samples=np.array([[_float(v) for v in row] for row in d.get("samples") or []],
                              dtype=float).reshape(-1, n_params),
+            calibration=dict(d.get("calibration") or {}),
         )
 
 
@@ -222,6 +180,7 @@ def fit_law(
     search: Search = "varpro",
     holdout: Mapping[str, Any] | None = None,
     max_starts: int = 4,
+    change: Mapping[str, Any] | Array | None = None,
 ) -> FitResult:
     """Fit a law form robustly, with bootstrap intervals and held-out validation.
 
@@ -242,6 +201,9 @@ def fit_law(
             the largest value are held out, the law refitted on the rest and
             scored on them. Default: the law's own inputs.
         max_starts: most data-driven starts polished.
+        change: per target, each point's change since step 0 of its run (same
+            names/shape as ``y``); held-out splits then report
+            ``error_of_change`` (``validate.py``).
 
     Returns:
         A :class:`FitResult`.
@@ -285,7 +247,7 @@ def fit_law(
         if r2[t] < 0:
             problems.append(f"fits {t} worse than a constant (R² = {r2[t]:.3g})")
 
-    fit_samples, n_failed, n_stalled = _bootstrap(form, xa, ya, gid, best, delta, n_boot, seed)
+    fit_samples, n_failed, n_stalled = bootstrap(form, xa, ya, gid, best, delta, n_boot, seed)
     samples = form.canonical(fit_samples) if form.canonical and len(fit_samples) else fit_samples
     intervals = {p: (math.nan, math.nan) for p in form.params}
     if len(samples):
@@ -306,10 +268,12 @@ def fit_law(
         problems.append(f"only {n_groups} groups to resample: intervals are not meaningful")
 
     keys = holdout if holdout is not None else dict(zip(inputs, xa, strict=True))
+    ch = None if change is None else _as_rows(change, targets, "change")
     heldout = {
-        k: _heldout(form, xa, ya, np.asarray(v, dtype=float), targets, delta, search, best)
+        k: heldout_split(form, xa, ya, np.asarray(v, dtype=float), targets, delta, search, best, ch)
         for k, v in keys.items()
     }
+    calibration = calibrate(form, xa, ya, gid, best, fit_samples, delta, targets)
     return FitResult(
         law=form.name, inputs=inputs, targets=targets,
         params={p: float(v) for p, v in zip(form.params, theta, strict=True)},
@@ -319,155 +283,11 @@ def fit_law(
                                            zip(inputs, xa, strict=True)},
         objective=best.objective,
         settings={"delta": delta, "search": search, "n_boot": n_boot, "seed": seed},
-        samples=samples,
+        samples=samples, calibration=calibration,
     )
 
 
-# ---------------------------------------------------------------------------- objective
-
-def _residuals(form: LawForm, theta: Array, x: Array, y: Array) -> Array:
-    """Log-residuals ``log(pred) - log(y)`` for a batch of ``theta``: ``(..., n_out, n)``.
-
-    Invalid predictions get a large finite residual that still improves towards
-    validity (a prediction <= 0 is charged ``30 + |pred|/y``), so the optimiser is
-    pushed back and never fed NaN.
-    """
-    pred = form.predict(theta, x)
-    with np.errstate(all="ignore"):
-        r = np.log(pred) - np.log(y)
-        r = np.where(np.isfinite(pred) & (pred <= 0), -_FLOOR + pred / y, r)
-    return np.clip(np.where(np.isfinite(r), r, _INVALID), -_INVALID, _INVALID)
-
-
-def _huber(r: Array, delta: float) -> Array:
-    """Huber loss summed over the last two axes, as a mean in units of ``delta``."""
-    a = np.abs(r)
-    h = np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))
-    return h.sum(axis=(-1, -2)) / (delta * r.shape[-1] * r.shape[-2])
-
-
-@dataclass
-class _Best:
-    theta: Array
-    objective: float
-    coords: Coords
-    converged: bool
-    pinned: dict[str, float]
-    notes: list[str]
-
-
-def _polish(
-    coords: Coords, z0: Array, x: Array, y: Array, delta: float, maxiter: int | None = None,
-) -> tuple[Array, float, bool]:
-    """L-BFGS-B from ``z0``.
-
-    The gradient is exact in the Huber loss and finite-difference only in the
-    smooth model: forward differences of the residuals for all coordinates in
-    one batched evaluation (k + 1 parameter vectors). Differencing the
-    objective itself instead would straddle the loss's kinks and, centrally,
-    cost twice as many evaluations.
-    """
-    form = coords.form
-    n_tot = y.size
-
-    def fg(z: Array) -> tuple[float, Array]:
-        h = 1e-7 * np.maximum(1.0, np.abs(z))
-        zz = np.concatenate([z[None], z + np.diag(h)])
-        r = _residuals(form, coords.decode(zz), x, y)
-        r0 = r[0]
-        jac = (r[1:] - r0) / h[:, None, None]
-        psi = np.clip(r0, -delta, delta)  # derivative of the Huber loss
-        return float(_huber(r0, delta)), (jac * psi).sum(axis=(1, 2)) / (delta * n_tot)
-
-    bounds = coords.bounds()
-    z0 = np.clip(z0, [b[0] for b in bounds], [b[1] for b in bounds])
-    opts = {"maxiter": maxiter or _MAXITER, "ftol": _FTOL, "gtol": 1e-10, "maxcor": 20}
-    res = minimize(fg, z0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
-    converged = bool(res.success)
-    if maxiter is not None:  # a capped run: converged or not, the caller decides
-        return np.asarray(res.x), float(res.fun), converged
-    if not converged and "ABNORMAL" in str(res.message):
-        # A line search that cannot progress at a kink of the Huber loss is a
-        # minimum, not a failure, if a restart from there cannot improve either.
-        res2 = minimize(fg, res.x, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
-        converged = res2.fun >= res.fun - 1e-9 * max(abs(res.fun), 1e-12)
-        if res2.fun < res.fun:
-            res = res2
-    return np.asarray(res.x), float(res.fun), converged
-
-
-def _fit_point(
-    form: LawForm, x: Array, y: Array, delta: float, search: Search, max_starts: int,
-    warm: _Best | None = None, also: _Best | None = None, maxiter: int | None = None,
-) -> _Best:
-    """Fit once: from ``warm`` only, or from the search's starts (plus ``also``)."""
-    pinned = form.pin(x, y) if form.pin else {}
-    if any(not math.isfinite(v) for v in pinned.values()):
-        raise FitError(f"law {form.name!r}: cannot set its gauge from these data ({pinned})")
-    # an earlier fit moves over through its coordinates (so it suits this data's gauge),
-    # keeping its signs; other starts take the signs of their own values
-    moved = [(_transfer(b, pinned), b.coords.signs) for b in (warm, also) if b is not None]
-    if warm is not None:
-        starts = []
-    elif search == "varpro" and form.init is not None:
-        starts = form.init(x, y, pinned)[:max_starts] or _grid(form, pinned)
-    elif search in ("varpro", "grid"):
-        starts = _grid(form, pinned)
-    else:
-        raise ValueError(f"search must be 'varpro' or 'grid', not {search!r}")
-    # Data-driven starts are screened: a short polish each, then only the best few are
-    # run to convergence. On the paper law the starts all reach the same optimum but some
-    # crawl for 1,000-2,000 iterations; screening halved a 6-run study fit. The grid
-    # search polishes every start fully, as the reference method does.
-    pairs = [(np.array(t, dtype=float), None) for t in starts] + moved
-    screen = warm is None and search == "varpro" and len(pairs) > _KEEP
-    runs = []
-    for theta0, signs in pairs:
-        for p, v in pinned.items():
-            theta0[form.params.index(p)] = v
-        s = signs if signs is not None else np.where(theta0 < 0, -1.0, 1.0)
-        coords = Coords.at(form, pinned, s, x)
-        z0 = coords.encode(np.where(theta0 == 0, 1e-12, theta0))
-        runs.append((coords, *_polish(coords, z0, x, y, delta, _SCREEN_ITERS if screen else maxiter)))
-    if screen:
-        runs.sort(key=lambda r: r[2])
-        runs = [(c, *_polish(c, z, x, y, delta)) for c, z, _, _ in runs[:_KEEP]]
-    coords, z, f, conv = min(runs, key=lambda r: r[2])
-    best = _Best(coords.decode(z), f, coords, conv, pinned, [])
-    if not best.converged:
-        best.notes.append("optimiser did not converge")
-    best.notes += _bound_warnings(best)
-    return best
-
-
-def _transfer(best: _Best, pinned: dict[str, float]) -> Array:
-    c = best.coords
-    return Coords(c.form, pinned, c.signs, c.centres).decode(c.encode(best.theta))
-
-
-def _grid(form: LawForm, pinned: Mapping[str, float]) -> list[Array]:
-    free = [p for p in form.params if p not in pinned]
-    missing = [p for p in free if p not in form.grid]
-    if missing:
-        raise ValueError(f"law {form.name!r}: no grid values for {missing}")
-    out = []
-    for combo in itertools.product(*(form.grid[p] for p in free)):
-        values = dict(zip(free, combo, strict=True)) | dict(pinned)
-        out.append(form.theta(values))
-    return out
-
-
 # ---------------------------------------------------------------------------- warnings
-
-def _bound_warnings(best: _Best) -> list[str]:
-    out = []
-    z = best.coords.encode(best.theta)
-    for j, (i, (lo, hi)) in enumerate(zip(best.coords.free, best.coords.bounds(), strict=True)):
-        tol = 1e-6 * max(1.0, abs(lo), abs(hi)) if math.isfinite(hi - lo) else 0.0
-        if z[j] <= lo + tol or z[j] >= hi - tol:
-            out.append(f"{best.coords.form.params[i]} = {best.theta[i]:.6g} is on its bound")
-    return out
-
 
 def _interval_warnings(form: LawForm, best: _Best, samples: Array) -> list[str]:
     out = []
@@ -488,72 +308,6 @@ def _interval_warnings(form: LawForm, best: _Best, samples: Array) -> list[str]:
             out.append(f"{name}: 95% interval [{lo[j]:.3g}, {hi[j]:.3g}] is wider than 2x its "
                        f"value {z[j]:.3g}")
     return out
-
-
-# ---------------------------------------------------------------------------- bootstrap, held-out
-
-def _bootstrap(
-    form: LawForm, x: Array, y: Array, gid: Array, best: _Best, delta: float, n_boot: int, seed: int,
-) -> tuple[Array, int, int]:
-    """Refit on ``n_boot`` resamples of whole groups, each warm-started at the full fit.
-
-    A resample that cannot support the fit (e.g. every drawn run has the same
-    P) is redrawn, as in any bootstrap conditioned on estimability.
-
-    Returns:
-        ``(samples, n_failed, n_not_converged)``; samples in the fit's gauge.
-    """
-    rng = np.random.default_rng(seed)
-    labels = np.unique(gid)
-    members = [np.flatnonzero(gid == g) for g in labels]
-    out, failed, stalled, draws = [], 0, 0, 0
-    while len(out) + failed < n_boot and draws < 20 * n_boot:
-        draws += 1
-        idx = np.concatenate([members[k] for k in rng.integers(0, len(labels), len(labels))])
-        xb, yb = x[:, idx], y[:, idx]
-        try:
-            form.check(xb, yb)
-        except FitError:
-            continue
-        try:
-            b = _fit_point(form, xb, yb, delta, "varpro", 1, warm=best, maxiter=_BOOT_MAXITER)
-        except FitError:
-            failed += 1
-            continue
-        out.append(b.theta)
-        stalled += not b.converged
-    samples = np.array(out) if out else np.zeros((0, form.n_params))
-    return samples, n_boot - len(out), stalled
-
-
-def _heldout(
-    form: LawForm, x: Array, y: Array, key: Array, targets: tuple[str, ...], delta: float,
-    search: Search, full: _Best,
-) -> dict[str, Any]:
-    """Refit without the points where ``key`` is largest; score the fit on them.
-
-    The refit starts from the best data-driven start of the training points and
-    from the full fit, and keeps the better optimum of the two.
-    """
-    if key.shape != (x.shape[1],) or not np.all(np.isfinite(key)):
-        raise ValueError("holdout keys need one finite value per point")
-    top = key.max()
-    test = key == top
-    if test.all():
-        return {"error": "a single distinct value: nothing to hold out"}
-    train = ~test
-    try:
-        form.check(x[:, train], y[:, train])
-        b = _fit_point(form, x[:, train], y[:, train], delta, search, 1, also=full)
-    except FitError as e:
-        return {"value": float(top), "n": int(test.sum()), "error": str(e)}
-    pred = form.predict(b.theta, x[:, test])
-    err = pred - y[:, test]
-    return {
-        "value": float(top), "n": int(test.sum()),
-        "rmse": {t: float(np.sqrt(np.mean(err[i] ** 2))) for i, t in enumerate(targets)},
-        "mre": {t: float(np.mean(np.abs(err[i]) / np.abs(y[i, test]))) for i, t in enumerate(targets)},
-    }
 
 
 # ---------------------------------------------------------------------------- plumbing

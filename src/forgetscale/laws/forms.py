@@ -7,16 +7,13 @@ the data cannot identify (``pin``), and what data it needs (``check``).
 ``theta`` is in natural units, ordered as ``params``, and may carry leading
 batch axes (bootstrap replicates are evaluated at once). Fitting is ``fit.py``.
 
-Identifiability of the paper's Eq. 5/6 (why ``paper`` pins two parameters):
-``c_ft * [(a_ft/P)^α_ft + (b_ft/N)^β_ft]^ρ`` is unchanged when
-``a_ft^α_ft, b_ft^β_ft`` (and, through the shared ``c_ft``, ``a_f^α_f,
-b_f^β_f``) are multiplied by ``k`` and ``c_ft`` by ``k^-ρ``; and in Eq. 6
-``c_fft`` trades off against the scale of ``a_f, b_f`` in the same way. Only
-two gauges are free, so the fit pins ``c_fft`` to the Eq. 4 slope of the
-same data (as the paper does, fitting Eq. 4 first) and ``b_ft`` (fitted at
-the geometric mean of N, reported as ``b_ft = 1``). Every prediction and
-every exponent is gauge-invariant; ``a_ft, b_f, a_f, c_ft`` are reported in
-this gauge, so compare them to the paper's table only through predictions.
+This module holds the machinery and Eq. 4 (``linear``); the other forms live
+one family per module and register on import: ``paper.py`` (Eq. 5 + 6, and why
+it pins two parameters) and ``power.py`` (``kl_power``, ``additive``).
+Every declared bound holds for every reported parameter: log parameters are
+boxed in log space, and term scales (``term_scales``) are clamped to their
+bounds when decoded, so a fit can sit *on* a bound (and is flagged) but never
+beyond it.
 """
 
 from __future__ import annotations
@@ -36,6 +33,7 @@ GaugeFn = Callable[[Array], Array]  # theta -> the same law in the reporting gau
 
 _HUGE = 1e200  # magnitude bound for scale parameters that may legitimately be tiny or huge
 _TERM_BOUND = 50.0  # |log| of a power term at the data's centre: e^50 is beyond any sane law
+_EXP_BOUNDS = (1e-4, 5.0)  # exponents of power terms: positive (a term that shrinks), at most 5
 
 
 class FitError(ValueError):
@@ -257,7 +255,11 @@ class Coords:
                     if kind == "log":
                         v = self.signs[i] * np.exp(v)
                     elif kind == "term":
-                        v = np.exp(v / self._exponent(theta, i) + self.centres[self.form.params[i]])
+                        # log a = centre + term / alpha: as alpha -> 0 it runs off to +-inf, so it is
+                        # clamped to the declared bounds (a fit there is flagged as on its bound)
+                        lo, hi = self.form.bounds[self.form.params[i]]
+                        log_a = v / self._exponent(theta, i) + self.centres[self.form.params[i]]
+                        v = np.exp(np.clip(log_a, math.log(max(lo, 1e-300)), math.log(hi)))
                     theta[..., i] = v
         return theta
 
@@ -361,235 +363,6 @@ register_law(LawForm(
 ))
 
 
-# ---------------------------------------------------------------------------- paper (Eq. 5 + 6)
-
-_PAPER = ("c_fft", "s_fft", "a_f", "a_ft", "b_f", "b_ft", "c_ft", "s_ft",
-          "alpha_f", "alpha_ft", "beta_f", "beta_ft", "rho")
-
-
-def _paper(theta: Array, x: Array) -> Array:
-    c_fft, s_fft, a_f, a_ft, b_f, b_ft, c_ft, s_ft, al_f, al_ft, be_f, be_ft, rho = (
-        _col(theta, i) for i in range(13)
-    )
-    lp, ln = np.log(x[0]), np.log(x[1])
-    # (a/P)^α as exp(α (log a - log P)): no overflow for the huge/tiny a the gauge allows
-    u_ft = np.exp(al_ft * (np.log(a_ft) - lp)) + np.exp(be_ft * (np.log(b_ft) - ln))
-    u_f = np.exp(al_f * (np.log(a_f) - lp)) + np.exp(be_f * (np.log(b_f) - ln))
-    ft = c_ft * np.exp(rho * np.log(u_ft)) + s_ft
-    forget = -c_fft * (c_ft * np.exp(rho * np.log(u_f)) + s_ft) + s_fft
-    return np.stack([ft, forget], axis=-2)
-
-
-def _paper_pin(x: Array, y: Array) -> dict[str, float]:
-    # The Eq. 4 slope of the same data fixes the Eq. 6 gauge and keeps c_fft meaning what
-    # it means in `linear`. b_ft fixes the Eq. 5 gauge: at the geometric mean of N the
-    # N-term is 1 at the data's centre whatever beta_ft is, so beta_ft does not move the
-    # scale c_ft multiplies (it would with b_ft = 1). `_paper_canonical` reports b_ft = 1.
-    ft, forget = y
-    slope = np.polyfit(ft, forget, 1)[0] if np.ptp(ft) > 0 else np.nan
-    return {"b_ft": float(np.exp(np.mean(np.log(x[1])))), "c_fft": float(-slope)}
-
-
-def _paper_canonical(theta: Array) -> Array:
-    """The same Eq. 5/6 law with ``b_ft = 1``: every power term times ``k = b_ft^-β_ft``,
-    ``c_ft`` times ``k^-ρ``.
-
-    Example:
-        >>> law = LAWS["paper"]
-        >>> th = law.theta({**dict.fromkeys(law.params, 0.5), "b_ft": 3.0, "a_f": 2.0})
-        >>> x = np.array([[1e5, 1e6], [10.0, 100.0]])
-        >>> bool(np.allclose(law.predict(_paper_canonical(th), x), law.predict(th, x)))
-        True
-    """
-    i = {p: k for k, p in enumerate(_PAPER)}
-    out = np.array(theta, dtype=float, copy=True)
-    with np.errstate(all="ignore"):  # a bootstrap replicate may have under/overflowed a scale
-        log_k = -out[..., i["beta_ft"]] * np.log(out[..., i["b_ft"]])
-        for a, e in (("a_ft", "alpha_ft"), ("a_f", "alpha_f"), ("b_f", "beta_f")):
-            out[..., i[a]] = np.exp(np.log(out[..., i[a]]) + log_k / out[..., i[e]])
-        out[..., i["b_ft"]] = 1.0
-        out[..., i["c_ft"]] *= np.exp(-out[..., i["rho"]] * log_k)
-    return out
-
-
-_RHO_GRID = (0.5, 1.0, 2.0, 4.0, 8.0)
-_EXP_GRID = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
-_RATIO_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
-
-
-def _shape_candidates(lp: Array, ln: Array, rho: float) -> tuple[Array, Array]:
-    """``u^ρ`` for every (α, β, r) on the grid, ``u = r (P0/P)^α + (N0/N)^β``: ``(g, meta)``.
-
-    ``(P0, N0)`` is the data's geometric centre, so ``r`` is the P-term over the
-    N-term there, whatever the units. ``g`` is ``(m, n)``; ``meta`` rows are
-    ``(α, β, log r)``.
-    """
-    lp0, ln0 = lp.mean(), ln.mean()
-    al, be, r = (a.ravel() for a in np.meshgrid(_EXP_GRID, _EXP_GRID, _RATIO_GRID, indexing="ij"))
-    with np.errstate(all="ignore"):
-        u = r[:, None] * np.exp(al[:, None] * (lp0 - lp)) + np.exp(be[:, None] * (ln0 - ln))
-        g = np.exp(rho * np.log(u))
-    return g, np.stack([al, be, np.log(r)], axis=1)
-
-
-def _paper_init(x: Array, y: Array, pinned: Mapping[str, float]) -> list[Array]:
-    """Starts for Eq. 5/6 by variable projection.
-
-    For fixed ``(ρ, α, β, r)`` each equation is linear in two numbers (Eq. 5
-    in ``c_ft, s_ft``; Eq. 6 in its scale and offset), solved in closed form
-    for every grid point at once; the best shape per equation and ρ is mapped
-    back to the paper's parameters in the pinned gauge (``b_ft`` = N0).
-    """
-    lp, ln = np.log(x[0]), np.log(x[1])
-    lp0, ln0 = lp.mean(), ln.mean()
-    c_fft, cands = pinned["c_fft"], []
-    for rho in _RHO_GRID:
-        g, meta = _shape_candidates(lp, ln, rho)
-        design = np.stack([g, np.ones_like(g)], axis=-1)
-        coef_ft, pred = _wls(design, y[0])
-        c_ft, s_ft = coef_ft.T
-        rss_ft = np.where(c_ft > 0, _rel_rss(pred, y[0]), np.inf)
-        k_ft = int(np.argmin(rss_ft))
-        # forget = off + coef * w^ρ with u_f = s * w and coef = -c_fft * c_ft * s^ρ
-        coef_f, pred_f = _wls(design, y[1])
-        scale = -coef_f[:, 0] / (c_fft * c_ft[k_ft])
-        rss_f = np.where(scale > 0, _rel_rss(pred_f, y[1]), np.inf)
-        k_f = int(np.argmin(rss_f))
-        if not (np.isfinite(rss_ft[k_ft]) and np.isfinite(rss_f[k_f])):
-            continue
-        (al_ft, be_ft, log_r_ft), (al_f, be_f, log_r_f) = meta[k_ft], meta[k_f]
-        log_s = np.log(scale[k_f]) / rho
-        th = {
-            "c_fft": c_fft, "s_fft": coef_f[k_f, 1] + c_fft * s_ft[k_ft],
-            "a_f": np.exp(lp0 + (log_s + log_r_f) / al_f), "a_ft": np.exp(lp0 + log_r_ft / al_ft),
-            "b_f": np.exp(ln0 + log_s / be_f), "b_ft": np.exp(ln0), "c_ft": c_ft[k_ft],
-            "s_ft": s_ft[k_ft], "alpha_f": al_f, "alpha_ft": al_ft, "beta_f": be_f,
-            "beta_ft": be_ft, "rho": rho,
-        }
-        vec = np.array([th[p] for p in _PAPER], dtype=float)
-        if np.all(np.isfinite(vec)):
-            cands.append((rss_ft[k_ft] + rss_f[k_f], vec))
-    return [v for _, v in sorted(cands, key=lambda t: t[0])]
-
-
-_EXP_BOUNDS = (1e-4, 5.0)
-
-register_law(LawForm(
-    name="paper",
-    inputs=("P", "N"),
-    outputs=("ft_loss", "forget_ce"),
-    params=_PAPER,
-    fn=_paper,
-    bounds={**dict.fromkeys(("c_fft", "s_fft", "s_ft"), (-1e6, 1e6)),
-            **dict.fromkeys(("a_f", "a_ft", "b_f", "b_ft", "c_ft"), (1 / _HUGE, _HUGE)),
-            **dict.fromkeys(("alpha_f", "alpha_ft", "beta_f", "beta_ft"), _EXP_BOUNDS),
-            "rho": (1e-2, 50.0)},
-    grid={
-        "s_fft": (2.0,), "a_f": (1e-3, 1.0), "a_ft": (1e-3, 1.0), "b_f": (1.0,), "c_ft": (0.1,),
-        "s_ft": (0.5,), "alpha_f": (0.05, 0.3), "alpha_ft": (0.05, 0.3), "beta_f": (0.1, 0.4),
-        "beta_ft": (0.1, 0.4), "rho": (1.0, 4.0, 8.0),
-    },
-    log_params=frozenset({"a_f", "a_ft", "b_f", "b_ft", "c_ft"}),
-    pin=_paper_pin,
-    canonical=_paper_canonical,
-    init=_paper_init,
-    min_distinct={"P": 3, "N": 3},
-    term_scales={"a_f": ("alpha_f", "P"), "a_ft": ("alpha_ft", "P"), "b_f": ("beta_f", "N"),
-                 "b_ft": ("beta_ft", "N")},
-    description="Eq. 5 + 6: shifted power laws in P and N for ft_loss and forget_ce",
-))
-
-
-# ---------------------------------------------------------------------------- KL power law
-
-def _kl_power(theta: Array, x: Array) -> Array:
-    big_a, a, b = _col(theta, 0), _col(theta, 1), _col(theta, 2)
-    return (big_a * np.exp(a * np.log(x[0]) + b * np.log(x[1])))[..., None, :]
-
-
-def _kl_power_init(x: Array, y: Array, pinned: Mapping[str, float]) -> list[Array]:
-    # log KL is linear in (log A, a, b): the least-squares solution is the start
-    design = np.stack([np.ones(x.shape[1]), np.log(x[0]), np.log(x[1])], axis=1)
-    coef, *_ = np.linalg.lstsq(design, np.log(y[0]), rcond=None)
-    return [np.array([np.exp(coef[0]), coef[1], coef[2]])]
-
-
-register_law(LawForm(
-    name="kl_power",
-    inputs=("P", "N"),
-    outputs=("forget_kl",),
-    params=("A", "a", "b"),
-    fn=_kl_power,
-    bounds={"A": (1 / _HUGE, _HUGE), "a": (-10.0, 10.0), "b": (-10.0, 10.0)},
-    grid={"A": (1e-6, 1e-3, 1.0), "a": (0.0, 0.3, 1.0), "b": (0.0, 0.3, 1.0)},
-    log_params=frozenset({"A"}),
-    init=_kl_power_init,
-    min_distinct={"P": 2, "N": 2},
-    description="KL = A * P^a * N^b (no shift: KL is 0 at step 0)",
-))
-
-
-# ---------------------------------------------------------------------------- additive (Chinchilla)
-
-def _additive(theta: Array, x: Array) -> Array:
-    e, big_a, big_b, al, be = (_col(theta, i) for i in range(5))
-    return (e + big_a * np.exp(-al * np.log(x[0])) + big_b * np.exp(-be * np.log(x[1])))[..., None, :]
-
-
-_VP_EXPONENTS = tuple(np.geomspace(0.02, 2.0, 25))
-
-
-def additive_varpro(x: Array, y: Array, pinned: Mapping[str, float] | None = None) -> list[Array]:
-    """Starts for ``y = E + A/x1^α + B/x2^β`` by variable projection over ``(α, β)``.
-
-    For fixed exponents the law is linear in ``(E, A, B)``: solve that by
-    weighted least squares (weights ``1/y``, i.e. relative residuals) on a
-    25 x 25 log-spaced grid of exponents in [0.02, 2], all at once, and return
-    the best grid points (``E > 0``, prediction positive everywhere), best first.
-    ``A`` and ``B`` keep the sign the data give them: a decreasing loss has
-    ``A, B > 0``; a forgetting that saturates upwards has ``A, B < 0``.
-
-    Args:
-        x: ``(2, n)`` positive inputs; y: ``(1, n)`` positive targets; pinned: unused.
-
-    Returns:
-        Up to 8 parameter vectors ``(E, A, B, alpha, beta)``.
-
-    Example:
-        >>> x = np.array([np.geomspace(1e6, 1e9, 6).repeat(6), np.tile(np.geomspace(1e8, 1e11, 6), 6)])
-        >>> y = 1.5 + 400 * x[0] ** -0.3 + 900 * x[1] ** -0.35
-        >>> start = additive_varpro(x, y[None])[0]
-        >>> bool(abs(start[3] - 0.3) < 0.05 and abs(start[4] - 0.35) < 0.05)
-        True
-    """
-    al, be = (a.ravel() for a in np.meshgrid(_VP_EXPONENTS, _VP_EXPONENTS, indexing="ij"))
-    g1, g2 = np.exp(-al[:, None] * np.log(x[0])), np.exp(-be[:, None] * np.log(x[1]))
-    coef, pred = _wls(np.stack([np.ones_like(g1), g1, g2], axis=-1), y[0])
-    with np.errstate(all="ignore"):
-        loss = np.abs(np.log(pred) - np.log(y[0])).mean(-1)  # rank by the L1 of log-residuals
-    valid = (coef[:, 0] > 0) & np.all(pred > 0, axis=-1) & np.isfinite(loss)
-    order = [i for i in np.argsort(np.where(valid, loss, np.inf)) if valid[i]][:8]
-    return [np.array([*coef[i], al[i], be[i]]) for i in order]
-
-
-register_law(LawForm(
-    name="additive",
-    inputs=("x1", "x2"),
-    outputs=("y",),
-    params=("E", "A", "B", "alpha", "beta"),
-    fn=_additive,
-    bounds={"E": (1e-12, 1e6), "A": (-_HUGE, _HUGE), "B": (-_HUGE, _HUGE),
-            "alpha": _EXP_BOUNDS, "beta": _EXP_BOUNDS},
-    # Epoch AI's Chinchilla replication grid (4,500 starts; positive A, B only)
-    grid={
-        "E": tuple(np.exp(np.arange(-1.0, 1.5, 0.5))),
-        "A": tuple(np.exp(np.arange(0.0, 30.0, 5.0))),
-        "B": tuple(np.exp(np.arange(0.0, 30.0, 5.0))),
-        "alpha": tuple(np.arange(0.0, 2.5, 0.5) + 1e-4),
-        "beta": tuple(np.arange(0.0, 2.5, 0.5) + 1e-4),
-    },
-    log_params=frozenset({"E", "A", "B"}),
-    init=additive_varpro,
-    min_distinct={"x1": 3, "x2": 3},
-    description="Chinchilla form: y = E + A/x1^alpha + B/x2^beta",
-))
+# the other families register themselves on import (they import this module's machinery)
+from forgetscale.laws import paper as _paper_forms  # noqa: E402,F401
+from forgetscale.laws import power as _power_forms  # noqa: E402,F401
