@@ -137,15 +137,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     with hold(out):  # one runner per study directory
         table = run_study(study, out, ws, log)
         _print_table(table)
-        phases = {"fit": _timed(fit_and_save, out)}
-        if study.probes.enabled:
+        phases = {}
+        if study.probes.enabled:  # before the fit, so that the findings include F5
             from forgetscale.probes.runner import probe_study
 
             phases["probes"] = _timed(probe_study, out, ws, study.probes, run_ids=None, log=log)
+        phases["fit"] = _timed(fit_and_save, out)
         from forgetscale.report.command import write_report
 
         phases["report"] = _timed(write_report, out, "html", log)
         _record_phases(out, phases)
+    from forgetscale.analysis import summary_lines
+
+    print("\n".join(summary_lines(out)))
     print(f"results: {out / 'study.sqlite'}")
     return 0
 
@@ -198,7 +202,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
         for ds, by_law in result["fits"].items():
             for law, fit in by_law.items():
                 _print_fit(f"{ds} / {law}", fit)
-        print_rows(result["comparison"], ["dataset", "target", "law", "r2", "rmse", "heldout_mre", "reliable"])
+        print_rows(result["comparison"], ["dataset", "target", "law", "r2", "heldout_P_error_of_change",
+                                          "heldout_N_error_of_change", "heldout_error_of_change", "reliable"])
+        print(f"reliable: held-out error of change <= {analysis.RELIABLE_ERROR:.0%} on both splits")
+        for f in result.get("findings") or []:
+            print(f"{f['dataset']} {f['finding']} {f['verdict']}: {analysis.finding_text(f)}")
     return 0
 
 
@@ -220,11 +228,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     print(f"dataset {result['dataset']}: P = {result['P']:.4g}, N = {result['N']:g}")
     for t in ("ft_loss", "forget_ce", "forget_kl"):
-        if t in result:
-            d = result[t]
-            ci = f"[{fmt(d['lo'])}, {fmt(d['hi'])}]"
-            extra = "  (extrapolated)" if d["extrapolated"] else ""
-            print(f"  {t:>10} {fmt(d['value'])}  95% {ci}  law {d['law']}{extra}")
+        d = result.get(t) or {}
+        if d.get("value") is None:
+            print(f"  {t:>10} no reliable law: {d.get('reason', 'not predicted')}")
+            continue
+        ci = f"[{fmt(d['lo'])}, {fmt(d['hi'])}]"
+        extra = "  (extrapolated)" if d["extrapolated"] else ""
+        via = f" via {d['derived_from']}" if d.get("derived_from") else ""
+        print(f"  {t:>10} {fmt(d['value'])}  95% prediction interval {ci}  law {d['law']}{via}{extra}")
     return 0
 
 
@@ -236,6 +247,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     m = result["metric"]
+    if result.get("rank") is None:
+        print(f"dataset {result['dataset']}: no plan: {result.get('reason')}")
+        return 0
     print(
         f"dataset {result['dataset']}: best within {m} <= {args.max_forgetting:g} ({result['bound']} bound): "
         f"rank {result['rank']}, {result['steps']} steps -> ft_loss {fmt(result['ft_loss']['value'])}, "
