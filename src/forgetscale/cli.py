@@ -116,6 +116,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     study = load_study(args.study, args.preset, args.overrides)
     out = args.out or Path("runs") / study.name
+    from forgetscale.store import check_store
+
+    check_store(out)  # a study.sqlite that is not a forgetscale store fails before anything loads
     study = fix_precision(study, out, cache_dir())  # `auto` resolved once per study, then recorded
     runs = study.runs()
     if args.dry_run:

@@ -270,9 +270,13 @@ def load_study(
     if path is not None:
         path = Path(path)
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError(f"study file not found: {path}") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not a YAML study file (not UTF-8 text, byte {e.start})") from None
+        except OSError as e:
+            raise UserError(f"cannot read study file {path}: {e.strerror or e}") from None
         except yaml.YAMLError as e:
             raise UserError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
         if loaded is None:

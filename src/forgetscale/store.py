@@ -10,12 +10,15 @@ uninterrupted attempt.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from forgetscale.errors import UserError
 
 SCHEMA_VERSION = 1
 
@@ -150,7 +153,7 @@ class Store:
         for row in cur.fetchall():
             d = dict(row)
             for k in ("config", "timings", "provenance"):
-                d[k] = json.loads(d[k]) if d[k] else None
+                d[k] = self._loads(d[k], f"run {d['run_id']} {k}") if d[k] else None
             out.append(d)
         return out
 
@@ -170,7 +173,7 @@ class Store:
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        return default if row is None else self._loads(row[0], f"meta {key!r}")
 
     def replace_fits(self, fits: Mapping[tuple[str, str], Mapping[str, Any]]) -> None:
         """Replace all stored fits at once: a refit never leaves a mix of old and new."""
@@ -184,7 +187,7 @@ class Store:
 
     def fits(self) -> dict[tuple[str, str], dict[str, Any]]:
         rows = self.conn.execute("SELECT dataset, law, result FROM fits ORDER BY dataset, law")
-        return {(d, law): json.loads(r) for d, law, r in rows}
+        return {(d, law): self._loads(r, f"fit {d}/{law}") for d, law, r in rows}
 
     def put_probe(self, run_id: str, probe: str, summary: Mapping[str, Any], items: list[Any]) -> None:
         with self._tx() as c:
@@ -195,7 +198,23 @@ class Store:
 
     def probes(self) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT run_id, probe, summary, items FROM probes ORDER BY run_id, probe")
-        return [{"run_id": r, "probe": p, "summary": json.loads(s), "items": json.loads(i)} for r, p, s, i in rows]
+        return [
+            {
+                "run_id": r,
+                "probe": p,
+                "summary": self._loads(s, f"probe {r}/{p}"),
+                "items": self._loads(i, f"probe {r}/{p}"),
+            }
+            for r, p, s, i in rows
+        ]
+
+    def _loads(self, text: str, what: str) -> Any:
+        """A JSON cell; a damaged one is bad input (one line naming it), not a traceback."""
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError):
+            raise UserError(f"{self.path}: the stored {what} is not valid JSON; the store is damaged") from None
+
 
 
 def open_store(directory: Path, create: bool = True) -> Store:
@@ -203,10 +222,12 @@ def open_store(directory: Path, create: bool = True) -> Store:
 
     Raises:
         FileNotFoundError: ``create`` is False and there is no store.
+        UserError: the file is there but is not a readable forgetscale store (see :func:`check_store`).
     """
     path = Path(directory) / "study.sqlite"
     if not create and not path.is_file():
         raise FileNotFoundError(path)
+    check_store(directory, create)
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30)
     conn.row_factory = sqlite3.Row
@@ -218,5 +239,70 @@ def open_store(directory: Path, create: bool = True) -> Store:
         with conn:
             conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
     elif json.loads(version[0]) != SCHEMA_VERSION:
-        raise RuntimeError(f"{path}: schema version {version[0]}, this forgetscale reads {SCHEMA_VERSION}")
+        conn.close()
+        raise UserError(
+            f"{path}: a store of schema version {version[0]}; this forgetscale reads version {SCHEMA_VERSION}"
+        )
     return Store(conn, path)
+
+
+def check_store(directory: Path, create: bool = True) -> None:
+    """Check that ``directory/study.sqlite``, if present, is an intact forgetscale store; write nothing.
+
+    An absent file passes (``create``), as does an empty one (SQLite's own empty database) or a
+    store whose tables exist but hold nothing yet (a first run killed while creating it).
+
+    Raises:
+        UserError: garbage bytes, another program's SQLite database, a damaged (malformed) one.
+    """
+    path = Path(directory) / "study.sqlite"
+    what = f"{path} is not a forgetscale study store"
+    todo = "move it away or use another directory" if create else "point at a directory `forgetscale run` wrote"
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise UserError(f"{what} (not a file); {todo}")
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if not header:
+        if create:
+            return
+        raise UserError(f"{what} (an empty file); {todo}")
+    if header != b"SQLite format 3\x00":
+        raise UserError(f"{what} (not an SQLite database); {todo}")
+    try:
+        conn = sqlite3.connect(path, timeout=30)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            version = None
+            if "meta" in tables:
+                version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            fresh = (
+                version is None
+                and tables <= _TABLES
+                and not any(conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in tables)
+            )
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        if _busy(e):
+            raise
+        raise UserError(f"{path} is damaged ({e}); restore it from a copy, or {todo}") from None
+    if problems != ["ok"]:
+        raise UserError(f"{path} is damaged ({'; '.join(problems)}); restore it from a copy, or {todo}")
+    if version is None and not fresh:
+        kind = f"tables: {', '.join(sorted(tables))}" if tables else "no tables"
+        raise UserError(f"{what} (an SQLite database with {kind}); {todo}")
+
+
+_TABLES = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
+"""Tables a forgetscale store may hold before its schema version is written."""
+
+
+def _busy(e: sqlite3.DatabaseError) -> bool:
+    """A locked or busy database is another process at work, not a damaged file."""
+    return getattr(e, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(e)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -105,13 +106,15 @@ class Workspace:
         seqs = build_corpus(f, lm.tokenizer, lm.model, lm.fingerprint, self.cache)
         self._phase("forgetting_corpus", t)
         directory = self.cache / "refs" / reference_key(lm.fingerprint, lm.tokenizer, seqs, run.model.dtype, f.top_k)
-        if not (directory / "meta.npz").is_file():
+        ref = cached_reference(directory, seqs, self.log)
+        if ref is None:
             t = time.perf_counter()
             store_reference(lm.model, seqs, f.batch_size, directory, f.top_k)
             self._phase("base_reference", t)
             self.log(f"base reference: {sum(s.n_targets for s in seqs)} tokens in {time.perf_counter() - t:.1f}s")
-        self._refs[memo] = BaseReference.load(directory, tuple(seqs))
-        return self._refs[memo]
+            ref = BaseReference.load(directory, tuple(seqs))
+        self._refs[memo] = ref
+        return ref
 
     def base_evaluation(self, run: RunConfig, compute: Callable[[], dict[str, float]]) -> dict[str, float]:
         """The step-0 measurement shared by every run on the same (model, data, corpus).
@@ -148,6 +151,37 @@ def reference_key(model_fingerprint: str, tok: Any, seqs: list[Sequence], dtype:
     )
 
 
+_PER_POSITION = ("entropy", "top1", "logp", "topk_idx", "topk_logp", "tail_logp", "mean_emb")
+"""BaseReference arrays with one row per target position (checked when a cached reference is loaded)."""
+
+
+def cached_reference(directory: Path, seqs: list[Sequence], log: Log) -> BaseReference | None:
+    """The base reference cached in ``directory``; None when there is none, or when it is damaged
+    (truncated or garbage files, rows that do not fit the corpus): it is a cache, so a damaged
+    entry is discarded, to be computed again, rather than failing the command."""
+    import numpy as np
+
+    from forgetscale.forgetting import BaseReference
+
+    if not directory.exists():
+        return None
+    try:
+        ref = BaseReference.load(directory, tuple(seqs))
+        for name in _PER_POSITION:
+            a = getattr(ref, name, None)
+            if a is not None and (a.ndim == 0 or a.shape[0] != ref.n_tokens):
+                raise ValueError(f"{name} has {a.shape} rows for {ref.n_tokens} positions")
+        if not np.isfinite(ref.entropy).all():
+            raise ValueError("non-finite base entropy")
+        return ref
+    except Exception as e:  # whatever is wrong with a cache entry, it is recomputed
+        log(f"base reference cache {directory.name} is damaged ({type(e).__name__}: {e}); computing it again")
+        from forgetscale.models import discard
+
+        discard(directory)
+        return None
+
+
 def store_reference(model: Any, seqs: list[Sequence], batch_size: int, directory: Path, top_k: int | None) -> None:
     """Compute a base reference into ``directory``; a half-written one never carries the final name."""
     from forgetscale.forgetting import compute_reference
@@ -156,6 +190,8 @@ def store_reference(model: Any, seqs: list[Sequence], batch_size: int, directory
     compute_reference(model, seqs, batch_size, tmp, top_k)
     if not directory.exists():  # complete references only ever carry the final name
         tmp.rename(directory)
+    else:  # another process finished the same reference first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def measure_forgetting(
@@ -175,23 +211,30 @@ def measure_forgetting(
     the base model is never silently changed underneath it.
     """
     from forgetscale.config import ForgettingConfig, ModelConfig
+    from forgetscale.data.corpus import check_corpus
     from forgetscale.forgetting import measure
-    from forgetscale.models import cache_dir, load_model
+    from forgetscale.models import cache_dir, check_adapter, load_adapter, load_model, resolve
 
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        raise UserError(f"--adapter {adapter}: not a PEFT adapter directory (no adapter_config.json)")
     run = RunConfig(
         model=ModelConfig(name=base),
         forgetting=ForgettingConfig(corpus=data, seq_len=seq_len, batch_size=batch_size, top_k=top_k),
     )
-    ws = Workspace(cache or cache_dir(), log)
-    ref = ws.reference(run)
-    if adapter is not None:
-        from peft import PeftModel
-
-        tuned = PeftModel.from_pretrained(ws.model(run).model, str(adapter))
-    else:
-        tuned = load_model(ModelConfig(name=str(model))).model
+    try:
+        # every input is checked before the first model loads: bad input fails at once
+        if adapter is not None:
+            check_adapter(Path(adapter), "--adapter")
+        else:
+            resolve(ModelConfig(name=str(model)), "--model")
+        resolve(run.model)
+        check_corpus(run.forgetting)
+        ws = Workspace(cache or cache_dir(), log)
+        ref = ws.reference(run)
+        if adapter is not None:
+            tuned = load_adapter(ws.model(run).model, Path(adapter), "--adapter")
+        else:
+            tuned = load_model(ModelConfig(name=str(model)), "--model").model
+    except UserError as e:  # the shared loaders name config keys; here the user typed options
+        raise UserError(str(e).replace("model.name)", "--base)").replace("forgetting.corpus", "--data")) from None
     return measure(tuned, ref, batch_size)
 
 

@@ -7,6 +7,7 @@ distribution forgetting is measured against); the answers are cached on disk.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -30,14 +31,29 @@ def shipped_prompts() -> list[str]:
 
 
 def check_corpus(cfg: ForgettingConfig) -> None:
-    """Cheap validation before anything is loaded or written."""
-    if cfg.corpus in ("self", "wikitext"):
+    """Validation before any model is loaded or anything written (``wikitext`` is fetched here, once).
+
+    Raises:
+        UserError: a missing/empty file; WikiText offline and not cached, or unreachable.
+    """
+    if cfg.corpus == "wikitext":
+        _wikitext()
+        return
+    if cfg.corpus == "self":
+        return
+    if cfg.corpus.startswith("hf:"):
+        if not cfg.corpus[3:].split(":")[0]:
+            raise UserError(f"forgetting.corpus: {cfg.corpus!r} names no dataset (hf:NAME[:CONFIG[:SPLIT]])")
         return
     path = Path(cfg.corpus).expanduser()
     if not path.is_file():
-        raise UserError(f"forgetting.corpus: {cfg.corpus!r} is not 'self', 'wikitext', or an existing text file")
+        raise UserError(
+            f"forgetting.corpus: {cfg.corpus!r} is not 'self', 'wikitext', hf:NAME[:CONFIG[:SPLIT]] "
+            "or an existing text file"
+        )
     if path.stat().st_size == 0:
         raise UserError(f"forgetting.corpus: {path} is empty")
+    _read_text(path)  # not UTF-8 fails here, before a model loads
 
 
 def build_corpus(
@@ -62,7 +78,12 @@ def build_corpus(
         seqs = [s for s in (encode_example(e, tok, 1 << 30) for e in examples) if s is not None]
         what = "self-sampled responses"
     else:
-        text = _wikitext() if cfg.corpus == "wikitext" else Path(cfg.corpus).expanduser().read_text(encoding="utf-8")
+        if cfg.corpus == "wikitext":
+            text = _wikitext()
+        elif cfg.corpus.startswith("hf:"):
+            text = hub_text(cfg.corpus[3:])
+        else:
+            text = Path(cfg.corpus).expanduser().read_text(encoding="utf-8")
         seqs = text_blocks(text, tok, cfg.seq_len)
         what = cfg.corpus
     if cfg.max_blocks is not None:
@@ -91,8 +112,10 @@ def sample_self(
     ).hexdigest()[:16]
     path = cache / "corpora" / f"self-{key}.jsonl"
     if path.is_file():
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-        return [(r["prompt"], r["response"]) for r in rows]
+        cached = _read_sample(path, prompts)
+        if cached is not None:
+            return cached
+        path.unlink(missing_ok=True)  # a damaged cache entry: sample again
     if model is None:
         raise RuntimeError("sampling the self corpus needs the base model")
     responses = _generate(model, tok, prompts, cfg)
@@ -103,6 +126,29 @@ def sample_self(
             f.write(json.dumps({"prompt": p, "response": r}) + "\n")
     os.replace(tmp, path)
     return list(zip(prompts, responses, strict=True))
+
+
+def _read_sample(path: Path, prompts: list[str]) -> list[tuple[str, str]] | None:
+    """The cached (prompt, response) pairs, or None when the file is damaged or not for ``prompts``."""
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        pairs = [(r["prompt"], r["response"]) for r in rows]
+    except (OSError, ValueError, KeyError, TypeError):  # ValueError covers bad JSON and bad UTF-8
+        return None
+    if [p for p, _ in pairs] != prompts or not all(isinstance(r, str) for _, r in pairs):
+        return None
+    return pairs
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"forgetting.corpus: {path} is not UTF-8 text (byte {e.start}); convert it, e.g. with iconv"
+        ) from None
+    except OSError as e:
+        raise UserError(f"forgetting.corpus: cannot read {path} ({e.strerror or e})") from None
 
 
 def _generate(
@@ -137,9 +183,43 @@ def _generate(
     return out
 
 
-def _wikitext() -> str:  # pragma: no cover - needs the network
+def hub_text(spec: str) -> str:
+    """The ``text`` column of a hub dataset split, ``NAME[:CONFIG[:SPLIT]]`` (split ``test`` by default),
+    documents joined by blank lines, for the text-corpus protocol."""
     import datasets
 
-    # WikiText-103 test is byte-identical to WikiText-2 test; the paper measured on it
-    ds = datasets.load_dataset("Salesforce/wikitext", "wikitext-103-raw-v1", split="test")
-    return "".join(ds["text"])
+    name, config, split = (spec.split(":") + ["", ""])[:3]
+    try:
+        ds = datasets.load_dataset(name, config or None, split=split or "test")
+    except Exception as e:  # the hub raises many kinds; each means "cannot use this corpus"
+        raise UserError(f"forgetting corpus hf:{spec}: cannot load it ({type(e).__name__}: {e})") from None
+    if "text" not in ds.column_names:
+        raise UserError(f"forgetting corpus hf:{spec}: no 'text' column (columns: {', '.join(ds.column_names)})")
+    return "\n\n".join(t for t in ds["text"] if t)
+
+
+WIKITEXT = ("Salesforce/wikitext", "wikitext-103-raw-v1", "test")
+"""The paper's corpus: WikiText-103 test (byte-identical to WikiText-2 test)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _wikitext() -> str:
+    """WikiText-103 test from the hub (or, offline, from the ``datasets`` cache).
+
+    Raises:
+        UserError: offline and not cached, unreachable, or unreadable; the line says what to do.
+    """
+    import datasets
+
+    from forgetscale.data.sources import hub_error
+
+    repo, config, split = WIKITEXT
+    try:
+        ds = datasets.load_dataset(repo, config, split=split)
+        return "".join(ds["text"])
+    except Exception as e:
+        message = hub_error(e, f"forgetting corpus 'wikitext' ({repo} {config}; forgetting.corpus)", repo, config,
+                            split, "forgetting.corpus")  # fmt: skip
+        if message is None:
+            raise
+        raise UserError(message) from None

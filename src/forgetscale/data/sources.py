@@ -101,18 +101,72 @@ def to_example(record: Any) -> Example:
     raise ValueError("record needs 'text', 'messages', or 'prompt'/'question' with 'response'")
 
 
-def _hub(name: str, split: str, limit: int) -> list[Example]:  # pragma: no cover - needs the network
+def _hub(name: str, split: str, limit: int) -> list[Example]:
+    """Up to ``limit`` examples of a hub dataset (``NAME`` or a local dataset directory, ``:CONFIG``).
+
+    Offline, ``datasets`` serves a dataset from its own cache when it was loaded once before.
+
+    Raises:
+        UserError: offline or unreachable, no such dataset/config/split, unreadable data files.
+    """
     import datasets
 
     repo, _, config = name.partition(":")
-    # streaming: OpenOrca is millions of rows and a study needs thousands
-    ds = datasets.load_dataset(repo, config or None, split=split, streaming=True)
     out = []
-    for record in ds:
-        try:
-            out.append(to_example(record))
-        except ValueError:
-            continue
-        if len(out) >= limit:
-            break
+    try:
+        # streaming: OpenOrca is millions of rows and a study needs thousands
+        ds = datasets.load_dataset(repo, config or None, split=split, streaming=True)
+        for record in ds:
+            try:
+                out.append(to_example(record))
+            except ValueError:
+                continue
+            if len(out) >= limit:
+                break
+    except Exception as e:
+        message = hub_error(e, f"dataset 'hf:{name}' (data.dataset)", repo, config, split, "data.split")
+        if message is None:
+            raise
+        raise UserError(message) from None
     return out
+
+
+def hub_error(e: BaseException, what: str, repo: str, config: str, split: str, split_key: str) -> str | None:
+    """One line for an error ``datasets.load_dataset`` raised, or None when it looks like a bug.
+
+    ``what`` names the dataset and its config key; the line says what to do.
+    """
+    from datasets.exceptions import DatasetNotFoundError
+
+    from forgetscale.models import first_line, is_load_error
+
+    msg = first_line(e)
+    if isinstance(e, ConnectionError):
+        if _offline():
+            return (
+                f"{what}: not in the local datasets cache and offline mode is on (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE); "
+                f"load it once with network access (`datasets` then caches it) or use a local file"
+            )
+        return f"{what}: cannot reach the Hugging Face Hub ({msg}); check your connection (or HF_ENDPOINT)"
+    if isinstance(e, DatasetNotFoundError):
+        return f"{what}: no such dataset on the Hugging Face Hub, or it is private/gated (`hf auth login`): {msg}"
+    if isinstance(e, ValueError) and ("BuilderConfig" in msg or "for config" in msg or "Config name is missing" in msg):
+        return f"{what}: config {config or '(none)'!r} not available: {msg}; name one as {repo}:CONFIG"
+    if isinstance(e, ValueError) and msg.startswith(("Bad split", "Unknown split")):
+        return f"{what}: {msg}; set {split_key} (now {split!r})"
+    if isinstance(e, RuntimeError) and "scripts are no longer supported" in msg:
+        return f"{what}: a loading script is not supported by this `datasets`; use a dataset with data files"
+    if isinstance(e, FileNotFoundError):
+        return f"{what}: {msg}"
+    if is_load_error(e) or any(c.__name__ == "ArrowException" for c in type(e).__mro__):
+        return f"{what}: cannot read its data files ({type(e).__name__}: {msg})"
+    return None
+
+
+def _offline() -> bool:
+    try:
+        import datasets.config
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - both are dependencies
+        return False
+    return bool(datasets.config.HF_HUB_OFFLINE or constants.HF_HUB_OFFLINE)
