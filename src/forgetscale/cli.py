@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--seq-len", type=int, default=128)
     f.add_argument("--batch-size", type=int, default=8)
     f.add_argument("--top-k", type=int, help="compact base reference: top-K + tail (a KL lower bound); default exact")
+    f.add_argument(
+        "--reference", choices=["hidden", "logits"], default="hidden",
+        help="exact reference storage: d floats per token from the base's hidden states (default; full logits "
+        "when the fine-tune changed the LM head) or the full log-probs",
+    )  # fmt: skip
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_forgetting)
 
@@ -144,7 +149,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if study.probes.enabled:  # before the fit, so that the findings include F5
             from forgetscale.probes.runner import probe_study
 
-            phases["probes"] = _timed(probe_study, out, ws, study.probes, run_ids=None, log=log)
+            probed = None if study.probes.runs == "all" else [r.run_id for r in study.probed_runs()]
+            phases["probes"] = _timed(probe_study, out, ws, study.probes, run_ids=probed, log=log)
         phases["fit"] = _timed(fit_and_save, out)
         from forgetscale.report.command import write_report
 
@@ -172,12 +178,17 @@ def cmd_forgetting(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         cache=cache_dir(),
         log=log_stderr,
+        reference=args.reference,
     )
     if args.json:
         print(json.dumps(metrics, indent=2))
-    else:
+    else:  # a mean with its standard error over the corpus' sequences, as llama.cpp prints its KL
         for k, v in metrics.items():
-            print(f"{k:>16}  {v:.6f}" if isinstance(v, float) else f"{k:>16}  {v}")
+            if k.endswith("_se"):
+                continue
+            se = metrics.get(f"{k}_se")
+            pm = f" ± {se:.6f}" if isinstance(se, float) and se == se else ""
+            print(f"{k:>16}  {v:.6f}{pm}" if isinstance(v, float) else f"{k:>16}  {v}")
     return 0
 
 

@@ -116,6 +116,12 @@ class ForgettingConfig(_Frozen):
     batch_size: int = Field(8, ge=1)
     top_k: int | None = Field(None, ge=1)
     """Keep only the top-K base log-probs + a tail bucket per position (a KL lower bound); None: exact."""
+    reference: Literal["hidden", "logits"] = "hidden"
+    """How an exact (``top_k: null``) base reference is stored. ``hidden``: d floats per position
+    derived from the base's final hidden states (576 for SmolLM2, against 49152 for ``logits``),
+    exact while the fine-tune leaves the LM head alone; a run whose LoRA targets the head, and a
+    model whose logits are not a plain linear map of its hidden states, get ``logits`` instead.
+    ``logits``: the full log-probabilities, valid for any fine-tune."""
 
 
 class RunConfig(_Frozen):
@@ -154,6 +160,9 @@ class ProbesConfig(_Frozen):
     """Use the first N items of each probe set (None: all)."""
     max_new_tokens: int = Field(32, ge=1)
     batch_size: int = Field(8, ge=1)
+    runs: Literal["all", "largest_rank"] = "all"
+    """Which runs ``forgetscale run`` probes: all, or per dataset the largest rank (the most forgetting
+    a study has, where lost agreement with the base shows first: more items for the same time)."""
 
 
 class StudyConfig(RunConfig):
@@ -169,6 +178,16 @@ class StudyConfig(RunConfig):
             if not values:
                 raise ValueError(f"sweep axis {key!r} has no values")
         return v
+
+    def probed_runs(self) -> list[RunConfig]:
+        """The runs ``forgetscale run`` probes, as ``probes.runs`` selects them, in sweep order."""
+        runs = self.runs()
+        if self.probes.runs == "all":
+            return runs
+        top: dict[str, int] = {}
+        for r in runs:
+            top[r.data.dataset] = max(top.get(r.data.dataset, 0), r.lora.rank)
+        return [r for r in runs if r.lora.rank == top[r.data.dataset]]
 
     def base_run(self) -> RunConfig:
         return RunConfig(**{k: getattr(self, k) for k in RunConfig.model_fields})

@@ -95,3 +95,10 @@ def test_fp16_is_refused_with_the_reason():
     """fp16's loss scaler skips updates while global_step advances: N would not count updates."""
     with pytest.raises(UserError, match=r"train\.precision: .*fp16 is not supported.*skips updates"):
         load_study(overrides=["train.precision=fp16"])
+
+
+def test_probes_can_select_the_largest_rank_per_dataset():
+    study = load_study(overrides=["probes.runs=largest_rank", "sweep.lora.rank=[1,4,16]"])
+    picked = [(r.data.dataset, r.lora.rank) for r in study.probed_runs()]
+    assert sorted(picked) == [("instruct", 16), ("news", 16)]
+    assert len(load_study(overrides=["sweep.lora.rank=[1,4]"]).probed_runs()) == 4  # default: all
