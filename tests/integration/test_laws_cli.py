@@ -14,13 +14,14 @@ from forgetscale.store import open_store
 
 PER_RANK = 1000.0
 RANKS = (1, 2, 4, 8, 16)
+BASE_ENTROPY = 1.3  # below forget_ce at every step >= 2 of the sweep (1.59 at rank 1, step 2)
 STEPS = (0, 2, 4, 8, 16, 32, 64)
 
 
 def _truth(P, N):
     ft = 1.0 + 5.0 * P**-0.2 + 1.0 * N**-0.4
     forget = 4.0 - 0.8 * ft  # the linear law: c_fft = 0.8, s_fft = 4.0
-    kl = 2e-4 * P**0.35 * N**0.8
+    kl = forget - BASE_ENTROPY  # forget_ce = base_entropy + forget_kl, as measured
     return ft, forget, kl
 
 
@@ -41,8 +42,8 @@ def synthetic_study(tmp_path: Path) -> Path:
                 store.add_measurement(
                     rid,
                     {
-                        "step": step, "tokens": step * 100, "ft_loss": ft * noise[0], "forget_ce": forget * noise[1],
-                        "forget_kl": kl, "base_entropy": 2.0, "forget_top1_ce": 2.5, "data_loss": 3.0,
+                        "step": step, "tokens": step * 100, "ft_loss": ft * noise[0], "forget_ce": BASE_ENTROPY + kl,
+                        "forget_kl": kl, "base_entropy": BASE_ENTROPY, "forget_top1_ce": 2.5, "data_loss": 3.0,
                         "n_eval_tokens": 100,
                     },
                 )  # fmt: skip
@@ -61,8 +62,21 @@ def test_fit_recovers_the_laws_and_writes_fits(synthetic_study: Path, capsys):
     assert lin["c_fft"]["value"] == pytest.approx(0.8, rel=0.05)
     assert lin["s_fft"]["value"] == pytest.approx(4.0, rel=0.05)
     assert lin["c_fft"]["lo"] <= lin["c_fft"]["value"] <= lin["c_fft"]["hi"]
-    kl = news["kl_power"]["params"]
-    assert kl["a"]["value"] == pytest.approx(0.35, rel=0.1) and kl["b"]["value"] == pytest.approx(0.8, rel=0.1)
+    # every comparison row carries the held-out error of change, the larger of its two parts
+    for row in result["comparison"]:
+        parts = [row["heldout_P_error_of_change"], row["heldout_N_error_of_change"]]
+        if None not in parts:
+            assert row["heldout_error_of_change"] == max(parts)
+        assert row["reliable"] == (row["heldout_error_of_change"] is not None
+                                   and row["heldout_error_of_change"] <= 0.10)
+    assert any(r["reliable"] for r in result["comparison"] if r["target"] == "ft_loss")
+    # findings: F1-F4 for the dataset (no probes here, so no F5), verdicts from the closed set
+    found = {f["finding"]: f for f in result["findings"] if f["dataset"] == "news"}
+    assert set(found) == {"F1", "F2", "F3", "F4"}
+    assert all(f["verdict"] in ("supported", "not_supported", "undecided") for f in found.values())
+    assert found["F1"]["verdict"] == "supported" and found["F1"]["evidence"]["r2"] > 0.9
+    assert "bootstrap over runs" in found["F4"]["evidence"]["test"]
+    assert json.loads((synthetic_study / "fits.json").read_text())["findings"] == result["findings"]
     add = news["additive:ft_loss"]["params"]
     assert add["alpha"]["value"] == pytest.approx(0.2, rel=0.15) and add["beta"]["value"] == pytest.approx(0.4, rel=0.1)
     with open_store(synthetic_study) as store:
@@ -76,10 +90,12 @@ def test_predict_and_plan(synthetic_study: Path, capsys):
     capsys.readouterr()
     assert main(["predict", str(synthetic_study), "--rank", "32", "--steps", "64", "--json"]) == 0
     pred = json.loads(capsys.readouterr().out)
-    ft, _, kl = _truth(32 * PER_RANK, 64)
+    ft, forget, kl = _truth(32 * PER_RANK, 64)
     assert pred["ft_loss"]["value"] == pytest.approx(ft, rel=0.03)
     assert pred["forget_kl"]["value"] == pytest.approx(kl, rel=0.15)
+    assert pred["forget_ce"]["value"] - pred["forget_kl"]["value"] == pytest.approx(BASE_ENTROPY, abs=1e-9)
     assert pred["ft_loss"]["extrapolated"] is True  # rank 32 is beyond the sweep
+    assert pred["ft_loss"]["reliable"] is True and pred["ft_loss"]["lo"] < pred["ft_loss"]["value"]
     budget = 2.1
     assert main(["plan", str(synthetic_study), "--max-forgetting", str(budget), "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
@@ -120,3 +136,25 @@ def test_bad_input(tmp_path: Path, capsys, args, needle):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("forgetscale: error:") and needle in err and "\n" not in err
+
+
+def test_tiny_study_states_findings_and_refuses_to_predict_without_a_reliable_law(tmp_path: Path, capsys,
+                                                                                 tiny_overrides):
+    # Two ranks and 8 steps: leaving the largest rank out leaves one P, so no (P, N) law can
+    # be validated, hence none is reliable, and predict/plan must say so (exit 0: not bad input).
+    out = tmp_path / "tiny"
+    assert main(["run", "--out", str(out), *(f for o in tiny_overrides for f in ("--set", o))]) == 0
+    printed = capsys.readouterr().out
+    assert "F1 " in printed and "linear law" in printed  # run ends with the findings and the headline law
+    result = json.loads((out / "fits.json").read_text())
+    assert {f["finding"] for f in result["findings"]} >= {"F1", "F2", "F3", "F4"}
+    assert all(f["verdict"] in ("supported", "not_supported", "undecided") for f in result["findings"])
+    assert result["comparison"] and all("heldout_error_of_change" in r for r in result["comparison"])
+    assert main(["predict", str(out), "--rank", "8", "--steps", "8", "--dataset", "news", "--json"]) == 0
+    pred = json.loads(capsys.readouterr().out)
+    for q in ("ft_loss", "forget_ce", "forget_kl"):
+        assert pred[q]["value"] is None and "no reliable law" in pred[q]["reason"]
+    assert main(["predict", str(out), "--rank", "8", "--steps", "8", "--dataset", "news"]) == 0
+    assert "no reliable law" in capsys.readouterr().out
+    assert main(["plan", str(out), "--max-forgetting", "3", "--dataset", "news"]) == 0
+    assert "no reliable law" in capsys.readouterr().out

@@ -21,6 +21,7 @@ from forgetscale.store import open_store
 
 PER_RANK = 1000.0
 RANKS = (1, 2, 4, 8)
+BASE_ENTROPY = 1.3  # below forget_ce at every step >= 2 of the sweep (1.59 at rank 1, step 2)
 STEPS = (0, 2, 4, 8, 16, 32)
 SCRIPT = "<script>alert(1)</script>"
 PWN = "<script>window.__pwned=1;document.title='pwned'</script><img src=x onerror=\"window.__pwned=2\">"
@@ -31,7 +32,7 @@ SECTIONS = ("summary", "figures", "laws", "comparison", "runs", "probes", "sampl
 def _truth(P, N):
     ft = 1.0 + 5.0 * P**-0.2 + 1.0 * N**-0.4
     forget = 4.0 - 0.8 * ft  # the linear law: c_fft = 0.8, s_fft = 4.0
-    kl = 2e-4 * P**0.35 * N**0.8
+    kl = forget - BASE_ENTROPY  # forget_ce = base_entropy + forget_kl, as measured
     return ft, forget, kl
 
 
@@ -46,8 +47,9 @@ def _add_run(store, rid, dataset, rank, rng, steps=STEPS):
         store.add_measurement(
             rid,
             {
-                "step": step, "tokens": step * 100, "ft_loss": ft * noise[0], "forget_ce": forget * noise[1],
-                "forget_kl": 0.0 if step == 0 else kl * noise[2], "base_entropy": 2.0, "forget_top1_ce": 2.5,
+                "step": step, "tokens": step * 100, "ft_loss": ft * noise[0],
+                "forget_ce": BASE_ENTROPY + (0.0 if step == 0 else kl * noise[2]),
+                "forget_kl": 0.0 if step == 0 else kl * noise[2], "base_entropy": BASE_ENTROPY, "forget_top1_ce": 2.5,
                 "data_loss": 3.0, "n_eval_tokens": 100,
             },
         )  # fmt: skip

@@ -79,6 +79,8 @@ class ReportData:
         provenance: ``(key, value)`` pairs; a key whose runs disagree lists every value.
         probes: probe summary rows (run, dataset, rank, probe, accuracy, agreement...).
         samples: base vs fine-tuned generations, a few per probe.
+        findings: the paper's findings F1-F5 per dataset (``{dataset, finding, verdict,
+            evidence}``, with ``text``: one line of evidence), as ``forgetscale fit`` states them.
         notes: things the reader should know (fits that could not be read...).
     """
 
@@ -96,6 +98,7 @@ class ReportData:
     provenance: list[tuple[str, str]]
     probes: list[dict[str, Any]]
     samples: list[dict[str, Any]]
+    findings: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -156,11 +159,25 @@ def gather(out: Path) -> ReportData:
         provenance=_provenance(in_study),
         probes=_probe_rows(probe_rows, {r["run_id"]: r for r in all_runs}),
         samples=_samples(probe_rows, {r["run_id"]: r for r in all_runs}),
+        findings=_findings(out, fits, notes),
         notes=notes,
     )
 
 
 # ---------------------------------------------------------------------------- headline
+
+def _findings(out: Path, fits: Mapping[str, Any], notes: list[str]) -> list[dict[str, Any]]:
+    from forgetscale import analysis
+
+    if not fits:
+        return []
+    try:
+        found = analysis.study_findings(out)
+    except (KeyError, TypeError, ValueError) as e:
+        notes.append(f"the findings could not be computed ({e}); refit the study")
+        return []
+    return [{**f, "text": analysis.finding_text(f)} for f in found]
+
 
 def _law_order(label: str) -> tuple[int, str]:
     known = ("linear", "paper", "kl_power")  # Eq. 4 first: the paper's headline law
@@ -184,7 +201,7 @@ def _headline(
     out: Path, ds: str, rows: list[dict[str, Any]], fits: Mapping[str, Any], objects: Mapping[str, Any]
 ) -> Headline:
     from forgetscale import analysis
-    from forgetscale.laws.study import choose_law, heldout_error
+    from forgetscale.laws.study import choose_law, heldout_error, reliability
 
     mine = [r for r in rows if r["dataset"] == ds]
     lin = fits.get("linear")
@@ -195,14 +212,16 @@ def _headline(
                       warnings=list(lin.get("warnings") or []))
     laws = []
     for target in PREDICTED:
-        label = choose_law(objects, target) if objects else None
+        label = choose_law(objects, target, reliable_only=False) if objects else None
         if label is None:
             continue
         d = fits[label]
         err = heldout_error(objects[label], target)
+        ok, why = reliability(objects[label], target)
         laws.append({
-            "target": target, "law": label, "heldout_mre": err if math.isfinite(err) else None,
-            "r2": (d.get("r2") or {}).get(target), "reliable": bool(d.get("reliable")),
+            "target": target, "law": label, "heldout_error_of_change": err if math.isfinite(err) else None,
+            "r2": (d.get("r2") or {}).get(target), "reliable": ok, "reliability": why,
+            "coverage": ((d.get("calibration") or {}).get("coverage") or {}).get(target),
             "exponents": [(p, d["params"][p]) for p in _exponents(d, target)],
             "warnings": list(d.get("warnings") or []),
         })  # fmt: skip
@@ -237,6 +256,8 @@ def _headline(
             plan = analysis.plan_directory(out, budget, dataset=ds)
         except UserError as e:
             plan_error = str(e)
+        if plan is not None and plan.get("rank") is None:
+            plan, plan_error = None, str(plan.get("reason"))
     return Headline(
         dataset=ds, n_runs=len({r["run_id"] for r in mine}), linear=linear, laws=laws,
         predictions=predictions, prediction_error=prediction_error, budget=budget,

@@ -374,7 +374,7 @@ def _fit(fits: Fits, ds: str, label: str) -> Any:
 def _choose(objs: Mapping[str, Any], target: str) -> str | None:
     from forgetscale.laws.study import choose_law
 
-    return choose_law(objs, target) if objs else None
+    return choose_law(objs, target, reliable_only=False) if objs else None
 
 
 def _predict(fit: Any, x: Mapping[str, Any], target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

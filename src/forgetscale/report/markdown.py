@@ -55,9 +55,15 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
     out += [f"Study directory `{_code(d.directory)}`; {len(d.runs)} run(s); dataset(s): "
             f"{esc(', '.join(d.datasets)) or 'none'}. Forgetting L_f is the cross-entropy of the fine-tuned "
             "model against the base model's own next-token distribution (nats); laws after Kalajdzievski (2024), "
-            "arXiv 2401.05605. Intervals are 95% bootstrap intervals over runs.", ""]
+            "arXiv 2401.05605. Parameter intervals are 95% bootstrap intervals over runs; "
+            "prediction intervals are for a new run, calibrated on leave-one-run-out errors.", ""]
     out += ["## Summary", ""]
     out += [f"- {esc(n)}" for n in d.notes] + ([""] if d.notes else [])
+    if d.findings:
+        out += ["### The paper's findings", ""]
+        out += _table(["dataset", "finding", "verdict", "claim", "evidence"],
+                      [[esc(f["dataset"]), f["finding"], f["verdict"].replace("_", " "),
+                        esc(f["evidence"].get("claim", "")), esc(f["text"])] for f in d.findings])
     if not d.headlines:
         out += ["No finished runs and no fits in this study yet.", ""]
     for h in d.headlines:
@@ -70,11 +76,12 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
         else:
             out += ["Linear law: no fit.", ""]
         if h.laws:
-            out += ["Laws used for predictions (reliable fits first, then the smallest held-out error):", ""]
+            out += ["Laws used for predictions (reliable: held-out error ≤ 10% of the change since step 0 on both "
+                    "splits; 95% prediction intervals for a new run, with their leave-one-run-out coverage):", ""]
             out += _table(
-                ["quantity", "law", "held-out error", "R²", "exponents [95%]"],
+                ["quantity", "law", "held-out error of change", "coverage", "R²", "exponents [95%]"],
                 [[law["target"], esc(law["law"]) + ("" if law["reliable"] else " (unreliable)"),
-                  fmt_pct(law["heldout_mre"]), fmt(law["r2"]),
+                  fmt_pct(law["heldout_error_of_change"]), fmt_pct(law["coverage"]), fmt(law["r2"]),
                   "; ".join(f"{esc(n)} = {fmt_ci(p, 3)}" for n, p in law["exponents"])]
                  for law in h.laws],
             )  # fmt: skip
@@ -120,10 +127,11 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
     out += ["## Law comparison", ""]
     if d.comparison:
         out += _table(
-            ["dataset", "quantity", "law", "R²", "RMSE", "held-out P", "held-out N", "held-out mean", "reliable",
-             "points"],
-            [[esc(r["dataset"]), r["target"], esc(r["law"]), fmt(r["r2"]), fmt(r["rmse"]), fmt_pct(r["heldout_P_mre"]),
-              fmt_pct(r["heldout_N_mre"]), fmt_pct(r["heldout_mre"]), fmt(r["reliable"]), r["n_points"]]
+            ["dataset", "quantity", "law", "R²", "RMSE", "held-out P", "held-out N", "held-out error of change",
+             "reliable", "interval coverage", "points"],
+            [[esc(r["dataset"]), r["target"], esc(r["law"]), fmt(r["r2"]), fmt(r["rmse"]),
+              fmt_pct(r["heldout_P_error_of_change"]), fmt_pct(r["heldout_N_error_of_change"]),
+              fmt_pct(r["heldout_error_of_change"]), fmt(r["reliable"]), fmt_pct(r["coverage"]), r["n_points"]]
              for r in d.comparison],
         )  # fmt: skip
     else:
