@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS measurements (
     forget_top1_ce REAL,
     data_loss REAL,
     n_eval_tokens INTEGER,
+    forget_ce_se REAL,
+    forget_kl_se REAL,
     PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS fits (
@@ -77,7 +79,21 @@ MEASUREMENT_COLUMNS = (
     "forget_top1_ce",
     "data_loss",
     "n_eval_tokens",
+    "forget_ce_se",
+    "forget_kl_se",
 )
+
+_ADDED_COLUMNS = {"measurements": (("forget_ce_se", "REAL"), ("forget_kl_se", "REAL"))}
+"""Columns added to schema version 1 after stores were written: added on open (NULL in old rows)."""
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        with conn:
+            for name, kind in columns:
+                if name not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 class Store:
@@ -234,6 +250,7 @@ def open_store(directory: Path, create: bool = True) -> Store:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(_SCHEMA)
+    _add_columns(conn)
     version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     if version is None:
         with conn:

@@ -7,6 +7,7 @@ half-written study behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -97,19 +98,21 @@ class Workspace:
         from forgetscale.data.corpus import build_corpus
         from forgetscale.forgetting import BaseReference
 
-        memo = canonical_json(run.model) + canonical_json(run.forgetting)
+        memo = canonical_json(run.model) + canonical_json(run.forgetting) + json.dumps(run.lora.target_modules)
         if memo in self._refs:
             return self._refs[memo]
         lm = self.model(run)
         f = run.forgetting
+        mode = reference_mode(run, lm.model)
         t = time.perf_counter()
         seqs = build_corpus(f, lm.tokenizer, lm.model, lm.fingerprint, self.cache)
         self._phase("forgetting_corpus", t)
-        directory = self.cache / "refs" / reference_key(lm.fingerprint, lm.tokenizer, seqs, run.model.dtype, f.top_k)
+        key = reference_key(lm.fingerprint, lm.tokenizer, seqs, run.model.dtype, f.top_k, mode)
+        directory = self.cache / "refs" / key
         ref = cached_reference(directory, seqs, self.log)
         if ref is None:
             t = time.perf_counter()
-            store_reference(lm.model, seqs, f.batch_size, directory, f.top_k)
+            store_reference(lm.model, seqs, f.batch_size, directory, f.top_k, mode)
             self._phase("base_reference", t)
             self.log(f"base reference: {sum(s.n_targets for s in seqs)} tokens in {time.perf_counter() - t:.1f}s")
             ref = BaseReference.load(directory, tuple(seqs))
@@ -132,7 +135,19 @@ class Workspace:
         return fingerprint(train + held)
 
 
-def reference_key(model_fingerprint: str, tok: Any, seqs: list[Sequence], dtype: str, top_k: int | None) -> str:
+def reference_mode(run: RunConfig, model: Any) -> str:
+    """The exact reference mode a run gets: ``forgetting.reference``, except that a LoRA on the LM
+    head changes the head, so the hidden mode (valid only for the base's head) falls back to logits."""
+    from forgetscale.forgetting import head_module_name
+
+    if run.forgetting.reference == "hidden" and head_module_name(model) in run.lora.target_modules:
+        return "logits"
+    return run.forgetting.reference
+
+
+def reference_key(
+    model_fingerprint: str, tok: Any, seqs: list[Sequence], dtype: str, top_k: int | None, mode: str = "logits"
+) -> str:
     """The cache key of a base reference: everything its numbers depend on.
 
     Shared by studies, ``forgetscale forgetting`` and :class:`forgetscale.ForgettingCallback`,
@@ -146,7 +161,7 @@ def reference_key(model_fingerprint: str, tok: Any, seqs: list[Sequence], dtype:
             tokenizer_fingerprint(tok),
             fingerprint(seqs),
             dtype,
-            f"k{top_k}-tail2" if top_k else "exact",  # tail2: the tail summed directly
+            f"k{top_k}-tail2" if top_k else ("exact" if mode == "logits" else mode),  # tail2: the tail summed directly
         ]
     )
 
@@ -182,12 +197,14 @@ def cached_reference(directory: Path, seqs: list[Sequence], log: Log) -> BaseRef
         return None
 
 
-def store_reference(model: Any, seqs: list[Sequence], batch_size: int, directory: Path, top_k: int | None) -> None:
+def store_reference(
+    model: Any, seqs: list[Sequence], batch_size: int, directory: Path, top_k: int | None, mode: str = "logits"
+) -> None:
     """Compute a base reference into ``directory``; a half-written one never carries the final name."""
     from forgetscale.forgetting import compute_reference
 
     tmp = directory.with_name(directory.name + f".tmp{time.time_ns()}")
-    compute_reference(model, seqs, batch_size, tmp, top_k)
+    compute_reference(model, seqs, batch_size, tmp, top_k, mode)
     if not directory.exists():  # complete references only ever carry the final name
         tmp.rename(directory)
     else:  # another process finished the same reference first
@@ -204,6 +221,7 @@ def measure_forgetting(
     top_k: int | None = None,
     cache: Path | None = None,
     log: Log = lambda _m: None,
+    reference: str = "hidden",
 ) -> dict[str, float]:
     """Forgetting of an adapter or a fully fine-tuned model against its base, on corpus ``data``.
 
@@ -212,12 +230,15 @@ def measure_forgetting(
     """
     from forgetscale.config import ForgettingConfig, ModelConfig
     from forgetscale.data.corpus import check_corpus
-    from forgetscale.forgetting import measure
+    from forgetscale.forgetting import head_signature, measure, same_head
+    from forgetscale.merge import merged
     from forgetscale.models import cache_dir, check_adapter, load_adapter, load_model, resolve
 
     run = RunConfig(
         model=ModelConfig(name=base),
-        forgetting=ForgettingConfig(corpus=data, seq_len=seq_len, batch_size=batch_size, top_k=top_k),
+        forgetting=ForgettingConfig(
+            corpus=data, seq_len=seq_len, batch_size=batch_size, top_k=top_k, reference=reference
+        ),
     )
     try:
         # every input is checked before the first model loads: bad input fails at once
@@ -235,7 +256,13 @@ def measure_forgetting(
             tuned = load_model(ModelConfig(name=str(model)), "--model").model
     except UserError as e:  # the shared loaders name config keys; here the user typed options
         raise UserError(str(e).replace("model.name)", "--base)").replace("forgetting.corpus", "--data")) from None
-    return measure(tuned, ref, batch_size)
+    if ref.mode == "hidden" and not same_head(head_signature(tuned), ref.head_check):
+        log("the fine-tune changed the LM head: using a full-logit base reference instead of the hidden one")
+        run = run.model_copy(update={"forgetting": run.forgetting.model_copy(update={"reference": "logits"})})
+        with tuned.disable_adapter() if adapter is not None else contextlib.nullcontext():  # the base's view
+            ref = ws.reference(run)
+    with merged(tuned):
+        return measure(tuned, ref, batch_size)
 
 
 def fix_precision(study: StudyConfig, out: Path, cache: Path) -> StudyConfig:
@@ -321,6 +348,7 @@ def execute_run(run: RunConfig, ws: Workspace, store: Store, adapter_dir: Path, 
     """Train one run from scratch, committing a measurement row at every scheduled step."""
     from forgetscale import train
     from forgetscale.forgetting import measure, sequence_loss
+    from forgetscale.merge import merged
 
     lm = ws.model(run)
     train_seqs, held = ws.data(run)
@@ -333,7 +361,8 @@ def execute_run(run: RunConfig, ws: Workspace, store: Store, adapter_dir: Path, 
         store.start_run(run.run_id, P, provenance(lm.fingerprint, ws.data_fingerprint(run), ref, precision))
 
         def metrics(model: Any) -> dict[str, float]:
-            return {"ft_loss": sequence_loss(model, held, bs), **measure(model, ref, bs)}
+            with merged(model):  # W + s BA once per evaluation, not two extra matmuls per layer and call
+                return {"ft_loss": sequence_loss(model, held, bs), **measure(model, ref, bs)}
 
         def evaluate(model: Any, step: int, tokens: int) -> None:
             if step == 0 and train.is_identity(model):
@@ -446,9 +475,16 @@ class _Progress:
         eta = elapsed / self.done_steps * (self.total_steps - self.done_steps) if self.done_steps else float("nan")
         self.log(
             f"[{self.label}] step {step:>4}/{steps}  ft_loss {row['ft_loss']:.4f}  "
-            f"forget_ce {row['forget_ce']:.4f}  forget_kl {row['forget_kl']:.5f}  "
+            f"forget_ce {row['forget_ce']:.4f}{_se(row, 'forget_ce', 4)}  "
+            f"forget_kl {row['forget_kl']:.5f}{_se(row, 'forget_kl', 5)}  "
             f"elapsed {_hms(elapsed)}  ETA {_hms(eta)}"
         )
+
+
+def _se(row: dict[str, Any], key: str, digits: int) -> str:
+    """`` ± se`` for a metric whose standard error the row carries, else nothing."""
+    se = row.get(f"{key}_se")
+    return "" if se is None or se != se else f" ± {se:.{digits}f}"
 
 
 def _hms(seconds: float) -> str:

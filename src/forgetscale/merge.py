@@ -1,0 +1,88 @@
+"""Evaluate a LoRA model with its adapter folded into effective weights.
+
+Unmerged, every adapted layer runs its base matmul plus two thin ones
+(``x A^T B^T``), 210 extra small matmuls per forward pass for LoRA on all
+linear modules of a 30-layer model. An evaluation does not change the adapter,
+so :func:`merged` computes ``W + s B A`` once per evaluation and runs each
+adapted layer as one plain linear map. PEFT's own ``merge``/``unmerge`` would
+write into the base weights and subtract again, which is not bit-exact; here the
+base weights are never written at all: each adapted layer's ``forward`` is
+shadowed for the duration, and removing the shadow restores it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@contextmanager
+def merged(model: Any) -> Iterator[Any]:
+    """Run ``model`` (in eval mode) with every plain fp32 LoRA linear layer folded into one weight.
+
+    Within fp32 rounding of the unmerged model (dropout is off in eval mode, and
+    the scaling is PEFT's own, rsLoRA included). Layers it cannot fold exactly
+    run unmerged: DoRA and other LoRA variants, LoRA biases, ``fan_in_fan_out``
+    (Conv1D) bases, non-fp32 weights (folding would round the sum to bf16), a
+    disabled or already merged adapter, and any layer while in training mode.
+    Parameters, gradients and optimizer state are never touched; a model with
+    no LoRA layers is run as it is. The training flag is restored on exit. The
+    adapter is read once, on entry: change it (or its scale) outside the context.
+    """
+    try:
+        from peft.tuners.lora.layer import Linear as LoraLinear
+    except ImportError:  # no PEFT: nothing can be merged
+        yield model
+        return
+    was_training = model.training
+    patched: list[torch.nn.Module] = []
+    try:
+        model.eval()
+        with torch.no_grad():
+            for module in model.modules():
+                if type(module) is not LoraLinear:  # subclasses (quantised bases, variants) run as they are
+                    continue
+                weight = _effective_weight(module)
+                if weight is not None:
+                    module.forward = _folded_forward(module, weight)
+                    patched.append(module)
+        yield model
+    finally:
+        for module in patched:
+            module.__dict__.pop("forward", None)
+        model.train(was_training)
+
+
+def _effective_weight(layer: Any) -> torch.Tensor | None:
+    """``W + sum_a s_a B_a A_a`` over the layer's active adapters, or None when it cannot be folded exactly."""
+    base = layer.get_base_layer()
+    if type(base) is not torch.nn.Linear or base.weight.dtype != torch.float32 or layer.fan_in_fan_out:
+        return None
+    if layer.disable_adapters or layer.merged:
+        return None
+    weight = base.weight
+    for name in layer.active_adapters:
+        if name not in layer.lora_A:
+            continue
+        if layer.use_dora.get(name) or name in getattr(layer, "lora_variant", {}):
+            return None
+        if getattr(layer, "lora_bias", {}).get(name):
+            return None
+        weight = weight + layer.get_delta_weight(name).to(weight.dtype)
+    return None if weight is base.weight else weight
+
+
+def _folded_forward(layer: Any, weight: torch.Tensor) -> Any:
+    bias = layer.get_base_layer().bias
+
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # dropout, per-row adapters, or the adapter switched off inside the context: PEFT's own path
+        if layer.training or layer.disable_adapters or kwargs.get("adapter_names") is not None:
+            return type(layer).forward(layer, x, *args, **kwargs)
+        return F.linear(x, weight, bias)
+
+    return forward
