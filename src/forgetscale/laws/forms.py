@@ -259,7 +259,8 @@ class Coords:
                         # clamped to the declared bounds (a fit there is flagged as on its bound)
                         lo, hi = self.form.bounds[self.form.params[i]]
                         log_a = v / self._exponent(theta, i) + self.centres[self.form.params[i]]
-                        v = np.exp(np.clip(log_a, math.log(max(lo, 1e-300)), math.log(hi)))
+                        # (clipped again after exp: exp(log lo) may round to just below lo)
+                        v = np.clip(np.exp(np.clip(log_a, math.log(max(lo, 1e-300)), math.log(hi))), lo, hi)
                     theta[..., i] = v
         return theta
 
