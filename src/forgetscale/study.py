@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -181,6 +182,11 @@ def cached_reference(directory: Path, seqs: list[Sequence], log: Log) -> BaseRef
     if not directory.exists():
         return None
     try:
+        # the zip's own CRCs first: np.load also leaves its file open when the archive is damaged
+        with zipfile.ZipFile(directory / "meta.npz") as z:
+            bad = z.testzip()
+        if bad is not None:
+            raise ValueError(f"meta.npz member {bad} fails its CRC check")
         ref = BaseReference.load(directory, tuple(seqs))
         for name in _PER_POSITION:
             a = getattr(ref, name, None)
@@ -188,6 +194,12 @@ def cached_reference(directory: Path, seqs: list[Sequence], log: Log) -> BaseRef
                 raise ValueError(f"{name} has {a.shape} rows for {ref.n_tokens} positions")
         if not np.isfinite(ref.entropy).all():
             raise ValueError("non-finite base entropy")
+        stored = [n for n in ("logp", "mean_emb", "topk_idx") if getattr(ref, n, None) is not None]
+        if len(stored) != 1:  # a file of the reference is missing (or one too many)
+            raise ValueError(f"the base distribution is stored as {stored or 'nothing'}")
+        parts = {"topk_idx": ("topk_logp", "tail_logp"), "mean_emb": ("head_check",)}.get(stored[0], ())
+        if any(getattr(ref, n, None) is None for n in parts):
+            raise ValueError(f"{stored[0]} without {', '.join(parts)}")
         return ref
     except Exception as e:  # whatever is wrong with a cache entry, it is recomputed
         log(f"base reference cache {directory.name} is damaged ({type(e).__name__}: {e}); computing it again")

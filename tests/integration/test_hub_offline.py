@@ -114,7 +114,8 @@ def datasets_cache(repo_dir: Path, config: str, cache: Path, repo_id: str) -> Pa
 
 
 def chat_rows(n: int) -> list[dict]:
-    return [{"question": f"What is {i} plus {i}?", "response": f"It is {2 * i}.", "system_prompt": ""} for i in range(n)]
+    return [{"question": f"What is {i} plus {i}?", "response": f"It is {2 * i}.", "system_prompt": ""}
+            for i in range(n)]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- hub model ids
