@@ -19,19 +19,23 @@ I/O of its own beyond those arrays.
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from forgetscale.compat import cache_kwargs, kept_logits, output_cache
 from forgetscale.data.encode import Sequence
+from forgetscale.forward import (  # noqa: F401  (shared_prefix, _prefix_cache: re-exported for callers)
+    MIN_SHARED_PREFIX,
+    _forward_batches,
+    _prefix_cache,
+    _target_logprobs,
+    shared_prefix,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -484,127 +488,6 @@ def sequence_loss(model: PreTrainedModel, sequences: list[Sequence], batch_size:
             total += float((m + log_s - z.gather(-1, t[:, None]).squeeze(-1).double()).sum())
         n += len(targets)
     return total / n if n else math.nan
-
-
-def shared_prefix(sequences: list[Sequence]) -> int:
-    """Length of the token prefix every sequence shares, cut so that no scored logit falls inside it.
-
-    Chat corpora share their template's opening (a default system prompt, the
-    user header): computed once per evaluation instead of once per sequence.
-
-    >>> a = Sequence((1, 2, 3, 4), (False, False, False, True))
-    >>> b = Sequence((1, 2, 5, 6, 7), (False, False, False, False, True))
-    >>> shared_prefix([a, b])
-    2
-    """
-    if not sequences:
-        return 0
-    first = sequences[0].ids
-    c = min(len(s.ids) for s in sequences)
-    for s in sequences:
-        n = 0
-        while n < c and s.ids[n] == first[n]:
-            n += 1
-        # the logit at position t-1 scores target t: keep every such logit outside the prefix
-        first_target = s.mask.index(True) if True in s.mask else len(s.ids)
-        c = min(n, first_target - 1)
-    return max(c, 0)
-
-
-MIN_SHARED_PREFIX = 8
-"""Shorter shared prefixes are not worth a cache copy per batch."""
-
-
-def _target_logprobs(
-    model: PreTrainedModel, sequences: list[Sequence], batch_size: int, min_prefix: int = MIN_SHARED_PREFIX
-) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """Yield (reference rows, fp32 log-probs at target positions (n, V), target ids (n,)).
-
-    See :func:`_forward_batches`.
-    """
-    for rows, logits, targets, _h in _forward_batches(model, sequences, batch_size, min_prefix):
-        yield rows, F.log_softmax(logits, dim=-1), targets
-
-
-def _forward_batches(
-    model: PreTrainedModel,
-    sequences: list[Sequence],
-    batch_size: int,
-    min_prefix: int = MIN_SHARED_PREFIX,
-    hidden: bool = False,
-) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Yield (reference rows, fp32 logits at target positions (n, V), target ids (n,), final hidden states).
-
-    The hidden states (n, d), those that go into the LM head (after the final
-    norm), are captured from the head's input when ``hidden`` is set, else None.
-    Sequences are batched in length order to cut padding; rows map each yielded
-    position back to its place in corpus order. A prefix shared by all sequences
-    (at least ``min_prefix`` tokens) is run once and its key/value cache reused.
-    This is the whole of an evaluation's model work; everything else is metrics.
-    """
-    offsets = np.cumsum([0] + [s.n_targets for s in sequences])
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].ids))
-    device = next(model.parameters()).device
-    was_training = model.training
-    captured: list[torch.Tensor] = []
-    handle = None
-    if hidden:
-        head = model.get_output_embeddings()
-        handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-    model.eval()
-    try:
-        with torch.inference_mode():
-            c, prefix_cache = _prefix_cache(model, sequences, device, min_prefix)
-            captured.clear()  # the prefix pass's own head input
-            for b in range(0, len(order), batch_size):
-                idx = order[b : b + batch_size]
-                batch = [sequences[i] for i in idx]
-                width = max(len(s.ids) for s in batch)
-                ids = torch.zeros(len(batch), width, dtype=torch.long)
-                attn = torch.zeros(len(batch), width, dtype=torch.long)
-                tmask = torch.zeros(len(batch), width, dtype=torch.bool)
-                for j, s in enumerate(batch):
-                    ids[j, : len(s.ids)] = torch.tensor(s.ids)
-                    attn[j, : len(s.ids)] = 1
-                    tmask[j, : len(s.ids)] = torch.tensor(s.mask)
-                # logits at t-1 predict token t: project only those positions onto the vocabulary
-                keep = torch.zeros_like(tmask)
-                keep[:, :-1] = tmask[:, 1:]
-                kw: dict[str, Any] = {}
-                if prefix_cache is not None:
-                    cache = copy.deepcopy(prefix_cache)  # the forward pass appends to it
-                    cache.batch_repeat_interleave(len(batch))
-                    kw = cache_kwargs(model, cache)
-                kept = keep[:, c:].to(device)
-                captured.clear()
-                logits = kept_logits(model, ids[:, c:].to(device), attn.to(device), kept, **kw).float().cpu()
-                h = None
-                if hidden:
-                    h = captured[-1]  # the last call is the one whose logits came back
-                    h = (h if h.ndim == 2 else h[kept]).float().cpu()
-                targets = ids[:, 1:][tmask[:, 1:]]
-                rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx])
-                yield rows, logits, targets, h
-    finally:
-        if handle is not None:
-            handle.remove()
-        model.train(was_training)
-
-
-def _prefix_cache(
-    model: PreTrainedModel, sequences: list[Sequence], device: torch.device, min_prefix: int
-) -> tuple[int, Any]:
-    c = shared_prefix(sequences)
-    if c < min_prefix:
-        return 0, None
-    try:
-        out = model(input_ids=torch.tensor([sequences[0].ids[:c]], device=device), use_cache=True, logits_to_keep=1)
-    except TypeError:  # a model without a key/value cache: compute every prefix
-        return 0, None
-    cache = output_cache(out)
-    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-        return 0, None
-    return c, cache
 
 
 def _vocab_size(model: PreTrainedModel) -> int:
