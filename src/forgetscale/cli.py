@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. train.lr=1e-3 or sweep.lora.rank=[1,4]",
     )
     r.add_argument("--dry-run", action="store_true", help="validate and print the run plan; run nothing")
+    r.add_argument(
+        "--executor", choices=["local", "ray"],
+        help="where runs execute: in this process (default) or as Ray tasks, one GPU each (forgetscale[ray])",
+    )  # fmt: skip
+    r.add_argument(
+        "--ray-address", metavar="ADDR", help="Ray cluster to join (auto, HOST:PORT); implies --executor ray"
+    )
     r.set_defaults(func=cmd_run)
 
     f = sub.add_parser("forgetting", help="forgetting of an adapter or fine-tuned model against its base")
@@ -119,7 +126,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from forgetscale.models import cache_dir
     from forgetscale.study import fix_precision
 
-    study = load_study(args.study, args.preset, args.overrides)
+    study = load_study(args.study, args.preset, [*args.overrides, *_executor_sets(args)])
+    from forgetscale.executors import check
+
+    check(study.executor)  # the Ray executor without Ray fails before anything is loaded or written
     out = args.out or Path("runs") / study.name
     from forgetscale.store import check_store
 
@@ -142,8 +152,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     log = log_stderr
     ws = Workspace(cache_dir(), log)
     prepare_study(study, ws)  # bad input fails here, before the directory (or its lock) exists
+    from forgetscale.executors import make_executor
+
+    executor = make_executor(study.executor, log)  # joins or starts a Ray cluster when asked
     with hold(out):  # one runner per study directory
-        table = run_study(study, out, ws, log)
+        table = run_study(study, out, ws, log, executor=executor)
         _print_table(table)
         phases = {}
         if study.probes.enabled:  # before the fit, so that the findings include F5
@@ -161,6 +174,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("\n".join(summary_lines(out)))
     print(f"results: {out / 'study.sqlite'}")
     return 0
+
+
+def _executor_sets(args: argparse.Namespace) -> list[str]:
+    """``--executor``/``--ray-address`` as ``--set`` overrides (they win over the study file)."""
+    if args.ray_address is not None and args.executor == "local":
+        raise UserError("--ray-address joins a Ray cluster: it needs --executor ray, not local")
+    kind = "ray" if args.ray_address is not None else args.executor
+    return [*([f"executor.kind={kind}"] if kind else []),
+            *([f"executor.address={args.ray_address}"] if args.ray_address is not None else [])]  # fmt: skip
 
 
 def cmd_forgetting(args: argparse.Namespace) -> int:

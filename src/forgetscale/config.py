@@ -171,11 +171,29 @@ class ProbesConfig(_Frozen):
     a study has, where lost agreement with the base shows first: more items for the same time)."""
 
 
+class ExecutorConfig(_Frozen):
+    """Where a study's runs execute. Not part of any run's config: it never changes a run id."""
+
+    kind: Literal["local", "ray"] = "local"
+    """``local``: one run after another in this process. ``ray``: each run a Ray task (``forgetscale[ray]``)."""
+    address: str | None = None
+    """Ray cluster to join (``auto``: the one ``ray start`` runs on this machine; ``HOST:PORT``);
+    None: start a local cluster (or use the Ray session this process already holds)."""
+    cpus_per_run: float = Field(1.0, gt=0)
+    gpus_per_run: float | None = Field(None, ge=0)
+    """None: 1 when the cluster has GPUs, else 0."""
+    memory_per_run: float | None = Field(None, gt=0)
+    """GiB of memory Ray reserves for each run (scheduling only); None: no reservation."""
+    max_retries: int = Field(2, ge=0)
+    """How often a run whose worker was lost (killed, out of memory, node gone) is started again."""
+
+
 class StudyConfig(RunConfig):
     name: str = "study"
     sweep: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
     fit: FitConfig = FitConfig()
     probes: ProbesConfig = ProbesConfig()
+    executor: ExecutorConfig = ExecutorConfig()
 
     @field_validator("sweep")
     @classmethod

@@ -140,6 +140,14 @@ class Store:
                 (P, time.time(), json.dumps(provenance, sort_keys=True), run_id),
             )
 
+    def clear_run(self, run_id: str, error: str | None = None) -> None:
+        """Back to pending with no rows: an attempt that will not finish (a lost worker, a cancel)."""
+        with self._tx() as c:
+            c.execute("DELETE FROM measurements WHERE run_id = ?", (run_id,))
+            c.execute(
+                "UPDATE runs SET status='pending', error=?, finished_at=NULL WHERE run_id=?", (error, run_id)
+            )
+
     def add_measurement(self, run_id: str, row: Mapping[str, Any]) -> None:
         cols = ", ".join(MEASUREMENT_COLUMNS)
         marks = ", ".join("?" for _ in MEASUREMENT_COLUMNS)

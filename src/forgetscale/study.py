@@ -27,6 +27,7 @@ from forgetscale.data.encode import Sequence, encode_example, fingerprint
 from forgetscale.errors import UserError
 
 if TYPE_CHECKING:
+    from forgetscale.executors import Executor
     from forgetscale.forgetting import BaseReference
     from forgetscale.models import LoadedModel
     from forgetscale.store import Store
@@ -331,10 +332,13 @@ def prepare_study(study: StudyConfig, ws: Workspace) -> list[RunConfig]:
     return runs
 
 
-def run_study(study: StudyConfig, out: Path, ws: Workspace, log: Log = print) -> list[dict[str, Any]]:
-    """Run every run of ``study`` not yet done in ``out``'s store; return the final run table.
+def run_study(
+    study: StudyConfig, out: Path, ws: Workspace, log: Log = print, *, executor: Executor
+) -> list[dict[str, Any]]:
+    """Run every run of ``study`` not yet done in ``out``'s store on ``executor``; return the final run table.
 
-    The caller holds ``out``'s run lock (:func:`forgetscale.lock.hold`): one runner per directory.
+    The caller holds ``out``'s run lock (:func:`forgetscale.lock.hold`): one runner per directory, and
+    this process is the store's only writer, whatever the executor (:mod:`forgetscale.executors`).
     """
     from forgetscale.store import open_store
 
@@ -348,10 +352,7 @@ def run_study(study: StudyConfig, out: Path, ws: Workspace, log: Log = print) ->
         todo = [r for r in runs if store.run_status(r.run_id) != "done"]
         if len(todo) < len(runs):
             log(f"{len(runs) - len(todo)} of {len(runs)} runs already done; skipping them")
-        progress = _Progress(sum(r.train.steps for r in todo), log)
-        for i, r in enumerate(todo, 1):
-            progress.label = f"run {i}/{len(todo)} {r.run_id} {r.data.dataset} r={r.lora.rank}"
-            execute_run(r, ws, store, out / "adapters" / r.run_id, progress)
+        executor.run(todo, ws, store, out, log)
         store.set_meta("phases", dict(ws.phases))
         return summary_table(store, ids)
 

@@ -1,0 +1,76 @@
+"""Where a study's runs execute: in this process (``local``, the default) or as Ray tasks (``ray``).
+
+The seam is one method, :meth:`Executor.run`. Whatever the executor, the process
+that called :func:`forgetscale.study.run_study` holds the study's run lock and
+is the only writer of its store: a run's rows, its status and its adapter all
+arrive there, and a run counts as done only once its adapter is in
+``DIR/adapters/<run_id>/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from forgetscale.errors import UserError
+
+if TYPE_CHECKING:
+    from forgetscale.config import ExecutorConfig, RunConfig
+    from forgetscale.store import Store
+    from forgetscale.study import Workspace
+
+Log = Callable[[str], None]
+
+
+class Executor(Protocol):
+    """Runs a study's unfinished runs, recording them through the caller's store."""
+
+    def run(self, todo: Sequence[RunConfig], ws: Workspace, store: Store, out: Path, log: Log) -> None:
+        """Execute every run of ``todo`` from step 0.
+
+        Args:
+            todo: the runs not yet done (registered in ``store``), in study order.
+            ws: the caller's workspace, already prepared for every run.
+            store: the study's store; only this process writes it.
+            out: the study directory (adapters go to ``out/adapters/<run_id>/``).
+            log: progress lines (run i/n, step, ETA).
+
+        Raises:
+            UserError: a run failed for a bad-input reason (recorded as failed in the store).
+            KeyboardInterrupt: interrupted; the store is left resumable.
+        """
+        ...
+
+
+def check(cfg: ExecutorConfig) -> None:
+    """Fail early, before anything is loaded or written, when ``cfg`` cannot work here.
+
+    Raises:
+        UserError: the Ray executor without Ray installed.
+    """
+    if cfg.kind == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UserError(
+                "executor.kind=ray needs Ray, which is not installed: pip install 'forgetscale[ray]'"
+            ) from None
+
+
+def make_executor(cfg: ExecutorConfig, log: Log = print) -> Executor:
+    """The executor ``cfg`` names, ready to run (Ray is imported only when it is asked for).
+
+    Raises:
+        UserError: Ray asked for but not installed, or its cluster out of reach.
+    """
+    check(cfg)
+    if cfg.kind == "ray":
+        from forgetscale.executors.ray import RayExecutor
+
+        ray_executor = RayExecutor(cfg)
+        ray_executor.connect(log)
+        return ray_executor
+    from forgetscale.executors.local import LocalExecutor
+
+    return LocalExecutor()

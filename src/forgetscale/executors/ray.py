@@ -1,0 +1,415 @@
+"""The Ray executor: every unfinished run a Ray Core task (one GPU each), the store written here alone.
+
+How a run travels. The driver (this process, holding the study's run lock)
+submits one task per run: a *streaming generator* task (``num_returns="streaming"``)
+that runs :func:`forgetscale.study.execute_run`, the same code as the local
+executor, with a stand-in for the store that turns each call into an event.
+The task yields the events as they happen (the base reference's log line, the
+run's start with its P and provenance, one measurement row per scheduled
+evaluation, and last the timings with the adapter's files), and the driver
+applies them to the store in order. So rows reach SQLite as each evaluation
+finishes, progress lines and resume behave as with the local executor, and
+the adapter travels through Ray's object store: no shared filesystem is needed,
+the driver writes ``DIR/adapters/<run_id>/``. A run is marked done only when
+its task has ended and its adapter is written.
+
+A generator task, rather than a queue actor beside plain tasks, ties each
+event to the attempt that produced it: when a worker dies, its stream ends
+with the error, so no late row of a lost attempt can reach the store.
+
+Failures:
+
+* a worker lost (killed process, out of memory, node gone): the run's partial
+  rows are deleted and the run is submitted again, up to ``executor.max_retries``
+  times. Ray's own task retries are off (``max_retries=0``): a retried stream
+  would replay rows from a training run that is not bit-for-bit repeatable.
+* the task raised: a bad-input error (:class:`forgetscale.errors.UserError`, e.g.
+  a diverged run) is recorded and reported as the local executor reports it,
+  never retried; anything else is a bug, recorded and raised. Either way, no
+  new run starts and the runs already training finish first.
+* Ctrl-C (or any error in the driver): every task is cancelled and the runs in
+  flight go back to pending without rows, so rerunning the command resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from forgetscale.config import ExecutorConfig, RunConfig
+from forgetscale.errors import UserError
+from forgetscale.study import Workspace, _hms, _Progress, execute_run
+
+if TYPE_CHECKING:
+    from forgetscale.executors import Log
+    from forgetscale.store import Store
+
+CRASH_AFTER: dict[str, int] = {}
+"""Fault injection for tests: ``{run_id: step}`` makes the first attempt of that run kill its own
+worker (``os._exit``) right after it reports that step. Read by the driver when it submits a run."""
+
+_POLL_S = 1.0
+"""How long the driver waits for any task's next event before checking again (Ctrl-C is seen then)."""
+_GET_TIMEOUT_S = 300.0
+"""An event is fetched only once Ray reports it ready; this bounds the transfer (an adapter's bytes)."""
+
+
+class RayExecutor:
+    """Runs each unfinished run as a Ray task; see the module docstring."""
+
+    def __init__(self, cfg: ExecutorConfig):
+        self.cfg = cfg
+        self._started_here = False
+
+    def connect(self, log: Log) -> None:
+        """Join ``executor.address`` (or this process's Ray session), or start a local cluster.
+
+        Raises:
+            UserError: the cluster cannot be reached.
+        """
+        import ray
+
+        if ray.is_initialized():
+            log(f"ray {ray.__version__}: using this process's Ray session")
+            return
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine unasked
+        t = time.perf_counter()
+        try:
+            if self.cfg.address:
+                ray.init(address=self.cfg.address, log_to_driver=False, logging_level="WARNING")
+            else:
+                ray.init(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = f"executor.address={self.cfg.address}" if self.cfg.address else "a local Ray cluster"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{where}: cannot start or join Ray ({first}); start one with `ray start --head`"
+                            " and pass --ray-address auto, or leave the address out") from None  # fmt: skip
+        self._started_here = True
+        how = f"joined {self.cfg.address}" if self.cfg.address else "started a local cluster"
+        log(f"ray {ray.__version__}: {how} in {time.perf_counter() - t:.1f}s; {_resources(ray.cluster_resources())}")
+
+    def run(self, todo: Sequence[RunConfig], ws: Workspace, store: Store, out: Path, log: Log) -> None:
+        import ray
+
+        if not todo:
+            return
+        if not ray.is_initialized():
+            self.connect(log)
+        try:
+            _Driver(self.cfg, ws, store, out, log).run(todo)
+        finally:
+            if self._started_here:
+                ray.shutdown()
+                self._started_here = False
+
+
+def _resources(res: dict[str, float]) -> str:
+    gib = 2**30
+    return (f"{res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs, {res.get('memory', 0) / gib:.1f} GiB memory, "
+            f"{sum(1 for k in res if k.startswith('node:') and not k.startswith('node:__'))} node(s)")  # fmt: skip
+
+
+@dataclass
+class _Attempt:
+    """One submission of one run, as the driver tracks it."""
+
+    run: RunConfig
+    number: int  # 0 for the first attempt
+    index: int  # the run's place in "run i/n"
+    label: str = ""
+    started: float | None = None  # when its start event arrived
+    last_step: int = 0
+    n_rows: int = 0
+    timings: dict[str, float] | None = None  # set by the done event, once the adapter is written
+
+
+class _Driver:
+    def __init__(self, cfg: ExecutorConfig, ws: Workspace, store: Store, out: Path, log: Log):
+        self.cfg, self.ws, self.store, self.out, self.log = cfg, ws, store, out, log
+
+    def run(self, todo: Sequence[RunConfig]) -> None:
+        import ray
+
+        cfg = self.cfg
+        gpus = cfg.gpus_per_run
+        if gpus is None:
+            gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        options: dict[str, Any] = {"num_cpus": cfg.cpus_per_run, "num_gpus": gpus}
+        if cfg.memory_per_run is not None:
+            options["memory"] = int(cfg.memory_per_run * 2**30)
+        # max_retries=0: lost workers are retried by this loop, after their partial rows are deleted
+        self.options = {"num_returns": "streaming", "max_retries": 0, **options}
+        self.task = ray.remote(_run_task)
+        self.corpora = ray.put(_read_files(self.ws.cache / "corpora"))  # small; the same sample on every node
+        self.progress = _Progress(sum(r.train.steps for r in todo), self.log)
+        self.n = len(todo)
+        self.log(f"{self.n} runs as Ray tasks, each with {cfg.cpus_per_run:g} CPU and {gpus:g} GPU"
+                 + (f" and {cfg.memory_per_run:g} GiB" if cfg.memory_per_run else ""))  # fmt: skip
+        self.pending: dict[Any, _Attempt] = {}
+        self.lost_seconds = 0.0
+        self.n_lost = 0
+        self.failure: BaseException | None = None
+        t0 = time.perf_counter()
+        try:
+            for i, r in enumerate(todo, 1):
+                self._submit(_Attempt(r, 0, i))
+            while self.pending:
+                ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=_POLL_S)
+                for gen in ready:
+                    self._next_event(gen)
+        except BaseException:
+            self._cancel_all()
+            raise
+        if self.n_lost:
+            self.log(f"{self.n_lost} lost worker(s) cost {_hms(self.lost_seconds)} of run time, "
+                     f"of {_hms(time.perf_counter() - t0)} on Ray in all")  # fmt: skip
+        if self.failure is not None:
+            raise self.failure
+
+    def _submit(self, a: _Attempt) -> None:
+        rid = a.run.run_id
+        crash = CRASH_AFTER.get(rid) if a.number == 0 else None
+        name = f"forgetscale-{rid}" + (f"-retry{a.number}" if a.number else "")
+        gen = self.task.options(name=name, **self.options).remote(a.run.model_dump_json(), self.corpora, crash)
+        self.pending[gen] = a
+
+    def _next_event(self, gen: Any) -> None:
+        import ray
+
+        a = self.pending[gen]
+        try:
+            ref = next(gen)
+        except StopIteration:  # the task has ended
+            del self.pending[gen]
+            self._ended(a)
+            return
+        try:
+            event = ray.get(ref, timeout=_GET_TIMEOUT_S)
+        except ray.exceptions.TaskCancelledError:
+            del self.pending[gen]
+        except ray.exceptions.RayTaskError as e:  # the run's own code raised
+            del self.pending[gen]
+            self._failed(a, e)
+        except ray.exceptions.RayError as e:  # the worker, its node or the event's object is gone
+            del self.pending[gen]
+            self._lost(a, e)
+        else:
+            self._apply(a, event)
+
+    def _apply(self, a: _Attempt, event: tuple[Any, ...]) -> None:
+        rid, kind = a.run.run_id, event[0]
+        if kind == "log":
+            self.log(f"[{a.label or f'run {a.index}/{self.n} {rid}'}] {event[1]}")
+        elif kind == "start":
+            _, P, provenance = event
+            provenance["executor"] = {**provenance.get("executor", {}), "attempt": a.number + 1}
+            self.store.start_run(rid, P, provenance)  # also drops rows an earlier attempt left behind
+            a.started = time.perf_counter()
+            r = a.run
+            a.label = f"run {a.index}/{self.n} {rid} {r.data.dataset} r={r.lora.rank}" + (
+                f" retry {a.number}" if a.number else ""
+            )
+        elif kind == "row":
+            row = event[1]
+            self.store.add_measurement(rid, row)
+            a.n_rows += 1
+            p = self.progress  # one progress for interleaved runs: each run's own last step
+            p.label, p._last_step = a.label, a.last_step
+            p.step(row["step"], a.run.train.steps, row)
+            a.last_step = row["step"]
+        elif kind == "done":
+            _, timings, files = event
+            _write_adapter(files, self.out / "adapters" / rid)
+            a.timings = timings
+        else:
+            raise RuntimeError(f"unknown event {kind!r} from run {rid}")
+
+    def _ended(self, a: _Attempt) -> None:
+        if a.timings is None:  # a task that returns without its adapter is a bug here
+            self.store.fail_run(a.run.run_id, "RuntimeError: the Ray task ended without its adapter")
+            self._stop(RuntimeError(f"run {a.run.run_id}: the Ray task ended without its adapter"))
+            return
+        self.store.finish_run(a.run.run_id, a.timings)
+
+    def _failed(self, a: _Attempt, e: Exception) -> None:
+        cause = getattr(e, "cause", None)
+        cause = cause if isinstance(cause, BaseException) else None
+        message = f"{type(cause).__name__}: {cause}" if cause is not None else str(e)
+        self.store.fail_run(a.run.run_id, message)
+        if isinstance(cause, UserError):  # reported as the local executor reports it: one line, exit 2
+            self._stop(cause)
+        else:
+            self._stop(RuntimeError(f"run {a.run.run_id} failed on its Ray worker:\n{e}"))
+
+    def _lost(self, a: _Attempt, e: Exception) -> None:
+        rid = a.run.run_id
+        self.n_lost += 1
+        if a.started is not None:
+            self.lost_seconds += time.perf_counter() - a.started
+        self.progress.done_steps -= a.last_step  # those steps will be trained again
+        what = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        label = a.label or f"run {a.index}/{self.n} {rid}"
+        if a.number < self.cfg.max_retries and self.failure is None:
+            self.store.clear_run(rid, f"attempt {a.number + 1} lost its worker ({what}); retried")
+            self.log(f"[{label}] worker lost ({what}); {a.n_rows} partial rows deleted; "
+                     f"starting the run again (retry {a.number + 1} of {self.cfg.max_retries})")  # fmt: skip
+            self._submit(_Attempt(a.run, a.number + 1, a.index))
+        elif self.failure is not None:  # stopping anyway: leave it resumable
+            self.store.clear_run(rid, f"attempt {a.number + 1} lost its worker ({what})")
+        else:
+            self.store.fail_run(rid, f"worker lost {a.number + 1} times (last: {what})")
+            self._stop(RuntimeError(f"run {rid}: its worker was lost {a.number + 1} times (last: {what}); "
+                                    "see the Ray logs, then rerun to resume"))  # fmt: skip
+
+    def _stop(self, failure: BaseException) -> None:
+        """The first failure: no new run starts; runs already training finish, then it is raised."""
+        import ray
+
+        if self.failure is not None:
+            return
+        self.failure = failure
+        waiting = [gen for gen, a in self.pending.items() if a.started is None]
+        for gen in waiting:
+            ray.cancel(gen, force=True)
+            del self.pending[gen]
+        self.log(f"a run failed ({str(failure).splitlines()[0]}); {len(waiting)} runs not started are cancelled, "
+                 f"{len(self.pending)} in flight finish first")  # fmt: skip
+
+    def _cancel_all(self) -> None:
+        import ray
+
+        for gen, a in list(self.pending.items()):
+            with contextlib.suppress(Exception):  # already finished, or its worker already gone
+                ray.cancel(gen, force=True)
+            if a.started is not None:
+                self.store.clear_run(a.run.run_id, "interrupted; rerun to resume")
+        self.pending.clear()
+
+
+def _read_files(directory: Path) -> dict[str, bytes]:
+    """Every finished file under ``directory`` (relative POSIX path -> bytes); temporary files skipped."""
+    if not directory.is_dir():
+        return {}
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def _write_adapter(files: dict[str, bytes], out: Path) -> None:
+    """Write an adapter shipped from a worker, atomically: a half-written one never has the final name."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+    try:
+        for name, data in files.items():
+            path = tmp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ----------------------------------------------------------------------------- the worker side
+
+_WS: Workspace | None = None
+"""The worker process's workspace: a worker Ray reuses for another run keeps its loaded inputs."""
+_END = object()
+
+
+class _Events:
+    """Stands in for the store inside a task: each call becomes an event for the driver."""
+
+    def __init__(self, put: Any, where: dict[str, Any]):
+        self._put, self._where = put, where
+        self.timings: dict[str, float] | None = None
+
+    def start_run(self, run_id: str, P: int, provenance: dict[str, Any]) -> None:
+        self._put(("start", P, {**provenance, "executor": self._where}))
+
+    def add_measurement(self, run_id: str, row: dict[str, Any]) -> None:
+        self._put(("row", dict(row)))
+
+    def finish_run(self, run_id: str, timings: dict[str, float]) -> None:
+        self.timings = dict(timings)  # sent with the adapter, which is saved after this call
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        pass  # the driver records the failure from the exception that ends the task
+
+
+class _NoProgress:
+    """execute_run's progress inside a task: the driver prints the lines."""
+
+    label = ""
+
+    def step(self, *args: Any) -> None:
+        pass
+
+
+def _run_task(run_json: str, corpora: dict[str, bytes], crash_after: int | None) -> Iterator[tuple[Any, ...]]:
+    """One run on a Ray worker, as a stream of events (see the module docstring).
+
+    Training runs in a thread so that its callbacks' events can be yielded while it goes on.
+    """
+    import ray
+
+    global _WS
+    from forgetscale.models import cache_dir
+
+    run = RunConfig.model_validate_json(run_json)
+    if _WS is None:
+        _WS = Workspace(cache_dir())
+    ws = _WS
+    _seed_files(ws.cache / "corpora", corpora)
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    ws.log = lambda msg: events.put(("log", msg))
+    ctx = ray.get_runtime_context()
+    where = {"kind": "ray", "host": socket.gethostname(), "node_id": ctx.get_node_id(), "gpu_ids": ray.get_gpu_ids()}
+    sink = _Events(events.put, where)
+    with tempfile.TemporaryDirectory(prefix="forgetscale-adapter-") as tmp:
+        adapter = Path(tmp) / run.run_id
+
+        def work() -> None:
+            try:
+                execute_run(run, ws, sink, adapter, _NoProgress())  # type: ignore[arg-type]
+                events.put(("done", sink.timings, _read_files(adapter)))
+            except BaseException as e:  # re-raised by the generator: the task fails with it
+                events.put(e)
+            events.put(_END)
+
+        thread = threading.Thread(target=work, name=f"forgetscale-{run.run_id}", daemon=True)
+        thread.start()
+        while (item := events.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if crash_after is not None and item[0] == "row" and item[1]["step"] == crash_after:
+                os._exit(1)  # fault injection (tests): the worker dies as if killed
+        thread.join()
+
+
+def _seed_files(directory: Path, files: dict[str, bytes]) -> None:
+    """Write the driver's files this node's cache lacks (each atomically; present ones are left alone)."""
+    for name, data in files.items():
+        path = directory / name
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
