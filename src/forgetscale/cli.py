@@ -266,7 +266,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for t in ("ft_loss", "forget_ce", "forget_kl"):
         d = result.get(t) or {}
         if d.get("value") is None:
-            print(f"  {t:>10} no reliable law: {d.get('reason', 'not predicted')}")
+            print(f"  {t:>10} {d.get('reason', 'no reliable law')}")
             continue
         ci = f"[{fmt(d['lo'])}, {fmt(d['hi'])}]"
         extra = "  (extrapolated)" if d["extrapolated"] else ""

@@ -347,7 +347,7 @@ def _choose_forgetting(fits: Mapping[str, FitResult], law: str | None = None) ->
 def _no_law(fits: Mapping[str, FitResult], targets: Sequence[str]) -> str:
     cands = _candidates(fits, targets)
     if not cands:
-        return f"no fitted (P, N) law models {' or '.join(targets)}"
+        return f"no reliable law: no fitted (P, N) law models {' or '.join(targets)}"
     why = "; ".join(f"{k}: {reliability(fits[k], t)[1]}" for k, t in cands)
     return f"no reliable law (held-out error of change <= {RELIABLE_ERROR:.0%} on both splits): {why}"
 
@@ -372,7 +372,8 @@ def _predict_arrays(fits: Mapping[str, FitResult], p: np.ndarray, n: np.ndarray,
         }
 
     def missing(reason: str) -> dict[str, Any]:
-        return {"value": None, "lo": None, "hi": None, "law": None, "reliable": False, "reason": reason}
+        return {"value": None, "lo": None, "hi": None, "law": None, "reliable": False, "extrapolated": None,
+                "reason": reason}
 
     label = choose_law(fits, "ft_loss", laws.get("ft_loss"))
     out["ft_loss"] = entry(label, "ft_loss") if label else missing(_no_law(fits, ["ft_loss"]))
