@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from forgetscale import train
 from forgetscale.config import RunConfig, load_study
 from forgetscale.data.encode import Sequence
-from forgetscale.forgetting import compute_reference, measure
+from forgetscale.forgetting import METRICS, compute_reference, measure
+from forgetscale.merge import merged
 from forgetscale.models import cache_dir
 from forgetscale.study import Workspace
 
@@ -33,10 +34,17 @@ class Setup:
     base_copy: torch.nn.Module
     peft_model: Any
     corpus: list[Sequence]
+    _base: Any = None
 
     @property
     def run(self) -> RunConfig:
         return self.runs["news"]
+
+    def base_model(self) -> torch.nn.Module:
+        """The base model with the benchmark's adapter removed (for the training benchmarks)."""
+        if self._base is None:
+            self._base = self.peft_model.unload()
+        return self._base
 
     @classmethod
     def create(cls, quick: bool = False) -> Setup:
@@ -76,33 +84,47 @@ def naive_forget_ce(base: torch.nn.Module, tuned: torch.nn.Module, seqs: list[Se
 
 
 def forgetting_speedup(setup: Setup, n_evals: int = 10, top_ks: tuple[int, ...] = (4096, 256)) -> dict[str, Any]:
-    """Throughput of forgetscale's evaluation (reference once + ``n_evals`` measurements) vs the naive
-    approach recomputing the base at every evaluation, with the relative error of ``forget_ce``."""
+    """Throughput of forgetscale's evaluation (reference once + ``n_evals`` measurements, merged adapter)
+    vs the naive approach recomputing the base at every evaluation, with the relative error of
+    ``forget_ce`` and the reference's bytes per token, for each reference mode (``hidden``, the
+    default, then ``logits`` and top-K); and the hidden reference's error against full logits."""
     bs = setup.run.forgetting.batch_size
     n_tokens = sum(s.n_targets for s in setup.corpus)
     t = time.perf_counter()
     naive = [naive_forget_ce(setup.base_copy, setup.peft_model, setup.corpus, bs) for _ in range(n_evals)]
     naive_s = time.perf_counter() - t
     modes: dict[str, Any] = {}
-    for top_k in (None, *top_ks):
+    for name, top_k in [("hidden", None), ("logits", None), *((f"top{k}", k) for k in top_ks)]:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             with setup.peft_model.disable_adapter():
-                ref = compute_reference(setup.peft_model, setup.corpus, bs, Path(tmp), top_k)
+                ref = compute_reference(
+                    setup.peft_model, setup.corpus, bs, Path(tmp), top_k, mode="logits" if top_k else name
+                )
             ref_s = time.perf_counter() - t
+            size = sum(f.stat().st_size for f in Path(tmp).iterdir())
             t = time.perf_counter()
-            ours = [measure(setup.peft_model, ref, bs) for _ in range(n_evals)]
+            with merged(setup.peft_model):  # as the study evaluates
+                ours = [measure(setup.peft_model, ref, bs) for _ in range(n_evals)]
             ours_s = time.perf_counter() - t
+            unmerged = measure(setup.peft_model, ref, bs)
         total = ref_s + ours_s
-        modes["exact" if top_k is None else f"top{top_k}"] = {
+        modes[name] = {
+            "mode": ref.mode,
             "speedup": naive_s / total,
             "rel_error": abs(ours[-1]["forget_ce"] - naive[-1]) / naive[-1],
+            "forget_ce": ours[-1]["forget_ce"],
             "forget_kl": ours[-1]["forget_kl"],
+            "forget_kl_se": ours[-1]["forget_kl_se"],
+            "merged_rel_error": max(abs(ours[-1][k] - unmerged[k]) / abs(unmerged[k]) for k in METRICS if unmerged[k]),
+            "bytes_per_token": size / n_tokens,
             "reference_s": ref_s,
             "evaluations_s": ours_s,
             "tokens_per_s": n_evals * n_tokens / total,
         }
+    h, lg = modes["hidden"], modes["logits"]
     return {
+        "hidden_reference_rel_error": max(abs(h[k] - lg[k]) / abs(lg[k]) for k in ("forget_ce", "forget_kl")),
         "n_evals": n_evals,
         "n_tokens": n_tokens,
         "naive_s": naive_s,
@@ -119,7 +141,7 @@ def trainer_overhead(setup: Setup, steps: int = 8, repeats: int = 3) -> dict[str
     training in fp32 vs the default precision, and achieved FLOP/s against this machine's matmul peak.
 
     Consumes ``setup``'s trained adapter: run it after :func:`forgetting_speedup`."""
-    base = setup.peft_model.unload()  # the benchmark's trained adapter is not needed any more
+    base = setup.base_model()  # the benchmark's trained adapter is not needed any more
     out: dict[str, Any] = {"steps": steps, "datasets": {}}
     ours_total = plain_total = 0.0
     for dataset, run in setup.runs.items():

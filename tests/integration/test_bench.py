@@ -46,3 +46,60 @@ def test_topk_gap_is_a_tightening_lower_bound_on_every_adapter(tiny_study):
     for kls in g["forget_kl"].values():
         assert 0 < kls["top8"] <= kls["top64"] + 1e-9 <= kls["exact"] + 2e-9
     assert 0 <= g["gaps"]["top64"]["max_rel_gap"] <= g["gaps"]["top8"]["max_rel_gap"]
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
+    """bench.speed.Setup on the tiny model: a rank-4 adapter trained 3 steps, a small `self` corpus."""
+    import copy
+
+    from bench.speed import Setup
+
+    from forgetscale import train
+    from forgetscale.config import load_study
+    from forgetscale.study import Workspace
+    from tests.conftest import TINY_STUDY
+
+    sets = [f"model.name={tiny_model}", *TINY_STUDY, "train.steps=3", "sweep.lora.rank=[4]"]
+    study = load_study(preset="smoke", overrides=sets)
+    runs = {r.data.dataset: r for r in study.runs()}
+    ws = Workspace(tmp_path_factory.mktemp("bench-cache"))
+    run = runs["news"]
+    lm = ws.model(run)
+    corpus = list(ws.reference(run).sequences)
+    base_copy = copy.deepcopy(lm.model).eval()
+    peft_model = train.attach_lora(lm.model, run.lora, run.train.seed)
+    train.train(peft_model, lm.tokenizer, run, ws.data(run)[0], lambda *a: None)
+    return Setup(runs, ws, base_copy, peft_model, corpus)
+
+
+def test_bench_functions_run_and_report_their_keys(tiny_setup):
+    """Every benchmark function on the tiny model: structure and the correctness figures, no timings."""
+    from bench import evaluation, speed
+
+    s = tiny_setup
+    bs = s.run.forgetting.batch_size
+    f = speed.forgetting_speedup(s, n_evals=1, top_ks=(16,))
+    assert set(f["modes"]) == {"hidden", "logits", "top16"}
+    assert f["modes"]["hidden"]["mode"] == "hidden"
+    # 3 steps on the tiny random model: KL ~2e-5 beside a CE of ~6, so relative KL figures are fp32 noise
+    # (~3e-8 absolute); the 1e-6 exactness is tested where KL is large, in test_exact_eval
+    h, lg = f["modes"]["hidden"], f["modes"]["logits"]
+    assert h["forget_ce"] == pytest.approx(lg["forget_ce"], rel=1e-6)
+    assert h["forget_kl"] == pytest.approx(lg["forget_kl"], abs=1e-7)
+    assert 0 <= f["hidden_reference_rel_error"] < 1e-2
+    assert max(d["merged_rel_error"] for d in f["modes"].values()) < 1e-2
+    per_token = {k: d["bytes_per_token"] for k, d in f["modes"].items()}
+    assert per_token["hidden"] < per_token["logits"] / 2 and per_token["top16"] < per_token["logits"] / 2  # d=32, V=400
+
+    e = evaluation.eval_vs_bare_forward(s.peft_model, s.corpus, s.ws.data(s.run)[1], bs, repeats=1)
+    assert e["value"] > 0 and e["floor_s"] > 0 and e["corpus_tokens"] == sum(x.n_targets for x in s.corpus)
+
+    sc = evaluation.scale(s.peft_model, s.ws.model(s.run).tokenizer, sizes=(100, 300), seq_len=32, batch_size=bs)
+    assert [r["tokens"] for r in sc["rows"]] == [93, 310]  # whole blocks of 31 scored positions
+    assert sc["rows"][1]["reference_bytes"] > sc["rows"][0]["reference_bytes"]
+
+    run = s.run.model_copy(update={"train": s.run.train.model_copy(update={"steps": 3, "precision": "fp32"})})
+    t = evaluation.train_step_vs_bare(s.base_model(), s.ws.model(run).tokenizer, run, s.ws.data(run)[0])
+    assert t["steps_timed"] == 2 and t["value"] > 0
+    assert not any(p.requires_grad for p in s.base_model().parameters())  # the base is left frozen

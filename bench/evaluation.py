@@ -1,0 +1,251 @@
+"""Evaluation and training against their physical floors, and evaluation at growing corpus sizes.
+
+- :func:`eval_vs_bare_forward`: one scheduled evaluation (ft_loss + forgetting metrics, merged
+  adapter, hidden reference) against the same forward passes with the adapter disabled and no
+  metrics, the floor no evaluation can go below;
+- :func:`train_step_vs_bare`: a LoRA training step as the study takes it against a forward and
+  backward pass through the frozen base over the very same batches, at the same precision;
+- :func:`scale`: evaluation time, reference size and peak memory at 1k-100k corpus tokens.
+
+Each ratio is timed side by side in one process, alternating, medians of repeats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from forgetscale import train
+from forgetscale.config import RunConfig
+from forgetscale.data.encode import Sequence
+from forgetscale.forgetting import _forward_batches, compute_reference, measure, sequence_loss
+from forgetscale.merge import merged
+
+
+def eval_vs_bare_forward(
+    peft_model: Any, corpus: list[Sequence], held: list[Sequence], batch_size: int, repeats: int = 3
+) -> dict[str, Any]:
+    """Seconds of one evaluation (held-out ft_loss + forgetting metrics) over the floor's.
+
+    The floor runs the evaluation's own forward path (length-sorted batches, shared-prefix cache,
+    vocabulary projection at scored positions only) over the same sequences with the adapter
+    disabled, and computes nothing from the logits. Also timed: the evaluation with the full-logit
+    reference and with the adapter unmerged, to show what each shortcut is worth.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        refs = {}
+        with peft_model.disable_adapter():
+            for mode in ("hidden", "logits"):
+                refs[mode] = compute_reference(peft_model, corpus, batch_size, Path(tmp) / mode, mode=mode)
+
+        def floor() -> None:
+            with peft_model.disable_adapter():
+                for seqs in (held, corpus):
+                    for _ in _forward_batches(peft_model, seqs, batch_size):
+                        pass
+
+        def evaluation(mode: str, merge: bool = True) -> Callable[[], None]:
+            def run() -> None:
+                with merged(peft_model) if merge else contextlib.nullcontext():
+                    sequence_loss(peft_model, held, batch_size)
+                    measure(peft_model, refs[mode], batch_size)
+
+            return run
+
+        times = _alternate(
+            {
+                "floor": floor,
+                "hidden": evaluation("hidden"),
+                "logits": evaluation("logits"),
+                "hidden_unmerged": evaluation("hidden", merge=False),
+            },
+            repeats,
+        )
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "value": med["hidden"] / med["floor"],
+        "target": 1.15,
+        "floor_s": med["floor"],
+        "evaluation_s": med["hidden"],
+        "logits_reference_ratio": med["logits"] / med["floor"],
+        "unmerged_ratio": med["hidden_unmerged"] / med["floor"],
+        "corpus_tokens": sum(s.n_targets for s in corpus),
+        "heldout_tokens": sum(s.n_targets for s in held),
+        "times_s": times,
+    }
+
+
+def train_step_vs_bare(base: torch.nn.Module, tok: Any, run: RunConfig, seqs: list[Sequence]) -> dict[str, Any]:
+    """Seconds of the study's LoRA training steps over a forward+backward through the frozen base.
+
+    The LoRA side is ``train.train`` itself (Trainer, data loading, optimizer, bookkeeping), timed
+    step by step from an evaluation callback at every step; its batches are recorded and the bare
+    side runs exactly those, with the same loss (projected at labelled positions only) and the same
+    precision (bf16 autocast when the run trains in bf16), the input embeddings requiring grad so that
+    the backward pass goes through every layer. The first step (warm-up, compilation) is left out.
+    """
+    steps = run.train.steps
+    run = run.model_copy(update={"train": run.train.model_copy(update={"eval_steps": tuple(range(1, steps + 1))})})
+    precision = train.resolve_precision(run.train.precision)
+    by_ids = {s.ids: s for s in seqs}
+    batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+    stamps: dict[int, float] = {}
+
+    def record(_module: Any, _args: Any, kwargs: dict[str, Any]) -> None:
+        if torch.is_grad_enabled() and kwargs.get("input_ids") is not None:  # training forwards only
+            batches.append((kwargs["input_ids"].detach().cpu(), kwargs["attention_mask"].detach().cpu()))
+
+    inner = base.get_decoder() if hasattr(base, "get_decoder") else base.model
+    handle = inner.register_forward_pre_hook(record, with_kwargs=True)
+    peft_model = train.attach_lora(base, run.lora, run.train.seed)
+    try:
+        train.train(peft_model, tok, run, seqs, lambda _m, step, _t: stamps.__setitem__(step, time.perf_counter()))
+    finally:
+        handle.remove()
+        peft_model.unload()
+    lora = [stamps[k] - stamps[k - 1] for k in range(2, steps + 1)]
+    bare = []
+    base.enable_input_require_grads()
+    try:
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+        for ids, attn in batches[1:steps]:
+            keep = torch.zeros_like(ids, dtype=torch.bool)
+            for j in range(len(ids)):
+                n = int(attn[j].sum())
+                mask = by_ids[tuple(ids[j, :n].tolist())].mask
+                keep[j, : n - 1] = torch.tensor(mask[1:n])
+            t = time.perf_counter()
+            with autocast:
+                logits = base(input_ids=ids, attention_mask=attn, logits_to_keep=keep).logits
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:][keep[:, :-1]])
+            loss.backward()
+            bare.append(time.perf_counter() - t)
+    finally:
+        base.disable_input_require_grads()
+        base.zero_grad(set_to_none=True)
+    return {
+        "value": sum(lora) / sum(bare),
+        "target": 1.25,
+        "precision": precision,
+        "steps_timed": len(lora),
+        "lora_step_s": statistics.median(lora),
+        "bare_step_s": statistics.median(bare),
+    }
+
+
+def scale(
+    peft_model: Any,
+    tok: Any,
+    sizes: tuple[int, ...] = (1_000, 10_000, 100_000),
+    seq_len: int = 128,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Reference time and size, evaluation time and peak memory at each corpus size (hidden reference).
+
+    The corpus is generated news text (a stand-in for WikiText-103 test, ~280k tokens) cut by the
+    corpus protocol into blocks of ``seq_len`` tokens, every position after the first scored.
+    """
+    blocks = _text_blocks(tok, max(sizes), seq_len)
+    rows = []
+    for size in sizes:
+        corpus = blocks[: max(1, round(size / (seq_len - 1)))]
+        with tempfile.TemporaryDirectory() as tmp:
+            with _PeakRss() as ref_mem, peft_model.disable_adapter():
+                t = time.perf_counter()
+                ref = compute_reference(peft_model, corpus, batch_size, Path(tmp) / "r", mode="hidden")
+                ref_s = time.perf_counter() - t
+            with _PeakRss() as eval_mem, merged(peft_model):
+                t = time.perf_counter()
+                measure(peft_model, ref, batch_size)
+                eval_s = time.perf_counter() - t
+            ref_bytes = sum(f.stat().st_size for f in (Path(tmp) / "r").iterdir())
+        rows.append(
+            {
+                "tokens": ref.n_tokens,
+                "reference_s": ref_s,
+                "evaluation_s": eval_s,
+                "evaluation_us_per_token": 1e6 * eval_s / ref.n_tokens,
+                "reference_bytes": ref_bytes,
+                "reference_peak_mb": ref_mem.peak_mb,
+                "evaluation_peak_mb": eval_mem.peak_mb,
+            }
+        )
+    first, last = rows[0], rows[-1]
+    return {
+        "rows": rows,
+        # linear growth: time per token stays flat; bounded memory: peak does not follow the corpus
+        "time_per_token_growth": last["evaluation_us_per_token"] / first["evaluation_us_per_token"],
+        "peak_memory_growth": max(last["evaluation_peak_mb"], 1.0) / max(first["evaluation_peak_mb"], 1.0),
+        "token_growth": last["tokens"] / first["tokens"],
+    }
+
+
+def _alternate(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each function, run in turn ``repeats`` times after one untimed warm-up round."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return times
+
+
+def _text_blocks(tok: Any, tokens: int, seq_len: int) -> list[Sequence]:
+    """Consecutive ``seq_len``-token blocks of generated news text, at least ``tokens`` scored positions."""
+    from forgetscale.data.synthetic import generate
+
+    ids: list[int] = []
+    seed = 0
+    need = (tokens // (seq_len - 1) + 1) * seq_len
+    while len(ids) < need:
+        text = "\n\n".join(e.get("text") or "" for e in generate("news", 200, seed=seed))
+        ids += tok(text, add_special_tokens=False)["input_ids"]
+        seed += 1
+    mask = (False,) + (True,) * (seq_len - 1)
+    return [Sequence(tuple(ids[i : i + seq_len]), mask) for i in range(0, need - seq_len + 1, seq_len)]
+
+
+class _PeakRss:
+    """Peak resident memory above the level at entry, sampled every 10 ms (Linux /proc)."""
+
+    def __enter__(self) -> _PeakRss:
+        self.start = self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak - self.start
+
+
+def _rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
