@@ -173,14 +173,17 @@ def probe_study(
                 base_records[p] = _logged_probe(lm.model, lm.tokenizer, p, sets[_kind(p)], cfg, f"{base_id} {p}", log)
                 if p in todo[base_id]:
                     _put(store, base_id, p, base_records[p], base_records[p], settings[base_id, p])
+            from forgetscale.merge import merged
+
             with swapped_adapters(lm.model) as attach:
                 for rid, adapter in runs:
                     if not todo[rid]:
                         continue
                     model = attach(adapter, rid)
-                    for p in todo[rid]:
-                        recs = _logged_probe(model, lm.tokenizer, p, sets[_kind(p)], cfg, f"{rid} {p}", log)
-                        _put(store, rid, p, recs, base_records[p], settings[rid, p])
+                    with merged(model):  # the adapter folded into W + sBA once for all of this run's probes
+                        for p in todo[rid]:
+                            recs = _logged_probe(model, lm.tokenizer, p, sets[_kind(p)], cfg, f"{rid} {p}", log)
+                            _put(store, rid, p, recs, base_records[p], settings[rid, p])
             summaries = {(r["run_id"], r["probe"]): r["summary"] for r in store.probes()}
             for rid in [base_id, *(rid for rid, _ in runs)]:
                 rows.extend(summary_row(rid, p, summaries[rid, p]) for p in probes)
