@@ -184,7 +184,7 @@ class ForgettingCallback(TrainerCallback):
             raise UserError("ForgettingCallback: pass the tokenizer (the Trainer has no processing_class)")
         self.tokenizer = tok
         self._prepare_reference(model, tok, state.global_step)
-        if self.store is not None:
+        if self.store is not None and state.is_world_process_zero:
             self._open_run(args, state, model)
         if self.at_start and getattr(args, "eval_on_start", False):
             self._deferred.add(state.global_step)  # the Trainer evaluates next: measure then, with its eval_loss
@@ -232,7 +232,7 @@ class ForgettingCallback(TrainerCallback):
                     "so forgetting here also counts those changes",
                     stacklevel=2,
                 )
-        if self.store is not None:
+        if self.store is not None and state.is_world_process_zero:
             from forgetscale.store import open_store
 
             total = time.perf_counter() - self._t0
@@ -359,9 +359,9 @@ class ForgettingCallback(TrainerCallback):
         row = {"step": step, "tokens": int(state.num_input_tokens_seen or 0), "ft_loss": self._eval_loss.get(step), **m}
         self.history.append(row)
         self._log({self.prefix + k: float(m[k]) for k in LOGGED if m.get(k) is not None}, control)
-        if self.store is not None:
+        if self.store is not None and state.is_world_process_zero:  # one writer under distributed training
             self._write_row(row)
-        if self.verbose:
+        if self.verbose and state.is_world_process_zero:
             print(f"[forgetscale] step {step}: {format_metrics(m)}", flush=True)
 
     def _log(self, logs: dict[str, float], control: Any) -> None:
