@@ -284,6 +284,7 @@ def _run_row(r: Mapping[str, Any], last: Mapping[str, Any]) -> dict[str, Any]:
         "run_id": r["run_id"], "dataset": r["dataset"], "rank": r["rank"], "P": r["P"], "status": r["status"],
         "error": r.get("error"), "step": last.get("step"), "ft_loss": last.get("ft_loss"),
         "forget_ce": last.get("forget_ce"), "forget_kl": last.get("forget_kl"),
+        "forget_ce_se": last.get("forget_ce_se"), "forget_kl_se": last.get("forget_kl_se"),
         "seconds": (r.get("timings") or {}).get("total"),
     }  # fmt: skip
 
