@@ -364,6 +364,5 @@ register_law(LawForm(
 ))
 
 
-# the other families register themselves on import (they import this module's machinery)
-from forgetscale.laws import paper as _paper_forms  # noqa: E402,F401
-from forgetscale.laws import power as _power_forms  # noqa: E402,F401
+# The other families (paper.py, power.py) register themselves when they are imported, which
+# forgetscale/laws/__init__.py does before any laws module is used: importing them here would make a cycle.
