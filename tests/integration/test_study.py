@@ -41,8 +41,12 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -
 
 
 def test_every_planned_row_is_stored(finished_study):
+    from forgetscale.models import cache_dir
+    from forgetscale.study import fix_precision
+
     out, overrides = finished_study
-    runs = load_study(overrides=overrides).runs()
+    # the study recorded its `auto` precision as resolved on creation; its run ids hash that value
+    runs = fix_precision(load_study(overrides=overrides), out, cache_dir()).runs()
     expected = {(r.run_id, s) for r in runs for s in r.eval_schedule()}
     assert {(r[0], r[1]) for r in _rows(out)} == expected
     con = sqlite3.connect(out / "study.sqlite")
