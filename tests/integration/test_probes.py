@@ -376,3 +376,13 @@ def test_lm_eval_runs_on_the_base_and_each_swapped_adapter(probed_study, tmp_pat
 
     lm_eval_study(out, ws, ["task_a"], run_ids=[run_ids[0]], log=lambda _m: None)
     assert not [n for n, _ in ws.model(study.base_run()).model.named_modules() if "lora" in n.lower()]
+
+
+def test_a_damaged_adapter_is_one_line_and_probes_nothing(probed_study, tmp_path, capsys):
+    out = _copy(probed_study[0], tmp_path)
+    before = _created(out)
+    rid = sorted(p.name for p in (out / "adapters").iterdir())[0]
+    (out / "adapters" / rid / "adapter_model.safetensors").write_bytes(b"\x00\xff" * 64)
+    assert main(["probe", str(out), "--runs", rid, "--force"]) == 2
+    _one_error_line(capsys, f"run {rid}")
+    assert _created(out) == before  # checked before the base (or anything) was probed again

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forgetscale.errors import UserError
+from forgetscale.models import check_adapter
 from forgetscale.probes import scoring
 from forgetscale.probes.inference import PROBES, run_probe, swapped_adapters
 from forgetscale.probes.sets import ProbeItem, load_probe_set
@@ -283,8 +284,7 @@ def _plan(store: Store, out: Path, run_ids: list[str] | None) -> list[tuple[str,
     groups: dict[str, tuple[str, RunConfig, list[tuple[str, Path]]]] = {}
     for rid in wanted:
         adapter = Path(out) / "adapters" / rid
-        if not (adapter / "adapter_config.json").is_file():
-            raise UserError(f"run {rid}: no PEFT adapter at {adapter}")
+        check_adapter(adapter, f"run {rid}")  # before anything is probed or stored
         run = configs[rid]
         base_id = BASE if n_models == 1 else f"{BASE}:{run.model.name}"
         groups.setdefault(canonical_json(run.model), (base_id, run, []))[2].append((rid, adapter))
