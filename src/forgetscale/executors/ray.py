@@ -54,9 +54,10 @@ if TYPE_CHECKING:
     from forgetscale.executors import Log
     from forgetscale.store import Store
 
-CRASH_AFTER: dict[str, int] = {}
-"""Fault injection for tests: ``{run_id: step}`` makes the first attempt of that run kill its own
-worker (``os._exit``) right after it reports that step. Read by the driver when it submits a run."""
+FAULTS: dict[str, tuple[int, str]] = {}
+"""Fault injection for tests, read by the driver when it submits a run: ``{run_id: (step, kind)}``
+makes the first attempt of that run, right after it reports ``step``, either kill its own worker
+(kind ``exit``: ``os._exit``, as a killed process) or fail as a diverged run (``diverge``)."""
 
 _POLL_S = 1.0
 """How long the driver waits for any task's next event before checking again (Ctrl-C is seen then)."""
@@ -127,6 +128,7 @@ class _Attempt:
     number: int  # 0 for the first attempt
     index: int  # the run's place in "run i/n"
     label: str = ""
+    submitted: float = 0.0
     started: float | None = None  # when its start event arrived
     last_step: int = 0
     n_rows: int = 0
@@ -156,7 +158,8 @@ class _Driver:
         self.log(f"{self.n} runs as Ray tasks, each with {cfg.cpus_per_run:g} CPU and {gpus:g} GPU"
                  + (f" and {cfg.memory_per_run:g} GiB" if cfg.memory_per_run else ""))  # fmt: skip
         self.pending: dict[Any, _Attempt] = {}
-        self.lost_seconds = 0.0
+        self.lost_seconds = 0.0  # run time lost attempts had trained for
+        self.restart_seconds = 0.0  # from a loss to the retry's start
         self.n_lost = 0
         self.failure: BaseException | None = None
         t0 = time.perf_counter()
@@ -171,16 +174,18 @@ class _Driver:
             self._cancel_all()
             raise
         if self.n_lost:
-            self.log(f"{self.n_lost} lost worker(s) cost {_hms(self.lost_seconds)} of run time, "
-                     f"of {_hms(time.perf_counter() - t0)} on Ray in all")  # fmt: skip
+            total = _hms(time.perf_counter() - t0)
+            self.log(f"{self.n_lost} lost worker(s) cost {self.lost_seconds:.1f}s of run time and "
+                     f"{self.restart_seconds:.1f}s to restart, of {total} on Ray in all")  # fmt: skip
         if self.failure is not None:
             raise self.failure
 
     def _submit(self, a: _Attempt) -> None:
         rid = a.run.run_id
-        crash = CRASH_AFTER.get(rid) if a.number == 0 else None
+        fault = FAULTS.get(rid) if a.number == 0 else None
         name = f"forgetscale-{rid}" + (f"-retry{a.number}" if a.number else "")
-        gen = self.task.options(name=name, **self.options).remote(a.run.model_dump_json(), self.corpora, crash)
+        a.submitted = time.perf_counter()
+        gen = self.task.options(name=name, **self.options).remote(a.run.model_dump_json(), self.corpora, fault)
         self.pending[gen] = a
 
     def _next_event(self, gen: Any) -> None:
@@ -215,6 +220,8 @@ class _Driver:
             provenance["executor"] = {**provenance.get("executor", {}), "attempt": a.number + 1}
             self.store.start_run(rid, P, provenance)  # also drops rows an earlier attempt left behind
             a.started = time.perf_counter()
+            if a.number:  # a retry: a fresh worker was found, started and loaded the inputs
+                self.restart_seconds += a.started - a.submitted
             r = a.run
             a.label = f"run {a.index}/{self.n} {rid} {r.data.dataset} r={r.lora.rank}" + (
                 f" retry {a.number}" if a.number else ""
@@ -360,7 +367,7 @@ class _NoProgress:
         pass
 
 
-def _run_task(run_json: str, corpora: dict[str, bytes], crash_after: int | None) -> Iterator[tuple[Any, ...]]:
+def _run_task(run_json: str, corpora: dict[str, bytes], fault: tuple[int, str] | None) -> Iterator[tuple[Any, ...]]:
     """One run on a Ray worker, as a stream of events (see the module docstring).
 
     Training runs in a thread so that its callbacks' events can be yielded while it goes on.
@@ -397,9 +404,18 @@ def _run_task(run_json: str, corpora: dict[str, bytes], crash_after: int | None)
             if isinstance(item, BaseException):
                 raise item
             yield item
-            if crash_after is not None and item[0] == "row" and item[1]["step"] == crash_after:
-                os._exit(1)  # fault injection (tests): the worker dies as if killed
+            if fault is not None and item[0] == "row" and item[1]["step"] == fault[0]:
+                _inject(fault[1], run.run_id, fault[0])
         thread.join()
+
+
+def _inject(kind: str, run_id: str, step: int) -> None:
+    """A fault for the tests (:data:`FAULTS`)."""
+    if kind == "exit":
+        os._exit(1)  # the worker dies as if killed
+    from forgetscale.train import Diverged
+
+    raise Diverged(f"run {run_id}: training diverged (injected after step {step})")
 
 
 def _seed_files(directory: Path, files: dict[str, bytes]) -> None:
