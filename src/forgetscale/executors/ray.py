@@ -102,13 +102,12 @@ class RayExecutor:
     def run(self, todo: Sequence[RunConfig], ws: Workspace, store: Store, out: Path, log: Log) -> None:
         import ray
 
-        if not todo:
-            return
-        if not ray.is_initialized():
-            self.connect(log)
         try:
-            _Driver(self.cfg, ws, store, out, log).run(todo)
-        finally:
+            if todo:
+                if not ray.is_initialized():
+                    self.connect(log)
+                _Driver(self.cfg, ws, store, out, log).run(todo)
+        finally:  # a cluster started (or joined) for this study is not kept through probes and fit
             if self._started_here:
                 ray.shutdown()
                 self._started_here = False
@@ -341,8 +340,8 @@ _END = object()
 class _Events:
     """Stands in for the store inside a task: each call becomes an event for the driver."""
 
-    def __init__(self, put: Any, where: dict[str, Any]):
-        self._put, self._where = put, where
+    def __init__(self, put: Any, where: dict[str, Any], diverge_after: int | None = None):
+        self._put, self._where, self._diverge_after = put, where, diverge_after
         self.timings: dict[str, float] | None = None
 
     def start_run(self, run_id: str, P: int, provenance: dict[str, Any]) -> None:
@@ -350,6 +349,10 @@ class _Events:
 
     def add_measurement(self, run_id: str, row: dict[str, Any]) -> None:
         self._put(("row", dict(row)))
+        if row["step"] == self._diverge_after:  # fault injection: raised where a real divergence is
+            from forgetscale.train import Diverged
+
+            raise Diverged(f"run {run_id}: training diverged (injected after step {row['step']})")
 
     def finish_run(self, run_id: str, timings: dict[str, float]) -> None:
         self.timings = dict(timings)  # sent with the adapter, which is saved after this call
@@ -386,7 +389,7 @@ def _run_task(run_json: str, corpora: dict[str, bytes], fault: tuple[int, str] |
     ws.log = lambda msg: events.put(("log", msg))
     ctx = ray.get_runtime_context()
     where = {"kind": "ray", "host": socket.gethostname(), "node_id": ctx.get_node_id(), "gpu_ids": ray.get_gpu_ids()}
-    sink = _Events(events.put, where)
+    sink = _Events(events.put, where, fault[0] if fault is not None and fault[1] == "diverge" else None)
     with tempfile.TemporaryDirectory(prefix="forgetscale-adapter-") as tmp:
         adapter = Path(tmp) / run.run_id
 
@@ -404,18 +407,9 @@ def _run_task(run_json: str, corpora: dict[str, bytes], fault: tuple[int, str] |
             if isinstance(item, BaseException):
                 raise item
             yield item
-            if fault is not None and item[0] == "row" and item[1]["step"] == fault[0]:
-                _inject(fault[1], run.run_id, fault[0])
+            if fault is not None and fault[1] == "exit" and item[0] == "row" and item[1]["step"] == fault[0]:
+                os._exit(1)  # fault injection: the worker dies as if killed, right after this row left
         thread.join()
-
-
-def _inject(kind: str, run_id: str, step: int) -> None:
-    """A fault for the tests (:data:`FAULTS`)."""
-    if kind == "exit":
-        os._exit(1)  # the worker dies as if killed
-    from forgetscale.train import Diverged
-
-    raise Diverged(f"run {run_id}: training diverged (injected after step {step})")
 
 
 def _seed_files(directory: Path, files: dict[str, bytes]) -> None:

@@ -1,0 +1,46 @@
+"""Fixtures for the integration tier: one local Ray cluster for the whole test run."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    address: str
+    """The GCS address: child processes join with ``--ray-address``."""
+    startup_s: float
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(_isolated_cache: None) -> Iterator[RayCluster]:
+    """A local cluster started once (its workers inherit this process's isolated cache and offline
+    settings): 2 CPUs, 2 fake GPUs (so tasks are placed on GPUs, which torch here ignores), a small
+    object store, no dashboard, no usage report."""
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    t = time.perf_counter()
+    with warnings.catch_warnings():  # Ray's own start-up deprecations are not this suite's to fail on
+        warnings.simplefilter("ignore")
+        ctx = ray.init(
+            num_cpus=2,
+            num_gpus=2,
+            object_store_memory=80 * 2**20,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="WARNING",
+        )
+    cluster = RayCluster(ctx.address_info["gcs_address"], time.perf_counter() - t)
+    print(f"\nray {ray.__version__}: local test cluster started in {cluster.startup_s:.1f}s")
+    try:
+        yield cluster
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ray.shutdown()
