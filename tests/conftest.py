@@ -109,6 +109,9 @@ TINY_STUDY = [
     "forgetting.n_prompts=6",
     "forgetting.max_new_tokens=12",
     "fit.n_boot=10",
+    # FORGETSCALE_TEST_PRECISION=fp32|bf16|auto runs the tiny studies in that training precision (the
+    # suite must pass in each); the default, auto, is what this machine measures faster
+    f"train.precision={os.environ.get('FORGETSCALE_TEST_PRECISION', 'auto')}",
     "sweep.data.dataset=[news,instruct]",
     "sweep.lora.rank=[1,4]",
 ]

@@ -15,7 +15,7 @@ def _sets(overrides: list[str]) -> list[str]:
 
 def test_auto_is_fixed_when_the_study_is_created(tiny_overrides, tmp_path, monkeypatch, capsys):
     out = tmp_path / "study"
-    sets = _sets([*tiny_overrides, "sweep.data.dataset=[news]"])
+    sets = _sets([*tiny_overrides, "train.precision=auto", "sweep.data.dataset=[news]"])
     # machine A measures fp32 faster
     monkeypatch.setattr(precision, "machine_key", lambda: "machine A")
     monkeypatch.setattr(precision, "time_kernels", lambda: (1.0, 3.0))
