@@ -35,6 +35,16 @@ def test_f1_supported_on_a_linear_relation_and_slope_interval_reported():
     assert ev["r2"] > 0.9 and ev["slope_c_fft"]["lo"] > 0 and ev["slope_c_fft"]["value"] == pytest.approx(0.8, rel=0.05)
 
 
+def test_f1_undecided_from_too_few_runs_whatever_the_fit():
+    """Two runs fit a line well, but a bootstrap over two runs gives no interval worth the name."""
+    c = _study(2, 0.0)
+    keep = c["N"] > 0
+    fit = fit_law("linear", {"ft_loss": c["ft_loss"][keep]}, c["forget_ce"][keep], groups=c["run_id"][keep],
+                  n_boot=40)
+    f = f1("d", {"linear": fit})
+    assert fit.r2["forget_ce"] > 0.9 and f["verdict"] == "undecided" and "2 runs" in f["evidence"]["reason"]
+
+
 def test_f4_supported_when_forgetting_follows_the_line_and_not_when_rank_matters():
     # On the line: the effects of log P and log N at equal ft_loss are ~0 (noise 0.005 against
     # a forgetting spread of ~0.5), so both intervals lie well within +-25% of the spread.

@@ -47,6 +47,9 @@ F1_R2, F1_R2_FAIL = 0.9, 0.5
 FLAT_EXPONENT = 0.02
 F4_TIGHT, F4_MATERIAL, F4_MIN_RUNS, F4_BOOT = 0.25, 0.10, 4, 999
 F5_MIN_ITEMS, F5_FLAT, F5_BOOT = 20, 0.02, 2000
+MIN_RUNS = 4
+"""Fewer runs than this and a bootstrap over runs has too few distinct resamples for a 95% interval: F1-F3
+stay undecided, whatever the point estimates say."""
 
 
 def _finding(ds: str, name: str, verdict: Verdict, **evidence: Any) -> dict[str, Any]:
@@ -66,8 +69,8 @@ def f1(ds: str, fits: Mapping[str, FitResult]) -> dict[str, Any]:
     slope, r2 = _ci(lin, "c_fft"), lin.r2["forget_ce"]
     ev = {"claim": "forgetting is an inverse linear function of fine-tuning loss", "r2": r2, "slope_c_fft": slope,
           "n_runs": lin.n_groups, "test": "linear fit, 95% bootstrap over runs"}
-    if slope["lo"] is None:
-        return _finding(ds, "F1", "undecided", reason="no interval for the slope", **ev)
+    if slope["lo"] is None or lin.n_groups < MIN_RUNS:
+        return _finding(ds, "F1", "undecided", reason=f"no interval for the slope from {lin.n_groups} runs", **ev)
     if slope["hi"] <= 0 or r2 < F1_R2_FAIL:
         return _finding(ds, "F1", "not_supported", **ev)
     if slope["lo"] > 0 and r2 >= F1_R2:
@@ -85,8 +88,8 @@ def f23(ds: str, fits: Mapping[str, FitResult], which: str) -> dict[str, Any]:
     ev = {"claim": f"forgetting grows with {which} as a (shifted) power law", "law": "kl_power: KL = A P^a N^b",
           f"exponent_{p}": _ci(kl, p), "law_reliable": ok, "reliability": why, "n_runs": kl.n_groups}
     e = ev[f"exponent_{p}"]
-    if e["lo"] is None:
-        return _finding(ds, name, "undecided", reason="no interval for the exponent", **ev)
+    if e["lo"] is None or kl.n_groups < MIN_RUNS:
+        return _finding(ds, name, "undecided", reason=f"no interval for the exponent from {kl.n_groups} runs", **ev)
     if e["hi"] <= 0 or (e["lo"] >= -FLAT_EXPONENT and e["hi"] <= FLAT_EXPONENT):
         return _finding(ds, name, "not_supported", **ev)
     if e["lo"] > 0 and ok:
