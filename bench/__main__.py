@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["forgetting", "evaluation", "training_step", "scale", "trainer", "breakdown", "topk_gap"]
+BENCHMARKS = ["forgetting", "evaluation", "training_step", "scale", "trainer", "mitigation", "breakdown", "topk_gap"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,14 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     from forgetscale.console import quiet_libraries
 
     quiet_libraries()
-    only = set(args.only or ["forgetting", "trainer", "breakdown", "topk_gap"])
+    only = set(args.only or ["forgetting", "trainer", "mitigation", "breakdown", "topk_gap"])
     results: dict[str, object] = {"machine": _machine()}
-    if "forgetting" in only or "trainer" in only:
+    if "forgetting" in only or "trainer" in only or "mitigation" in only:
         setup = speed.Setup.create(quick=args.quick)
         if "forgetting" in only:
             results["forgetting"] = speed.forgetting_speedup(setup, n_evals=10)
         if "trainer" in only:
             results["trainer"] = speed.trainer_overhead(setup)
+        if "mitigation" in only:
+            from bench.mitigation import mitigation_overhead
+
+            results["mitigation"] = mitigation_overhead(setup)
     if "breakdown" in only:
         results["study_breakdown"] = breakdown.study_breakdown(args.study)
     if "topk_gap" in only:
@@ -109,6 +113,14 @@ def _print(results: dict[str, object]) -> None:
             note = f"{d['train_gflops']:.0f} of {d['peak_gflops']:.0f} GFLOP/s"
             rows.append((f"matmul_peak_fraction[{prec}]", f"{d['matmul_peak_fraction']:.2f}", note))
         rows.append((f"training speedup {t['precision']} vs fp32", f"{t['precision_speedup']:.2f}x", ""))
+    m = results.get("mitigation")
+    if isinstance(m, dict):
+        for kind, d in m["training"].items():
+            note = "plain LoRA" if kind == "none" else f"strength {d['strength']:g}"
+            rows.append((f"mitigation_overhead[{kind}]", f"{d['overhead'] * 100:+.1f}%", note))
+        r = m["rescale"]
+        rows.append(("mitigation_overhead[rescale]", f"{r['vs_training'] * 100:+.1f}%",
+                     f"{len(r['scales'])} scaled evaluations, {r['per_scale_vs_evaluation']:.2f}x one evaluation each"))
     b = results.get("study_breakdown")
     if isinstance(b, dict) and "phases" in b:
         for k, v in b["phases"].items():

@@ -28,11 +28,29 @@ def _open(out: Path):  # noqa: ANN202 - returns a Store; imported lazily
         raise UserError(f"{out}: no study.sqlite here; run `forgetscale run --out {out}` first") from None
 
 
-def study_rows(store: Any) -> list[dict[str, Any]]:
-    """Measurement rows of the finished runs of the study last run into this store."""
+def study_rows(store: Any, mitigated: bool = False) -> list[dict[str, Any]]:
+    """Measurement rows of the finished runs of the study last run into this store.
+
+    The laws describe plain LoRA, so runs trained with a mitigation (``replay``, ``kl``) are left
+    out unless ``mitigated``. A ``rescale`` run trains as plain LoRA and is kept; its rescaled rows
+    live in another table (``Store.scaled_measurements``) and are never here.
+    """
     current = set(store.get_meta("run_ids") or [])
-    done = {r["run_id"] for r in store.runs() if r["status"] == "done"}
+    done = {r["run_id"] for r in store.runs()
+            if r["status"] == "done" and (mitigated or mitigation_of(r)[0] in PLAIN_KINDS)}  # fmt: skip
     return [r for r in store.measurements() if r["run_id"] in done and (not current or r["run_id"] in current)]
+
+
+PLAIN_KINDS = ("none", "rescale")
+"""Mitigation kinds whose training is plain LoRA's (``rescale`` only measures the adapter at other scales)."""
+
+
+def mitigation_of(run: dict[str, Any]) -> tuple[str, float | None]:
+    """(kind, strength) of a stored run (``none`` for runs stored before mitigations existed)."""
+    m = ((run.get("config") or {}).get("mitigation")) or {}
+    kind = str(m.get("kind", "none"))
+    strength = {"replay": m.get("replay_fraction"), "kl": m.get("kl_weight")}.get(kind)
+    return kind, None if strength is None else float(strength)
 
 
 def fit_directory(
@@ -51,6 +69,11 @@ def fit_directory(
         meta = store.get_meta("study") or {}
         cfg = FitConfig.model_validate(meta.get("fit", {}))
         rows = study_rows(store)
+        if not rows and study_rows(store, mitigated=True):  # only replay/kl runs: no plain LoRA to fit laws to
+            reason = "only mitigated (replay, kl) runs: the laws describe plain LoRA; see `forgetscale compare`"
+            datasets = sorted({r["dataset"] for r in study_rows(store, mitigated=True)})
+            store.replace_fits({})
+            return {"fits": {}, "comparison": [], "findings": [], "skipped": {ds: {"*": reason} for ds in datasets}}
         if not rows:
             raise UserError(f"{out}: no finished runs to fit")
         skipped: dict[str, dict[str, str]] = {}
@@ -286,3 +309,71 @@ def plan_directory(
         except (PlanError, ValueError) as e:
             raise UserError(f"plan: {e}") from None
     return {"dataset": dataset, **result}
+
+
+def frontier_data(out: Path, n_boot: int = 1000, min_step: int | None = None) -> dict[str, Any]:
+    """The frontier test for the study in ``out``: plain LoRA's line per dataset and every mitigation
+    judged against it (:mod:`forgetscale.laws.frontier`).
+
+    Plain points: the scale-1 rows of ``none`` and ``rescale`` runs; mitigated points: ``replay`` and
+    ``kl`` runs, and the rescaled rows of ``rescale`` runs (strength = the scale). Steps below
+    ``min_step`` (default: the study's ``fit.min_step``) are left out, as in the fits: every run shares
+    step 0, and the onset is not on the line.
+
+    Returns:
+        ``{"rows": [compare rows], "lines": {dataset: line}, "points": [every point, with its residual]}``.
+
+    Raises:
+        UserError: no store, no finished run, or no plain line to compare with.
+    """
+    from forgetscale.config import FitConfig
+    from forgetscale.laws.forms import FitError
+    from forgetscale.laws.frontier import fit_line, frontier, residuals
+
+    with _open(out) as store:
+        cfg = FitConfig.model_validate((store.get_meta("study") or {}).get("fit", {}))
+        runs = {r["run_id"]: r for r in store.runs()}
+        rows = study_rows(store, mitigated=True)
+        done = {r["run_id"] for r in rows}
+        scaled = [r for r in store.scaled_measurements() if r["run_id"] in done]
+    k = cfg.min_step if min_step is None else min_step
+    points = []
+    for r in [*rows, *scaled]:
+        if r["step"] < k or r["ft_loss"] is None or r["forget_ce"] is None:
+            continue
+        kind, strength = mitigation_of(runs[r["run_id"]])
+        if "scale" in r:
+            kind, strength = "rescale", float(r["scale"])
+        elif kind in PLAIN_KINDS:
+            kind, strength = "none", None
+        points.append({"dataset": r["dataset"], "run_id": r["run_id"], "rank": r["rank"], "step": r["step"],
+                       "mitigation": kind, "strength": strength, "ft_loss": float(r["ft_loss"]),
+                       "forget_ce": float(r["forget_ce"])})  # fmt: skip
+    if not points:
+        raise UserError(f"{out}: no finished run has measurements at or after step {k}")
+    table: list[dict[str, Any]] = []
+    lines: dict[str, Any] = {}
+    for ds in sorted({p["dataset"] for p in points}):
+        plain = [p for p in points if p["dataset"] == ds and p["mitigation"] == "none"]
+        other = [p for p in points if p["dataset"] == ds and p["mitigation"] != "none"]
+        if not other:
+            continue
+        if len({p["run_id"] for p in plain}) < 2:
+            raise UserError(f"dataset {ds}: plain LoRA's line needs at least 2 finished `none` (or `rescale`) runs")
+        try:
+            line = fit_line(*(np.array([p[c] for p in plain]) for c in ("ft_loss", "forget_ce", "run_id")),
+                            n_boot=200)  # fmt: skip
+        except FitError as e:
+            raise UserError(f"dataset {ds}: plain LoRA's line cannot be fitted ({e})") from None
+        lines[ds] = {**line.params, "ft_loss_range": list(line.domain["ft_loss"]), "r2": line.r2["forget_ce"],
+                     "n_runs": line.n_groups, "n_points": line.n_points}  # fmt: skip
+        for p in [*plain, *other]:
+            p["residual"] = float(residuals(line, np.array([p["ft_loss"]]), np.array([p["forget_ce"]]))[0])
+            lo, hi = line.domain["ft_loss"]
+            p["outside"] = not lo <= p["ft_loss"] <= hi
+        judged = frontier(line, *(np.array([p[c] for p in other]) for c in ("ft_loss", "forget_ce", "run_id")),
+                          [(p["mitigation"], p["strength"]) for p in other], n_boot=n_boot)  # fmt: skip
+        table += [{"dataset": ds, **j} for j in judged]
+    if not table:
+        raise UserError(f"{out}: no mitigated run to compare (sweep mitigation.kind: [none, replay, kl, rescale])")
+    return {"rows": table, "lines": lines, "points": points}

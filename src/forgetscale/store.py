@@ -52,6 +52,22 @@ CREATE TABLE IF NOT EXISTS measurements (
     forget_kl_se REAL,
     PRIMARY KEY (run_id, step)
 );
+CREATE TABLE IF NOT EXISTS scaled_measurements (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    step INTEGER NOT NULL,
+    scale REAL NOT NULL,
+    tokens INTEGER NOT NULL,
+    ft_loss REAL,
+    forget_ce REAL,
+    forget_kl REAL,
+    base_entropy REAL,
+    forget_top1_ce REAL,
+    data_loss REAL,
+    n_eval_tokens INTEGER,
+    forget_ce_se REAL,
+    forget_kl_se REAL,
+    PRIMARY KEY (run_id, step, scale)
+);
 CREATE TABLE IF NOT EXISTS fits (
     dataset TEXT NOT NULL,
     law TEXT NOT NULL,
@@ -134,6 +150,7 @@ class Store:
         """Mark a run running and drop rows a previous, interrupted attempt left behind."""
         with self._tx() as c:
             c.execute("DELETE FROM measurements WHERE run_id = ?", (run_id,))
+            c.execute("DELETE FROM scaled_measurements WHERE run_id = ?", (run_id,))
             c.execute(
                 "UPDATE runs SET status='running', P=?, error=NULL, started_at=?, finished_at=NULL,"
                 " provenance=? WHERE run_id=?",
@@ -144,17 +161,24 @@ class Store:
         """Back to pending with no rows: an attempt that will not finish (a lost worker, a cancel)."""
         with self._tx() as c:
             c.execute("DELETE FROM measurements WHERE run_id = ?", (run_id,))
+            c.execute("DELETE FROM scaled_measurements WHERE run_id = ?", (run_id,))
             c.execute(
                 "UPDATE runs SET status='pending', error=?, finished_at=NULL WHERE run_id=?", (error, run_id)
             )
 
     def add_measurement(self, run_id: str, row: Mapping[str, Any]) -> None:
-        cols = ", ".join(MEASUREMENT_COLUMNS)
-        marks = ", ".join("?" for _ in MEASUREMENT_COLUMNS)
+        """One row; a row with a ``scale`` other than 1 (the adapter rescaled, ``mitigation.kind: rescale``)
+        goes to ``scaled_measurements``, so that the laws, which read ``measurements``, never see it."""
+        scale = row.get("scale", 1.0)
+        table, columns = "measurements", MEASUREMENT_COLUMNS
+        if scale is not None and float(scale) != 1.0:
+            table, columns = "scaled_measurements", ("scale", *MEASUREMENT_COLUMNS)
+        cols = ", ".join(columns)
+        marks = ", ".join("?" for _ in columns)
         with self._tx() as c:
             c.execute(
-                f"INSERT INTO measurements (run_id, {cols}) VALUES (?, {marks})",
-                (run_id, *(row.get(k) for k in MEASUREMENT_COLUMNS)),
+                f"INSERT INTO {table} (run_id, {cols}) VALUES (?, {marks})",
+                (run_id, *(row.get(k) for k in columns)),
             )
 
     def finish_run(self, run_id: str, timings: Mapping[str, float]) -> None:
@@ -187,6 +211,15 @@ class Store:
             "SELECT m.*, r.dataset, r.rank, r.P FROM measurements m JOIN runs r USING (run_id)"
             + (" WHERE m.run_id = ?" if run_id else "")
             + " ORDER BY r.rowid, m.step"
+        )
+        return [dict(r) for r in self.conn.execute(sql, (run_id,) if run_id else ())]
+
+    def scaled_measurements(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Rows measured with the adapter rescaled (``scale`` != 1), joined like :meth:`measurements`."""
+        sql = (
+            "SELECT m.*, r.dataset, r.rank, r.P FROM scaled_measurements m JOIN runs r USING (run_id)"
+            + (" WHERE m.run_id = ?" if run_id else "")
+            + " ORDER BY r.rowid, m.step, m.scale"
         )
         return [dict(r) for r in self.conn.execute(sql, (run_id,) if run_id else ())]
 

@@ -318,6 +318,7 @@ def prepare_study(study: StudyConfig, ws: Workspace) -> list[RunConfig]:
     if len(set(ids)) != len(ids):
         raise UserError("the sweep produces duplicate runs (an axis repeats a value)")
     from forgetscale.data.corpus import check_corpus
+    from forgetscale.mitigation import check_replay
     from forgetscale.models import resolve
     from forgetscale.train import check_targets
 
@@ -325,10 +326,13 @@ def prepare_study(study: StudyConfig, ws: Workspace) -> list[RunConfig]:
         resolve(r.model)
         ws.raw_data(r)
         check_corpus(r.forgetting)
+        check_replay(r)
     for r in runs:  # then validate and warm every shared input before writing anything
         ws.data(r)
         ws.reference(r)
         check_targets(ws.model(r).model, r.lora)
+        if r.mitigation.kind == "replay":  # sampled here, so that Ray ships it with the corpora
+            _replay(r, ws)
     return runs
 
 
@@ -362,11 +366,13 @@ def execute_run(run: RunConfig, ws: Workspace, store: Store, adapter_dir: Path, 
     from forgetscale import train
     from forgetscale.forgetting import measure, sequence_loss
     from forgetscale.merge import merged
+    from forgetscale.mitigation import scaled_rows
 
     lm = ws.model(run)
     train_seqs, held = ws.data(run)
     ref = ws.reference(run)
     bs = run.forgetting.batch_size
+    replay = _replay(run, ws) if run.mitigation.kind == "replay" else None  # sampled by the base, unadapted
     peft_model = train.attach_lora(lm.model, run.lora, run.train.seed)
     try:
         P = train.trainable_parameters(peft_model)
@@ -390,9 +396,11 @@ def execute_run(run: RunConfig, ws: Workspace, store: Store, adapter_dir: Path, 
             row = {"step": step, "tokens": tokens, "ft_loss": ft_loss, "n_eval_tokens": m.pop("n_tokens"), **m}
             store.add_measurement(run.run_id, row)
             progress.step(step, run.train.steps, row)
+            for scaled in scaled_rows(run, model, step, tokens, metrics):  # mitigation.kind: rescale
+                store.add_measurement(run.run_id, scaled)
 
         try:
-            timings = train.train(peft_model, lm.tokenizer, run, train_seqs, evaluate)
+            timings = train.train(peft_model, lm.tokenizer, run, train_seqs, evaluate, replay)
             train.save_adapter(peft_model, adapter_dir)
         except BaseException as e:
             store.fail_run(run.run_id, f"{type(e).__name__}: {e}")
@@ -400,6 +408,13 @@ def execute_run(run: RunConfig, ws: Workspace, store: Store, adapter_dir: Path, 
         store.finish_run(run.run_id, timings)
     finally:
         train.detach_lora(peft_model)
+
+
+def _replay(run: RunConfig, ws: Workspace) -> list[Sequence]:
+    from forgetscale.mitigation import replay_sequences
+
+    lm = ws.model(run)
+    return replay_sequences(run, lm.tokenizer, lm.model, lm.fingerprint, ws.cache)
 
 
 def summary_table(store: Store, run_ids: list[str]) -> list[dict[str, Any]]:

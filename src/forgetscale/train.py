@@ -158,7 +158,14 @@ class TargetsOnlyTrainer(Trainer):
     projection and log-softmax each, forward and backward, are wasted. The value
     returned follows the stock causal-LM loss exactly: a sum divided by the
     Trainer's ``num_items_in_batch`` when it passes one, a token mean otherwise.
+
+    With ``kl_weight`` set (``mitigation.kind: kl``) it adds ``kl_weight`` times
+    KL(p_base || p_ft) at the same positions, normalised the same way. The base
+    distribution is the same model's with its adapter disabled (PEFT's
+    ``disable_adapter()``, no gradient), not a second copy of the model.
     """
+
+    kl_weight: float | None = None
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -169,11 +176,23 @@ class TargetsOnlyTrainer(Trainer):
         keep[:, :-1] = targets != IGNORE_INDEX  # the logit at t-1 predicts token t
         logits = kept_logits(model, inputs["input_ids"], inputs.get("attention_mask"), keep)
         nll = F.cross_entropy(logits.float(), targets[targets != IGNORE_INDEX], reduction="sum")
+        if self.kl_weight is not None:
+            nll = nll + self.kl_weight * _kl_to_base(model, inputs, keep, logits)
         if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
             loss = nll / num_items_in_batch
         else:
             loss = nll / keep.sum().clamp_min(1)
         return (loss, None) if return_outputs else loss
+
+
+def _kl_to_base(model: Any, inputs: dict[str, Any], keep: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Sum over the kept positions of KL(p_base || p_ft), the base read through the disabled adapter."""
+    peft_model = getattr(model, "module", model)  # under DDP: the wrapped PeftModel
+    with torch.no_grad(), peft_model.disable_adapter():
+        base = kept_logits(model, inputs["input_ids"], inputs.get("attention_mask"), keep)
+    logp_base = F.log_softmax(base.float(), dim=-1)
+    logp_ft = F.log_softmax(logits.float(), dim=-1)
+    return (logp_base.exp() * (logp_base - logp_ft)).sum()
 
 
 def train(
@@ -182,8 +201,12 @@ def train(
     cfg: RunConfig,
     train_seqs: list[Sequence],
     evaluate: Evaluate,
+    replay: list[Sequence] | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``peft_model`` in place for ``cfg.train.steps`` updates, evaluating on schedule.
+
+    ``cfg.mitigation`` applies: ``kl`` adds the KL-to-base term to the loss; ``replay`` mixes
+    ``replay`` sequences into every batch (:class:`forgetscale.mitigation.ReplayCollator`).
 
     Returns:
         timings in seconds: ``train`` (updates only), ``eval``, ``total``.
@@ -225,10 +248,17 @@ def train(
             dataloader_pin_memory=torch.cuda.is_available(),
             remove_unused_columns=False,
         )
-        collator = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE_INDEX)
+        collator: Any = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE_INDEX)
+        m = cfg.mitigation
+        if m.kind == "replay":
+            from forgetscale.mitigation import ReplayCollator
+
+            collator = ReplayCollator(collator, replay or [], m.replay_fraction, t.seed)
         trainer = TargetsOnlyTrainer(
             model=peft_model, args=args, train_dataset=ds, data_collator=collator, callbacks=[callback]
         )
+        if m.kind == "kl":
+            trainer.kl_weight = m.kl_weight
         trainer.remove_callback(PrinterCallback)  # progress goes through our callback, not raw log dicts
         start = time.perf_counter()
         try:

@@ -103,3 +103,15 @@ def test_bench_functions_run_and_report_their_keys(tiny_setup):
     t = evaluation.train_step_vs_bare(s.base_model(), s.ws.model(run).tokenizer, run, s.ws.data(run)[0])
     assert t["steps_timed"] == 2 and t["value"] > 0
     assert not any(p.requires_grad for p in s.base_model().parameters())  # the base is left frozen
+
+
+def test_mitigation_overhead_runs_on_the_tiny_model(tiny_setup):
+    """bench.mitigation: every variant trained and timed, the rescale evaluations counted (no timing asserted)."""
+    from bench.mitigation import mitigation_overhead
+
+    m = mitigation_overhead(tiny_setup, steps=2, repeats=1)
+    assert set(m["training"]) == {"none", "replay", "kl"}
+    assert m["training"]["none"]["overhead"] == 0.0
+    assert all(len(d["train_s"]) == 1 and d["train_s"][0] > 0 for d in m["training"].values())
+    assert m["training"]["kl"]["strength"] > 0 and m["training"]["replay"]["strength"] > 0
+    assert m["rescale"]["scales"] == [0.25, 0.5, 0.75] and m["rescale"]["scaled_s"] > 0

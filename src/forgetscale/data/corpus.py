@@ -102,9 +102,15 @@ def sample_self(
     model: PreTrainedModel | None,
     model_fingerprint: str,
     cache: Path,
+    prompts: list[str] | None = None,
 ) -> list[tuple[str, str]]:
-    """(prompt, response) pairs sampled from the base model, cached by every input that matters."""
-    prompts = shipped_prompts()[: cfg.n_prompts]
+    """(prompt, response) pairs sampled from the base model, cached by every input that matters.
+
+    ``prompts`` default to the first ``cfg.n_prompts`` shipped ones (the ``self`` forgetting corpus);
+    a replay source passes others (:func:`forgetscale.mitigation.replay_prompts`).
+    """
+    if prompts is None:
+        prompts = shipped_prompts()[: cfg.n_prompts]
     key = hashlib.sha256(
         json.dumps(
             [model_fingerprint, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size],

@@ -79,6 +79,7 @@ def write_report(out: Path, fmt: str, log: Callable[[str], None], dest: Path | N
     data = gather(out)
     drawn = _draw(data, log)
     captions = {name: caption for name, (_, caption) in figs.FIGURES.items()}
+    captions["frontier"] = figs.FRONTIER_CAPTION
     if fmt == "html":
         from forgetscale.report.html import render_html
 
@@ -112,6 +113,14 @@ def _draw(data: ReportData, log: Callable[[str], None]) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001 - a figure bug must not lose a finished study's report
             log(f"report: figure {name!r} could not be drawn: {type(e).__name__}: {e}")
             drawn[name] = f"{type(e).__name__}: {e}"
+    if data.frontier is not None:  # the mitigations section's figure (``forgetscale compare``)
+        from forgetscale.report.figures import frontier_figure
+
+        try:
+            drawn["frontier"] = frontier_figure(data.frontier)
+        except Exception as e:  # noqa: BLE001 - as above
+            log(f"report: figure 'frontier' could not be drawn: {type(e).__name__}: {e}")
+            drawn["frontier"] = f"{type(e).__name__}: {e}"
     return drawn
 
 

@@ -82,6 +82,8 @@ class ReportData:
         findings: the paper's findings F1-F5 per dataset (``{dataset, finding, verdict,
             evidence}``, with ``text``: one line of evidence), as ``forgetscale fit`` states them.
         notes: things the reader should know (fits that could not be read...).
+        frontier: when the study has mitigated runs, ``analysis.frontier_data``: ``rows`` (what
+            ``forgetscale compare`` prints), ``lines`` (plain LoRA's line per dataset), ``points``.
     """
 
     directory: str
@@ -100,6 +102,7 @@ class ReportData:
     samples: list[dict[str, Any]]
     findings: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    frontier: dict[str, Any] | None = None
 
 
 def gather(out: Path) -> ReportData:
@@ -160,11 +163,25 @@ def gather(out: Path) -> ReportData:
         probes=_probe_rows(probe_rows, {r["run_id"]: r for r in all_runs}),
         samples=_samples(probe_rows, {r["run_id"]: r for r in all_runs}),
         findings=_findings(out, fits, notes),
+        frontier=_frontier(out, in_study, notes),
         notes=notes,
     )
 
 
 # ---------------------------------------------------------------------------- headline
+
+def _frontier(out: Path, runs: list[dict[str, Any]], notes: list[str]) -> dict[str, Any] | None:
+    """The frontier test (``forgetscale compare``) when the study has a mitigated run, else None."""
+    from forgetscale import analysis
+
+    if all(analysis.mitigation_of(r)[0] == "none" or r["status"] != "done" for r in runs):
+        return None
+    try:
+        return analysis.frontier_data(out)
+    except UserError as e:
+        notes.append(f"mitigations: {e}")
+        return None
+
 
 def _findings(out: Path, fits: Mapping[str, Any], notes: list[str]) -> list[dict[str, Any]]:
     from forgetscale import analysis

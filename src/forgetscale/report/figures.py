@@ -26,6 +26,7 @@ __all__ = [
     "all_figures",
     "forgetting_vs_ft_loss",
     "forgetting_vs_params",
+    "frontier_figure",
     "kl_vs_steps",
     "observed_vs_predicted",
     "steps_curves",
@@ -288,6 +289,49 @@ FIGURES: dict[str, tuple[Callable[[Rows, Fits], Any], str]] = {
     ),
 }
 """Figure name -> (function, caption), in report order."""
+
+
+FRONTIER_CAPTION = (
+    "Mitigations against plain LoRA's line: forgetting against fine-tuning loss, plain LoRA's points (grey; "
+    "`none` runs and `rescale` runs at scale 1) and its fitted line (solid over their range, dashed beyond), "
+    "each mitigation in its colour, one marker per strength. Below the line: less forgetting at equal "
+    "fine-tuning loss. Steps below fit.min_step are left out."
+)
+MITIGATION_COLOURS = {"replay": "tab:blue", "kl": "tab:orange", "rescale": "tab:green"}
+
+
+def frontier_figure(frontier: Mapping[str, Any]) -> Any:
+    """Plain LoRA's points and line with every mitigated point (``analysis.frontier_data`` output).
+
+    Returns:
+        A Figure with one panel per dataset that has a line.
+    """
+    lines = frontier.get("lines") or {}
+    fig, axes = _panels(len(lines))
+    if not lines:
+        return _empty(fig, axes, "no mitigated runs to compare")
+    markers = "os^Dv<>P*X"
+    for ax, (ds, line) in zip(axes[0], sorted(lines.items()), strict=True):
+        pts = [p for p in frontier.get("points") or [] if p["dataset"] == ds]
+        plain = [p for p in pts if p["mitigation"] == "none"]
+        ax.scatter([p["ft_loss"] for p in plain], [p["forget_ce"] for p in plain], s=18, color="0.55",
+                   label="plain LoRA", zorder=3)
+        xs = np.array([p["ft_loss"] for p in pts])
+        lo, hi = line["ft_loss_range"]
+        for a, b, style in ((min(xs.min(), lo), lo, "--"), (lo, hi, "-"), (hi, max(xs.max(), hi), "--")):
+            if b > a:
+                x = np.linspace(a, b, 20)
+                ax.plot(x, line["s_fft"] - line["c_fft"] * x, style, color="0.25", lw=1.1, zorder=2)
+        for kind in sorted({p["mitigation"] for p in pts} - {"none"}):
+            mine = [p for p in pts if p["mitigation"] == kind]
+            for i, strength in enumerate(sorted({p["strength"] for p in mine})):
+                sel = [p for p in mine if p["strength"] == strength]
+                ax.scatter([p["ft_loss"] for p in sel], [p["forget_ce"] for p in sel], s=26, zorder=4,
+                           marker=markers[i % len(markers)], color=MITIGATION_COLOURS.get(kind, "tab:purple"),
+                           label=f"{kind} {_g(strength, 3)}")
+        _decorate(ax, ds, LABELS["ft_loss"], LABELS["forget_ce"])
+        _legend(ax)
+    return fig
 
 
 def all_figures(rows: Rows, fits: Fits) -> dict[str, Any]:

@@ -38,6 +38,31 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     return [*out, ""]
 
 
+def _mitigations(d: ReportData, figure: str | None, caption: str) -> list[str]:
+    """The frontier test (``forgetscale compare``): plain LoRA's line per dataset, the table, the figure."""
+    if not d.frontier:
+        return []
+    out = ["## Mitigations against plain LoRA's line", "",
+           "Residual: forget_ce minus plain LoRA's line at the same fine-tuning loss (negative: less forgetting), "
+           "mean over the mitigation's points at or after fit.min_step, with a 95% bootstrap interval over runs; "
+           "beats_line: the interval lies below 0, worse: above, on_line: it contains 0. Outside: points beyond "
+           "the plain runs' ft_loss range.", ""]  # fmt: skip
+    for ds, line in sorted(d.frontier["lines"].items()):
+        lo, hi = line["ft_loss_range"]
+        out += [f"{esc(ds)}: forget_ce = {fmt(line['s_fft'])} - {fmt(line['c_fft'])} · ft_loss over ft_loss "
+                f"{fmt(lo)}-{fmt(hi)}, R² {fmt(line['r2'])}, {line['n_points']} points from {line['n_runs']} runs.", ""]
+    out += _table(["dataset", "mitigation", "strength", "residual", "95% low", "95% high", "verdict", "points", "runs",
+                   "outside"],
+                  [[esc(r["dataset"]), esc(r["mitigation"]), fmt(r["strength"]), fmt(r["residual"]), fmt(r["lo"]),
+                    fmt(r["hi"]), r["verdict"].replace("_", " "), r["n_points"], r["n_runs"], r["n_outside"]]
+                   for r in d.frontier["rows"]])  # fmt: skip
+    if figure and figure.startswith("error: "):
+        out += [f"The frontier figure could not be drawn: {esc(figure[7:])}", ""]
+    elif figure:
+        out += [f"![Mitigations against plain LoRA's line]({figure})", "", f"*{caption}*", ""]
+    return out
+
+
 def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions: Mapping[str, str]) -> str:
     """The report as a Markdown document.
 
@@ -104,7 +129,7 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
             out += [f"Plan: {esc(h.plan_error)}", ""]
 
     out += ["## Figures", ""]
-    for i, (name, path) in enumerate(figure_files.items(), 1):
+    for i, (name, path) in enumerate(((n, p) for n, p in figure_files.items() if n != "frontier"), 1):
         caption = captions.get(name, "")
         if path.startswith("error: "):
             out += [f"Figure {i} could not be drawn: {esc(path[7:])}", ""]
@@ -136,6 +161,7 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
         )  # fmt: skip
     else:
         out += ["No fits to compare.", ""]
+    out += _mitigations(d, figure_files.get("frontier"), captions.get("frontier", ""))
 
     out += ["## Runs", ""]
     if d.other_runs:

@@ -1,0 +1,49 @@
+"""`forgetscale compare`: does each mitigation of a study beat plain LoRA's learning-forgetting line?
+
+Heavy imports happen inside the command, so ``forgetscale --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from forgetscale.console import print_rows
+
+COLUMNS = ("dataset", "mitigation", "strength", "residual", "lo", "hi", "verdict", "n_points", "n_runs", "n_outside")
+
+
+def add_compare_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="each mitigation's forgetting against plain LoRA's line, at equal fine-tuning loss",
+        description=(
+            "Fit plain LoRA's line forget_ce(ft_loss) per dataset from the study's `none` (and `rescale`) runs, "
+            "then give each (mitigation, strength) its mean residual (forget_ce minus the line at the same "
+            "ft_loss; negative: it forgets less), a 95%% bootstrap interval over runs and a verdict: "
+            "beats_line (interval below 0), on_line or worse. n_outside counts points whose ft_loss is "
+            "outside the plain runs' range, where the line is extrapolated. Steps below fit.min_step are left out."
+        ),
+    )
+    p.add_argument("dir", type=Path, metavar="DIR", help="study directory (from `forgetscale run --out DIR`)")
+    p.add_argument(
+        "--min-step", type=int, metavar="K", help="leave out steps below K (default: the study's fit.min_step)"
+    )
+    p.add_argument("--n-boot", type=int, default=1000, metavar="B", help="bootstrap replicates (default 1000)")
+    p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from forgetscale.analysis import frontier_data
+    from forgetscale.errors import UserError
+
+    if args.n_boot < 1:
+        raise UserError("--n-boot must be at least 1")
+    rows = frontier_data(args.dir, n_boot=args.n_boot, min_step=args.min_step)["rows"]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_rows(rows, list(COLUMNS))
+    return 0
