@@ -121,3 +121,27 @@ def _pixels(png: bytes) -> np.ndarray:
 
     img = imread(io.BytesIO(png), format="png")
     return np.asarray(img, dtype=float)[..., :3]
+
+
+def test_mitigations_section_renders_in_chromium(tmp_path_factory: pytest.TempPathFactory, driver):
+    """The frontier section (`forgetscale compare`'s table and figure) on a study with mitigated runs."""
+    from selenium.webdriver.common.by import By
+
+    from tests.integration.test_frontier_report import build_mitigation_study
+
+    study = build_mitigation_study(tmp_path_factory.mktemp("browser-mitigations") / "study")
+    assert main(["report", str(study)]) == 0
+    driver.get((study / "report.html").as_uri())
+    assert driver.execute_script("return document.readyState") == "complete"
+    section = driver.find_element(By.ID, "mitigations")
+    rows = section.find_elements(By.CSS_SELECTOR, "table tr")
+    assert len(rows) == 1 + 3  # header + kl, replay, rescale
+    assert {"beats line", "on line", "worse"} <= {r.text for r in section.find_elements(By.CSS_SELECTOR, "td")}
+    svg = driver.find_element(By.CSS_SELECTOR, "#mitigations figure svg")
+    assert svg.size["width"] > 300 and svg.size["height"] > 150
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#figures figure svg")) == 5  # the frontier is not among them
+    assert driver.execute_script("return document.scripts.length") == 0
+    driver.execute_script("document.getElementById('mitigations').scrollIntoView()")
+    shot = tmp_path_factory.mktemp("browser-shot") / "mitigations.png"
+    driver.save_screenshot(str(shot))
+    assert np.mean(_pixels(shot.read_bytes()).min(axis=-1) < 0.9) > 0.03

@@ -1,0 +1,95 @@
+"""The mitigations' frontier on a synthetic store: `forgetscale compare` and the report section.
+
+``build_mitigation_study`` (reused by the browser test) adds to ``test_report.build_study``'s store
+runs with a known offset from the plain line: KL-to-base below it, replay on it, and a ``rescale``
+run whose scaled rows lie above it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from forgetscale.cli import main
+from forgetscale.store import open_store
+from tests.integration.test_report import BASE_ENTROPY, PER_RANK, RANKS, STEPS, _truth, build_study
+
+OFFSETS = {"kl": -0.05, "replay": 0.0}  # forget_ce minus the line, by construction
+RESCALE_OFFSET = 0.04
+
+
+def build_mitigation_study(directory: Path) -> Path:
+    build_study(directory)
+    rng = np.random.default_rng(1)
+    with open_store(directory) as store:
+        ids = list(store.get_meta("run_ids"))
+        for kind, strength in (("kl", {"kl_weight": 2.0}), ("replay", {"replay_fraction": 0.1}), ("rescale", {})):
+            for rank in RANKS:
+                rid = f"news-{kind}-r{rank}"
+                store.register_run(rid, {"rank": rank, "data": {"dataset": "news"},
+                                         "mitigation": {"kind": kind, **strength}}, "news", rank)  # fmt: skip
+                store.start_run(rid, int(rank * PER_RANK), {"device": "cpu x2"})
+                for step in STEPS:
+                    ft, forget, _ = _truth(rank * PER_RANK, max(step, 1))
+                    ft *= 1 + 0.002 * rng.standard_normal() if step else 1
+                    off = OFFSETS.get(kind, 0.0) if step else 0.0
+                    f = 4.0 - 0.8 * ft + off if step else BASE_ENTROPY
+                    row = {"step": step, "tokens": step * 100, "ft_loss": ft, "forget_ce": f,
+                           "forget_kl": f - BASE_ENTROPY, "base_entropy": BASE_ENTROPY, "n_eval_tokens": 100}
+                    store.add_measurement(rid, row)
+                    if kind == "rescale" and step == STEPS[-1]:
+                        for s in (0.5,):  # fine-tuning loss of a half-way adapter: higher, forgetting above the line
+                            ft_s = ft + 0.05
+                            f_s = 4.0 - 0.8 * ft_s + RESCALE_OFFSET
+                            store.add_measurement(rid, {**row, "scale": s, "ft_loss": ft_s, "forget_ce": f_s,
+                                                        "forget_kl": f_s - BASE_ENTROPY})  # fmt: skip
+                store.finish_run(rid, {"total": 5.0})
+                ids.append(rid)
+        store.set_meta("run_ids", ids)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_mitigation_study(tmp_path_factory.mktemp("frontier") / "study")
+
+
+def test_compare_recovers_the_planted_offsets(study: Path, capsys):
+    capsys.readouterr()
+    assert main(["compare", str(study), "--json", "--n-boot", "300"]) == 0
+    rows = {(r["mitigation"], r["strength"]): r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {("kl", 2.0), ("replay", 0.1), ("rescale", 0.5)}
+    kl, replay, rescale = rows[("kl", 2.0)], rows[("replay", 0.1)], rows[("rescale", 0.5)]
+    assert kl["verdict"] == "beats_line" and kl["residual"] == pytest.approx(-0.05, abs=0.01)
+    assert replay["verdict"] == "on_line" and abs(replay["residual"]) < 0.01
+    assert rescale["verdict"] == "worse" and rescale["residual"] == pytest.approx(RESCALE_OFFSET, abs=0.01)
+    assert rescale["n_points"] == len(RANKS) and kl["n_runs"] == len(RANKS)
+    for r in rows.values():
+        assert r["lo"] <= r["residual"] <= r["hi"] and r["dataset"] == "news"
+    # the plain fits never saw the mitigated runs nor the scaled rows
+    with open_store(study) as store:
+        from forgetscale.analysis import study_rows
+
+        assert not any("-kl-" in r["run_id"] or "-replay-" in r["run_id"] for r in study_rows(store))
+        assert all("scale" not in r for r in study_rows(store, mitigated=True))
+
+
+def test_compare_without_mitigations_says_what_to_do(tmp_path: Path, capsys):
+    build_study(tmp_path / "plain")
+    assert main(["compare", str(tmp_path / "plain")]) == 2
+    assert "mitigation.kind" in capsys.readouterr().err
+
+
+def test_report_has_the_mitigations_section(study: Path):
+    assert main(["report", str(study)]) == 0
+    html = (study / "report.html").read_text(encoding="utf-8")
+    assert 'id="mitigations"' in html and 'id="figure-frontier"' in html
+    assert html.find('id="comparison"') < html.find('id="mitigations"') < html.find('id="runs"')
+    assert "beats line" in html and "<svg" in html[html.find('id="figure-frontier"'):]
+    assert main(["report", str(study), "--format", "md"]) == 0
+    md = (study / "report.md").read_text(encoding="utf-8")
+    assert "## Mitigations against plain LoRA's line" in md and "report_figures/frontier.svg" in md
+    assert (study / "report_figures" / "frontier.svg").is_file()
