@@ -158,3 +158,35 @@ def test_rescaling_composes_with_the_merged_evaluation(tiny_model):
         with merged(peft_model):  # and the scale is restored on exit
             torch.testing.assert_close(peft_model(input_ids=ids).logits, full, rtol=1e-5, atol=1e-5)
     peft_model.unload()
+
+
+def test_bad_replay_source_is_one_line_and_writes_nothing(tmp_path, tiny_model, capsys):
+    out = tmp_path / "bad"
+    extra = ["mitigation.kind=replay", "mitigation.replay_examples=100000"]
+    assert main(["run", "--out", str(out), *_sets(_study(tiny_model, extra))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mitigation.replay_examples" in err[0]
+    assert not out.exists()
+    extra = ["mitigation.kind=replay", f"mitigation.replay_source={tmp_path / 'missing.jsonl'}"]
+    assert main(["run", "--out", str(out), *_sets(_study(tiny_model, extra))]) == 2
+    assert "mitigation.replay_source" in capsys.readouterr().err and not out.exists()
+
+
+def test_replay_sources_self_prompts_are_disjoint_and_files_are_read(tmp_path, tiny_model):
+    from transformers import AutoTokenizer
+
+    from forgetscale.config import load_study
+    from forgetscale.data.corpus import shipped_prompts
+    from forgetscale.mitigation import replay_prompts, replay_sequences
+
+    run = load_study(overrides=["forgetting.n_prompts=128", "mitigation.kind=replay",
+                                "mitigation.replay_examples=100"]).runs()[0]  # fmt: skip
+    chosen = replay_prompts(run)
+    assert len(chosen) == 100 and not set(chosen) & set(shipped_prompts()[:128])
+    text = tmp_path / "replay.txt"
+    text.write_text("\n\n".join(f"Paragraph {i} about the weather in a town." for i in range(6)), encoding="utf-8")
+    run = load_study(overrides=["mitigation.kind=replay", f"mitigation.replay_source={text}",
+                                "mitigation.replay_examples=3"]).runs()[0]  # fmt: skip
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    seqs = replay_sequences(run, tok, None, "fp-test", tmp_path)
+    assert len(seqs) == 3 and all(s.n_targets > 0 for s in seqs)
