@@ -320,7 +320,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "name": "default",
         "data": {"dataset": "news"},
         "train": {"steps": 32, "lr": 4e-3, "sampling": "random", "eval_steps": [8, 12, 16, 20, 24, 32]},
-        "forgetting": {"n_prompts": 128, "max_new_tokens": 32},
+        "forgetting": {"n_prompts": 192, "max_new_tokens": 32},
         "fit": {"min_step": 8},
         "probes": {"enabled": True, "runs": "largest_rank", "max_items": 40, "max_new_tokens": 16},
         "sweep": {"lora.rank": [1, 4, 16, 64]},
