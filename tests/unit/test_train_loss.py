@@ -44,3 +44,35 @@ def test_targets_only_loss_equals_the_stock_loss(tiny_model, tmp_path, num_items
     assert g_ours.keys() == g_stock.keys() and g_ours
     for n in g_stock:
         torch.testing.assert_close(g_ours[n], g_stock[n], rtol=1e-5, atol=1e-7)
+
+
+def test_kl_term_is_the_kl_to_the_disabled_adapter(tiny_model, tmp_path):
+    """``kl_weight``: loss = (CE + lambda * sum KL(p_base || p_ft)) / n over the labelled positions, the base
+    read from the same model with its adapter disabled; the base weights get no gradient."""
+    import torch.nn.functional as F
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    peft_model = train.attach_lora(model, LoraConfig(rank=2), seed=0)
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = train.TargetsOnlyTrainer(model=peft_model, args=args)
+    batch = _batch()
+    plain = float(trainer.compute_loss(peft_model, batch).detach())
+    trainer.kl_weight = 3.0
+    loss = trainer.compute_loss(peft_model, batch)
+    loss.backward()
+    with torch.no_grad():
+        mask = batch["labels"][:, 1:] != IGNORE_INDEX
+        ft = F.log_softmax(peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                           .logits[:, :-1][mask].float(), -1)  # fmt: skip
+        with peft_model.disable_adapter():
+            base = F.log_softmax(peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                                 .logits[:, :-1][mask].float(), -1)  # fmt: skip
+        kl = (base.exp() * (base - ft)).sum(-1).mean()
+    assert kl > 1e-4  # the moved adapter is not the base
+    # the same sums in another order (masked logits vs full logits then masked): fp32 rounding, 1e-5 relative
+    assert float(loss.detach()) == pytest.approx(plain + 3.0 * float(kl), rel=1e-5)
+    assert all(p.grad is None for n, p in peft_model.named_parameters() if "lora_" not in n)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in peft_model.named_parameters() if "lora_A" in n)
