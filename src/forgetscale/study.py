@@ -316,7 +316,10 @@ def prepare_study(study: StudyConfig, ws: Workspace) -> list[RunConfig]:
     runs = study.runs()
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
-        raise UserError("the sweep produces duplicate runs (an axis repeats a value)")
+        raise UserError(
+            "the sweep produces duplicate runs (an axis repeats a value, or sweeps a mitigation setting that "
+            "a swept mitigation.kind does not use, e.g. mitigation.kl_weight for kind none)"
+        )
     from forgetscale.data.corpus import check_corpus
     from forgetscale.mitigation import check_replay
     from forgetscale.models import resolve
