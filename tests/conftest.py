@@ -109,6 +109,12 @@ TINY_STUDY = [
     "forgetting.n_prompts=6",
     "forgetting.max_new_tokens=12",
     "fit.n_boot=10",
+    # the default preset's schedule, fit window and probe sizes are made for 32 real steps; the tiny
+    # studies keep log-spaced evaluations over their 8 steps, fit from step 1 and probe a few items
+    "train.eval_steps=null",
+    "fit.min_step=1",
+    "probes.max_items=4",
+    "probes.runs=all",
     # FORGETSCALE_TEST_PRECISION=fp32|bf16|auto runs the tiny studies in that training precision (the
     # suite must pass in each); the default, auto, is what this machine measures faster
     f"train.precision={os.environ.get('FORGETSCALE_TEST_PRECISION', 'auto')}",
