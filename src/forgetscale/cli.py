@@ -149,10 +149,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         return 0
     quiet_libraries()
-    from forgetscale.lock import hold
+    from forgetscale.lock import check_free, hold
     from forgetscale.study import Workspace, prepare_study, run_study
 
     log = log_stderr
+    check_free(out)  # a busy study is refused before anything loads (one line, nothing else printed)
     ws = Workspace(cache_dir(), log)
     prepare_study(study, ws)  # bad input fails here, before the directory (or its lock) exists
     from forgetscale.executors import make_executor

@@ -41,8 +41,7 @@ def hold(directory: Path) -> Iterator[None]:
     f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the whole block
     try:
         if not _try_lock(f):
-            raise StudyBusy(f"{directory} is in use by another forgetscale run ({_holder(path)}); "
-                            "wait for it to finish or stop it, then rerun to resume")  # fmt: skip
+            raise _busy(directory, path)
         f.seek(0)
         f.truncate()
         f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
@@ -50,6 +49,21 @@ def hold(directory: Path) -> Iterator[None]:
         yield
     finally:
         f.close()  # closing the descriptor releases the lock
+
+
+def check_free(directory: Path) -> None:
+    """Raise :class:`StudyBusy` now if a live process holds ``directory``; writes nothing.
+
+    A second runner on a busy study learns it before it loads anything (and so
+    prints nothing else); the lock is still taken with :func:`hold` afterwards.
+    """
+    path = directory / LOCK_NAME
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as f:
+        if not _try_lock(f):
+            raise _busy(directory, path)
+        # closing the descriptor releases the probe's lock at once
 
 
 def _try_lock(f: IO[str]) -> bool:
@@ -68,6 +82,11 @@ def _try_lock(f: IO[str]) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+def _busy(directory: Path, path: Path) -> StudyBusy:
+    return StudyBusy(f"{directory} is in use by another forgetscale run ({_holder(path)}); "
+                     "wait for it to finish or stop it, then rerun to resume")
 
 
 def _holder(path: Path) -> str:
