@@ -309,7 +309,7 @@ def test_unfinished_run_or_missing_adapter_is_bad_input(probed_study, tmp_path, 
     _one_error_line(capsys, "pending0 (pending)")
     shutil.rmtree(out / "adapters" / probed_study[1][0])
     assert main(["probe", str(out)]) == 2
-    _one_error_line(capsys, "no PEFT adapter")
+    _one_error_line(capsys, "not a PEFT adapter directory")
 
 
 def test_lm_eval_runs_on_the_base_and_each_swapped_adapter(probed_study, tmp_path, capsys, monkeypatch):
