@@ -60,9 +60,13 @@ def test_hidden_reference_equals_full_logits(capsys, tiny_model, adapter, corpus
     """
     hidden = _forgetting(capsys, tiny_model, adapter, corpus, "--reference", "hidden")
     logits = _forgetting(capsys, tiny_model, adapter, corpus, "--reference", "logits")
-    assert hidden["forget_kl"] > 0.05
-    for k in ("forget_ce", "forget_kl", "base_entropy", "forget_top1_ce", "data_loss"):
+    # Through the CLI on the stock tiny model KL is ~0.015, where the full-logit side's own rounding is
+    # ~2e-6 relative on forget_kl: 2e-5 is ten times that, and far below any real discrepancy. The 1e-6
+    # comparison on a model with sharper distributions is test_exact_eval.py's.
+    assert hidden["forget_kl"] > 1e-3
+    for k in ("forget_ce", "base_entropy", "forget_top1_ce", "data_loss"):
         assert hidden[k] == pytest.approx(logits[k], rel=1e-6), k
+    assert hidden["forget_kl"] == pytest.approx(logits["forget_kl"], rel=2e-5)
     for k in ("forget_ce_se", "forget_kl_se"):  # the same per-sequence values give the same spread
         assert hidden[k] == pytest.approx(logits[k], rel=1e-4), k
 
