@@ -154,7 +154,8 @@ def test_base_reference_equals_disabled_adapter_after_training(tiny_model):
     from forgetscale.models import cache_dir
     from tests.conftest import TINY_STUDY
 
-    study = load_study(overrides=[f"model.name={tiny_model}", *TINY_STUDY[:-2]])
+    # the full-logit reference: its log-probabilities are compared with disable_adapter()'s directly
+    study = load_study(overrides=[f"model.name={tiny_model}", *TINY_STUDY[:-2], "forgetting.reference=logits"])
     run: RunConfig = study.runs()[0]
     from forgetscale.study import Workspace
 
