@@ -124,12 +124,6 @@ class ForgettingConfig(_Frozen):
     exact while the fine-tune leaves the LM head alone; a run whose LoRA targets the head, and a
     model whose logits are not a plain linear map of its hidden states, get ``logits`` instead.
     ``logits``: the full log-probabilities, valid for any fine-tune."""
-    reference: Literal["hidden", "logits"] = "hidden"
-    """How an exact (``top_k: null``) base reference is stored. ``hidden``: d floats per position
-    derived from the base's final hidden states (576 for SmolLM2, against 49152 for ``logits``),
-    exact while the fine-tune leaves the LM head alone; a run whose LoRA targets the head, and a
-    model whose logits are not a plain linear map of its hidden states, get ``logits`` instead.
-    ``logits``: the full log-probabilities, valid for any fine-tune."""
 
 
 class MitigationConfig(_Frozen):

@@ -273,7 +273,6 @@ class Store:
             raise UserError(f"{self.path}: the stored {what} is not valid JSON; the store is damaged") from None
 
 
-
 def open_store(directory: Path, create: bool = True) -> Store:
     """Open (or create) ``directory/study.sqlite``.
 
