@@ -26,6 +26,16 @@ def _rows(out: Path) -> list[tuple]:
         con.close()
 
 
+def _n_rows(out: Path) -> int:
+    """Rows committed so far; 0 while the store or its schema does not exist yet."""
+    if not (out / "study.sqlite").is_file():
+        return 0
+    try:
+        return len(_rows(out))
+    except sqlite3.OperationalError:  # the file exists, its tables not yet
+        return 0
+
+
 def _wait_for(what, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not what():
@@ -94,7 +104,7 @@ def test_second_runner_exits_2_and_leaves_the_first_intact(tiny_overrides, tmp_p
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _wait_for(lambda: (out / "study.sqlite").is_file() and len(_rows(out)) >= 2)  # mid-study
+        _wait_for(lambda: _n_rows(out) >= 2)  # mid-study
         second = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=600)
         gate.touch()
         assert second.returncode == 2, second.stderr
@@ -104,6 +114,7 @@ def test_second_runner_exits_2_and_leaves_the_first_intact(tiny_overrides, tmp_p
         assert first.wait(timeout=600) == 0
     finally:
         first.kill()
+        first.wait(timeout=60)
     got, expected = _rows(out), _rows(ref_out)
     assert [r[:2] for r in got] == [r[:2] for r in expected]  # every row, none twice, none lost
     for a, b in zip(got, expected, strict=True):
