@@ -229,8 +229,11 @@ def test_merged_evaluation_equals_unmerged_and_leaves_the_model_untouched(sharp_
     slow = {**measure(tuned, ref, 4), "ft_loss": sequence_loss(tuned, sequences, 4)}
     assert slow["forget_kl"] > 0.01
     for k, v in slow.items():
-        # one fp32 matmul with W + sBA instead of two summed: fp32 rounding of the logits (~1e-7 relative)
-        assert fast[k] == pytest.approx(v, rel=1e-6, abs=1e-9), k
+        # one fp32 matmul with W + sBA instead of two summed: fp32 rounding of the logits (~1e-7 relative),
+        # within the 1e-6 on every metric. A standard error is a root of summed squared deviations
+        # of per-sequence sums from the mean, which amplifies that rounding (1.6e-6 seen): 1e-5 for those.
+        rel = 1e-5 if k.endswith("_se") else 1e-6
+        assert fast[k] == pytest.approx(v, rel=rel, abs=1e-9), k
     for n, p in tuned.named_parameters():  # weights and gradients bit for bit
         w, g = before[n]
         assert torch.equal(p.detach(), w), n
