@@ -271,10 +271,19 @@ def train(
 
 def save_adapter(peft_model: PeftModel, out: Path) -> None:
     """Save in stock PEFT format, atomically: a half-written adapter never has the final name."""
+    publish_dir(out, peft_model.save_pretrained)
+
+
+def publish_dir(out: Path, fill: Callable[[Path], Any]) -> None:
+    """Have ``fill`` write a directory's files, then give it the name ``out`` (replacing any old one).
+
+    ``fill`` writes into a temporary sibling that is renamed only once complete, so a
+    killed process never leaves a half-written directory under the final name.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
     try:
-        peft_model.save_pretrained(tmp)
+        fill(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

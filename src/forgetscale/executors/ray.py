@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import shutil
 import socket
 import tempfile
 import threading
@@ -315,19 +314,15 @@ def _read_files(directory: Path) -> dict[str, bytes]:
 
 def _write_adapter(files: dict[str, bytes], out: Path) -> None:
     """Write an adapter shipped from a worker, atomically: a half-written one never has the final name."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
-    try:
+    from forgetscale.train import publish_dir
+
+    def fill(tmp: Path) -> None:
         for name, data in files.items():
             path = tmp / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    publish_dir(out, fill)
 
 
 # ----------------------------------------------------------------------------- the worker side
