@@ -127,3 +127,18 @@ TINY_STUDY = [
 def tiny_overrides(tiny_model: Path) -> list[str]:
     """``--set`` overrides for a seconds-long study on the tiny model."""
     return [f"model.name={tiny_model}", *TINY_STUDY]
+
+
+def count_rows(out: Path) -> int:
+    """Measurement rows a (possibly running) study has committed; 0 before its store or schema exists."""
+    import sqlite3
+
+    if not (out / "study.sqlite").is_file():
+        return 0
+    con = sqlite3.connect(out / "study.sqlite", timeout=30)
+    try:
+        return con.execute("SELECT count(*) FROM measurements").fetchone()[0]
+    except sqlite3.OperationalError:  # the file exists, its tables not yet
+        return 0
+    finally:
+        con.close()

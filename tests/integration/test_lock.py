@@ -12,6 +12,7 @@ import pytest
 
 from forgetscale.cli import main
 from forgetscale.lock import StudyBusy, hold
+from tests.conftest import count_rows
 
 
 def _sets(overrides: list[str]) -> list[str]:
@@ -26,14 +27,6 @@ def _rows(out: Path) -> list[tuple]:
         con.close()
 
 
-def _n_rows(out: Path) -> int:
-    """Rows committed so far; 0 while the store or its schema does not exist yet."""
-    if not (out / "study.sqlite").is_file():
-        return 0
-    try:
-        return len(_rows(out))
-    except sqlite3.OperationalError:  # the file exists, its tables not yet
-        return 0
 
 
 def _wait_for(what, timeout: float = 300) -> None:
@@ -104,7 +97,7 @@ def test_second_runner_exits_2_and_leaves_the_first_intact(tiny_overrides, tmp_p
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _wait_for(lambda: _n_rows(out) >= 2)  # mid-study
+        _wait_for(lambda: count_rows(out) >= 2)  # mid-study
         second = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=600)
         gate.touch()
         assert second.returncode == 2, second.stderr

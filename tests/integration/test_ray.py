@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from forgetscale.config import load_study
-from tests.conftest import TINY_STUDY
+from tests.conftest import TINY_STUDY, count_rows
 
 pytest.importorskip("ray")
 
@@ -71,16 +71,6 @@ def _rows(out: Path) -> dict[tuple[str, int], tuple]:
     return rows
 
 
-def _n_rows(out: Path) -> int:
-    if not (out / "study.sqlite").is_file():
-        return 0
-    con = sqlite3.connect(out / "study.sqlite", timeout=30)
-    try:
-        return con.execute("SELECT count(*) FROM measurements").fetchone()[0]
-    except sqlite3.OperationalError:  # the schema is being created
-        return 0
-    finally:
-        con.close()
 
 
 def _runs(out: Path) -> dict[str, tuple[str, str | None, dict]]:
@@ -210,7 +200,7 @@ def test_interrupted_then_killed_driver_resumes(studies, tiny_model, tmp_path, r
     n = len(runs) * len(runs[0].eval_schedule())
 
     p = _start(args)  # Ctrl-C once rows stream: tasks cancelled, runs in flight back to pending without rows
-    _when(p, lambda: _n_rows(out) >= 2)
+    _when(p, lambda: count_rows(out) >= 2)
     p.send_signal(signal.SIGINT)
     code, err = _finish(p)
     assert code == 130 and "interrupted" in err.splitlines()[-1], err
@@ -219,10 +209,10 @@ def test_interrupted_then_killed_driver_resumes(studies, tiny_model, tmp_path, r
     assert {k[0] for k in _rows(out)} == done and len(done) < len(runs)
 
     p = _start(args)  # then the driver is killed outright mid-run
-    _when(p, lambda: _n_rows(out) > len(done) * len(runs[0].eval_schedule()) + 1)
+    _when(p, lambda: count_rows(out) > len(done) * len(runs[0].eval_schedule()) + 1)
     p.kill()
     p.communicate(timeout=60)
-    assert _n_rows(out) < n
+    assert count_rows(out) < n
 
     code, err = _finish(_start(args))  # a rerun resumes and finishes
     assert code == 0, err

@@ -13,6 +13,7 @@ import pytest
 
 from forgetscale.cli import main
 from forgetscale.config import load_study
+from tests.conftest import count_rows
 
 
 def _sets(overrides: list[str]) -> list[str]:
@@ -191,16 +192,6 @@ def _cli(args: list[str], capture: bool = False) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "forgetscale.cli", *args], stdout=stream, stderr=stream, text=True)
 
 
-def _n_rows(out: Path) -> int:
-    if not (out / "study.sqlite").is_file():
-        return 0
-    con = sqlite3.connect(out / "study.sqlite", timeout=30)
-    try:
-        return con.execute("SELECT count(*) FROM measurements").fetchone()[0]
-    except sqlite3.OperationalError:  # the schema is being created
-        return 0
-    finally:
-        con.close()
 
 
 def _kill_once(p: subprocess.Popen, ready, timeout: float = 300) -> None:
@@ -226,8 +217,8 @@ def test_killed_study_resumes_to_the_same_rows(tiny_model, tmp_path):
     # re-measures its unfinished run from step 0)
     for rows_before_kill in (2, 6, 10):
         p = _cli(["run", "--out", str(out), *sets])
-        _kill_once(p, lambda n=rows_before_kill: _n_rows(out) >= n)
-        assert _n_rows(out) < len(expected)  # it really was killed before the end
+        _kill_once(p, lambda n=rows_before_kill: count_rows(out) >= n)
+        assert count_rows(out) < len(expected)  # it really was killed before the end
     assert _cli(["run", "--out", str(out), *sets]).wait(timeout=600) == 0
     got = _rows(out)
     assert [r[:3] for r in got] == [r[:3] for r in expected]  # same keys, no duplicates (primary key)
