@@ -314,9 +314,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "name": "default",
         "data": {"dataset": "news"},
         "train": {"steps": 32, "lr": 4e-3, "sampling": "random", "eval_steps": [8, 12, 16, 20, 24, 32]},
-        "forgetting": {"n_prompts": 192, "max_new_tokens": 32},
+        # batches of 32 (not 8) for sampling, evaluation and probes: measured 2.0x faster sampling and
+        # 14% faster evaluation on a 2-core CPU, so the same corpus costs less (README, Speed)
+        "forgetting": {"n_prompts": 192, "max_new_tokens": 32, "batch_size": 32},
         "fit": {"min_step": 8},
-        "probes": {"enabled": True, "runs": "largest_rank", "max_items": 40, "max_new_tokens": 16},
+        "probes": {"enabled": True, "runs": "largest_rank", "max_items": 40, "max_new_tokens": 16, "batch_size": 32},
         "sweep": {"lora.rank": [1, 4, 16, 64]},
     },
     "smoke": {
