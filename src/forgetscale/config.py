@@ -314,8 +314,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "name": "default",
         "data": {"dataset": "news"},
         "train": {"steps": 32, "lr": 4e-3, "sampling": "random", "eval_steps": [8, 12, 16, 20, 24, 32]},
-        # batches of 32 (not 8) for sampling, evaluation and probes: measured 2.0x faster sampling and
-        # 14% faster evaluation on a 2-core CPU, so the same corpus costs less (README, Speed)
+        # batches of 32 (not 8) for sampling, evaluation and probes, measured on a 2-core CPU: 64 prompts
+        # sampled in 26.2 s instead of 47.3 s, one evaluation of this corpus 27.4 s instead of 31.0 s
         "forgetting": {"n_prompts": 192, "max_new_tokens": 32, "batch_size": 32},
         "fit": {"min_step": 8},
         "probes": {"enabled": True, "runs": "largest_rank", "max_items": 40, "max_new_tokens": 16, "batch_size": 32},
