@@ -53,12 +53,13 @@ MIN_SHARED_PREFIX = 8
 def _target_logprobs(
     model: PreTrainedModel, sequences: list[Sequence], batch_size: int, min_prefix: int = MIN_SHARED_PREFIX
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """Yield (reference rows, fp32 log-probs at target positions (n, V), target ids (n,)).
+    """Yield (reference rows, float64 log-probs at target positions (n, V), target ids (n,)).
 
-    See :func:`_forward_batches`.
+    The softmax is taken in float64 (as the metrics take it), so the log-probs are those of
+    the model's logits, not of their fp32 normalisation. See :func:`_forward_batches`.
     """
     for rows, logits, targets, _h in _forward_batches(model, sequences, batch_size, min_prefix):
-        yield rows, F.log_softmax(logits, dim=-1), targets
+        yield rows, F.log_softmax(logits.double(), dim=-1), targets
 
 
 def _forward_batches(
