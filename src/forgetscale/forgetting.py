@@ -20,16 +20,17 @@ I/O of its own beyond those arrays.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from forgetscale.data.encode import Sequence
-from forgetscale.forward import (  # noqa: F401  (shared_prefix, _prefix_cache: re-exported for callers)
+from forgetscale.forward import (  # noqa: F401  (shared_prefix, _prefix_cache, _target_logprobs: re-exported for callers and tests)
     MIN_SHARED_PREFIX,
     _forward_batches,
     _prefix_cache,
@@ -160,8 +161,7 @@ def compute_reference(
             "tail_logp": np.empty(n, np.float64),
         }
     for batch_rows, logits, _targets, _h in _forward_batches(model, sequences, batch_size):
-        for i in range(0, len(batch_rows), METRIC_CHUNK):
-            rows, z = batch_rows[i : i + METRIC_CHUNK], logits[i : i + METRIC_CHUNK]
+        for rows, z in _chunks(batch_rows, logits):
             logq = _logprobs(z)
             meta["entropy"][rows] = (-(logq.exp() * logq).sum(-1)).numpy()
             meta["top1"][rows] = z.argmax(-1).numpy()
@@ -220,8 +220,7 @@ def _compute_hidden_reference(
                 raise _HiddenUnsupported
             checked = True
         # the same chunks, in the same order, as measure() uses: at identity both see the same numbers
-        for i in range(0, len(batch_rows), METRIC_CHUNK):
-            rows, z, h = batch_rows[i : i + METRIC_CHUNK], logits[i : i + METRIC_CHUNK], hidden[i : i + METRIC_CHUNK]
+        for rows, z, h in _chunks(batch_rows, logits, hidden):
             mu = mean_embedding(z, weight64)
             mu_mm[rows] = mu.numpy()
             meta["entropy"][rows] = _hidden_ce(mu, h, z).numpy()  # H_b is the CE of p_b against itself
@@ -284,6 +283,16 @@ temporaries; at 32 positions they stay small, at a whole batch's few hundred the
 cost more in fresh-memory page faults than in arithmetic (measured: 7.7x slower)."""
 
 
+def _chunks(*xs: Any) -> Iterator[tuple[Any, ...]]:
+    """Consecutive ``METRIC_CHUNK``-row slices of equally long arrays or tensors (``None`` stays ``None``).
+
+    >>> [tuple(len(x) for x in c) for c in _chunks(np.arange(70), torch.zeros(70, 2))]
+    [(32, 32), (32, 32), (6, 6)]
+    """
+    for i in range(0, len(xs[0]), METRIC_CHUNK):
+        yield tuple(None if x is None else x[i : i + METRIC_CHUNK] for x in xs)
+
+
 def measure(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> dict[str, float]:
     """The five forgetting metrics of ``model`` against ``ref``, with standard errors.
 
@@ -306,14 +315,13 @@ def measure(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> dict
             "use an exact full-logit reference (forgetting.reference=logits)"
         )
     for batch_rows, logits, batch_targets, hidden_states in _forward_batches(model, seqs, batch_size, hidden=hidden):
-        for i in range(0, len(batch_targets), METRIC_CHUNK):
-            rows, z, targets = (x[i : i + METRIC_CHUNK] for x in (batch_rows, logits, batch_targets))
+        for rows, z, targets, h in _chunks(batch_rows, logits, batch_targets, hidden_states):
             top1 = torch.from_numpy(ref.top1[rows])
             if hidden:
-                assert hidden_states is not None
+                assert h is not None
                 mu = torch.from_numpy(np.ascontiguousarray(ref.mean_emb[rows]))
                 entropy = torch.from_numpy(ref.entropy[rows])
-                chunk = hidden_position_metrics(mu, hidden_states[i : i + METRIC_CHUNK], z, entropy, top1, targets)
+                chunk = hidden_position_metrics(mu, h, z, entropy, top1, targets)
             elif ref.logp is not None:
                 logp = torch.from_numpy(np.ascontiguousarray(ref.logp[rows])).double()
                 chunk = position_metrics(logp, _logprobs(z), top1, targets)
@@ -508,8 +516,7 @@ def sequence_loss(model: PreTrainedModel, sequences: list[Sequence], batch_size:
     """
     total, n = 0.0, 0
     for _rows, logits, targets, _h in _forward_batches(model, sequences, batch_size):
-        for i in range(0, len(targets), METRIC_CHUNK):
-            z, t = logits[i : i + METRIC_CHUNK], targets[i : i + METRIC_CHUNK]
+        for z, t in _chunks(logits, targets):
             m, log_s = _lse_parts(z)
             total += float((m + log_s - z.gather(-1, t[:, None]).squeeze(-1).double()).sum())
         n += len(targets)
