@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,8 @@ import pytest
 
 from forgetscale.laws import LAWS, FitError, FitResult, fit_law
 
-CHINCHILLA = Path(__file__).parents[3] / "shared/data/chinchilla_fig4.csv"
+# Epoch AI's points from Chinchilla's Figure 4 (provenance and citation: tests/data/README.md)
+CHINCHILLA = Path(__file__).parents[1] / "data/chinchilla_fig4.csv"
 
 
 def _noisy(y: np.ndarray, seed: int, sd: float = 0.01) -> np.ndarray:
@@ -87,22 +87,16 @@ def test_recovers_paper_exponents():
 
 # ---------------------------------------------------------------------------- Chinchilla
 
-@pytest.mark.skipif(not CHINCHILLA.exists(), reason="shared/data/chinchilla_fig4.csv not present")
 def test_chinchilla_fig4_reproduces_epoch_fit():
     d = np.loadtxt(CHINCHILLA, delimiter=",", skiprows=1)
     d = d[np.argsort(d[:, 2])[:-5]]  # drop the 5 highest-loss points
-    t = time.perf_counter()
     fit = fit_law("additive", {"params": d[:, 0], "tokens": d[:, 1]}, d[:, 2],
                   inputs=("params", "tokens"), targets=("loss",), n_boot=0, holdout={})
-    elapsed = time.perf_counter() - t
-    print(f"chinchilla additive fit: {elapsed:.2f} s, {fit.params}")
     ref = {"A": 477.8, "B": 2143.9, "E": 1.817, "alpha": 0.347, "beta": 0.367}
     for k, v in ref.items():
         assert fit.params[k] == pytest.approx(v, rel=0.01), k
-    assert elapsed < 30
 
 
-@pytest.mark.skipif(not CHINCHILLA.exists(), reason="shared/data/chinchilla_fig4.csv not present")
 @pytest.mark.slow
 def test_chinchilla_grid_search_reaches_the_same_optimum():
     # Epoch's 4,500-start grid: 3-6 min on the 2-core machine; backs the claim in fit.py's docstring
