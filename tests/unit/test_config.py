@@ -7,16 +7,19 @@ from forgetscale.errors import UserError
 
 
 def test_default_preset_meets_the_study_shape():
-    """Issue 11's design rules: >= 4 ranks over >= 64x in P; >= 6 evaluations at or after fit.min_step
-    spanning >= 4x in N; batches in random order (no length curriculum confounding N)."""
+    """The default study's design rules: >= 4 ranks over >= 64x in P, each with >= 2 independent data
+    orders; >= 4 evaluations at or after fit.min_step spanning >= 4x in N; batches in random order (no
+    length curriculum confounding N)."""
     study = load_study()
     runs = study.runs()
     assert {r.data.dataset for r in runs} == {"news"}
     ranks = sorted({r.lora.rank for r in runs})
     assert len(ranks) >= 4 and ranks[-1] / ranks[0] >= 64
+    for rank in ranks:
+        assert len({r.train.seed for r in runs if r.lora.rank == rank}) >= 2
     sched = runs[0].eval_schedule()
     fitted = [s for s in sched if s >= study.fit.min_step]
-    assert sched[0] == 0 and len(fitted) >= 6 and fitted[-1] / fitted[0] >= 4
+    assert sched[0] == 0 and len(fitted) >= 4 and fitted[-1] / fitted[0] >= 4
     assert all(r.forgetting.corpus == "self" and r.train.sampling == "random" for r in runs)
     assert study.probes.enabled and study.probes.max_items >= 20  # enough items to decide F5
 
@@ -104,6 +107,7 @@ def test_fp16_is_refused_with_the_reason():
 def test_probes_can_select_the_largest_rank_per_dataset():
     study = load_study(overrides=["probes.runs=largest_rank", "sweep.lora.rank=[1,4,16]",
                                   "sweep.data.dataset=[news,instruct]"])
-    picked = [(r.data.dataset, r.lora.rank) for r in study.probed_runs()]
-    assert sorted(picked) == [("instruct", 16), ("news", 16)]
-    assert len(load_study(overrides=["probes.runs=all", "sweep.lora.rank=[1,4]"]).probed_runs()) == 2
+    picked = [(r.data.dataset, r.lora.rank, r.train.seed) for r in study.probed_runs()]
+    # every data order of the largest rank (the default sweeps two)
+    assert sorted(picked) == [("instruct", 16, 0), ("instruct", 16, 1), ("news", 16, 0), ("news", 16, 1)]
+    assert len(load_study(overrides=["probes.runs=all", "sweep.lora.rank=[1,4]"]).probed_runs()) == 4
