@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from forgetscale.cli import main
-from tests.integration.test_report import SECTIONS, build_study
+from tests.helpers import SECTIONS, build_study
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -127,7 +127,7 @@ def test_mitigations_section_renders_in_chromium(tmp_path_factory: pytest.TempPa
     """The frontier section (`forgetscale compare`'s table and figure) on a study with mitigated runs."""
     from selenium.webdriver.common.by import By
 
-    from tests.integration.test_frontier_report import build_mitigation_study
+    from tests.helpers import build_mitigation_study
 
     study = build_mitigation_study(tmp_path_factory.mktemp("browser-mitigations") / "study")
     assert main(["report", str(study)]) == 0

@@ -1,4 +1,5 @@
-"""Fixtures for the integration tier: one local Ray cluster for the whole test run."""
+"""Fixtures for the integration tier: the tiny Llama (built once per test run), the tiny study's overrides,
+and one local Ray cluster for the whole test run."""
 
 from __future__ import annotations
 
@@ -7,8 +8,22 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+from tests.helpers import TINY_STUDY, build_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def tiny_overrides(tiny_model: Path) -> list[str]:
+    """``--set`` overrides for a seconds-long study on the tiny model."""
+    return [f"model.name={tiny_model}", *TINY_STUDY]
 
 
 @dataclass(frozen=True)

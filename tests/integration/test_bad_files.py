@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from forgetscale.cli import main
-from tests.integration.test_hub_offline import TEXT, one_error_line
+from tests.helpers import TEXT, one_error_line
 
 GARBAGE = bytes(range(256)) * 40  # not UTF-8, not JSON, not SQLite, not safetensors, not GGUF
 

@@ -12,7 +12,7 @@ from forgetscale.cli import main
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
-    from tests.conftest import TINY_STUDY
+    from tests.helpers import TINY_STUDY
 
     out = tmp_path_factory.mktemp("bench-study")
     args = [a for o in [f"model.name={tiny_model}", *TINY_STUDY] for a in ("--set", o)]
@@ -58,7 +58,7 @@ def tiny_setup(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
     from forgetscale import train
     from forgetscale.config import load_study
     from forgetscale.study import Workspace
-    from tests.conftest import TINY_STUDY
+    from tests.helpers import TINY_STUDY
 
     sets = [f"model.name={tiny_model}", *TINY_STUDY, "train.steps=3", "sweep.lora.rank=[4]"]
     study = load_study(preset="smoke", overrides=sets)

@@ -171,7 +171,7 @@ def test_full_fine_tune(capsys, tmp_path, tiny_model, corpus):
 
 def test_a_stale_cached_reference_is_caught(tmp_path, tiny_model, corpus):
     """Two different models under one claimed fingerprint: the second does not trust the first's reference."""
-    from tests.conftest import build_tiny_model
+    from tests.helpers import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other", seed=1)
     for path in (tiny_model, other):

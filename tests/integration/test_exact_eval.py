@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.integration.test_reference import train_adapter
+from tests.helpers import train_adapter
 
 
 @pytest.fixture(scope="module")

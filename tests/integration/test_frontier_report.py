@@ -1,6 +1,6 @@
 """The mitigations' frontier on a synthetic store: `forgetscale compare` and the report section.
 
-``build_mitigation_study`` (reused by the browser test) adds to ``test_report.build_study``'s store
+``tests.helpers.build_mitigation_study`` (also read by the browser test) adds to ``build_study``'s store
 runs with a known offset from the plain line: KL-to-base below it, replay on it, and a ``rescale``
 run whose scaled rows lie above it.
 """
@@ -10,46 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from forgetscale.cli import main
 from forgetscale.store import open_store
-from tests.integration.test_report import BASE_ENTROPY, PER_RANK, RANKS, STEPS, _truth, build_study
-
-OFFSETS = {"kl": -0.05, "replay": 0.0}  # forget_ce minus the line, by construction
-RESCALE_OFFSET = 0.04
-
-
-def build_mitigation_study(directory: Path) -> Path:
-    build_study(directory)
-    rng = np.random.default_rng(1)
-    with open_store(directory) as store:
-        ids = list(store.get_meta("run_ids"))
-        for kind, strength in (("kl", {"kl_weight": 2.0}), ("replay", {"replay_fraction": 0.1}), ("rescale", {})):
-            for rank in RANKS:
-                rid = f"news-{kind}-r{rank}"
-                store.register_run(rid, {"rank": rank, "data": {"dataset": "news"},
-                                         "mitigation": {"kind": kind, **strength}}, "news", rank)  # fmt: skip
-                store.start_run(rid, int(rank * PER_RANK), {"device": "cpu x2"})
-                for step in STEPS:
-                    ft, forget, _ = _truth(rank * PER_RANK, max(step, 1))
-                    ft *= 1 + 0.002 * rng.standard_normal() if step else 1
-                    off = OFFSETS.get(kind, 0.0) if step else 0.0
-                    f = 4.0 - 0.8 * ft + off if step else BASE_ENTROPY
-                    row = {"step": step, "tokens": step * 100, "ft_loss": ft, "forget_ce": f,
-                           "forget_kl": f - BASE_ENTROPY, "base_entropy": BASE_ENTROPY, "n_eval_tokens": 100}
-                    store.add_measurement(rid, row)
-                    if kind == "rescale" and step == STEPS[-1]:
-                        for s in (0.5,):  # fine-tuning loss of a half-way adapter: higher, forgetting above the line
-                            ft_s = ft + 0.05
-                            f_s = 4.0 - 0.8 * ft_s + RESCALE_OFFSET
-                            store.add_measurement(rid, {**row, "scale": s, "ft_loss": ft_s, "forget_ce": f_s,
-                                                        "forget_kl": f_s - BASE_ENTROPY})  # fmt: skip
-                store.finish_run(rid, {"total": 5.0})
-                ids.append(rid)
-        store.set_meta("run_ids", ids)
-    return directory
+from tests.helpers import RANKS, RESCALE_OFFSET, build_mitigation_study, build_study
 
 
 @pytest.fixture(scope="module")

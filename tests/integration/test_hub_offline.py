@@ -20,24 +20,9 @@ import pytest
 
 from forgetscale.cli import main
 from forgetscale.errors import UserError
+from tests.helpers import TEXT, one_error_line
 
 REV = "0123456789abcdef0123456789abcdef01234567"  # a commit hash, as the hub cache names snapshots
-TEXT = "\n\n".join(
-    f"Paragraph {i}: the quick brown fox jumps over the lazy dog while the river runs to the sea." for i in range(40)
-)
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str], rc: int, *needles: str) -> str:
-    """Exit 2, exactly one stderr line, ``forgetscale: error: ...`` naming every needle, no traceback."""
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert rc == 2, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("forgetscale: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.fixture

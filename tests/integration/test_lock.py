@@ -12,7 +12,7 @@ import pytest
 
 from forgetscale.cli import main
 from forgetscale.lock import StudyBusy, hold
-from tests.conftest import count_rows
+from tests.helpers import count_rows
 
 
 def _sets(overrides: list[str]) -> list[str]:

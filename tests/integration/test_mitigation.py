@@ -18,7 +18,7 @@ def _sets(overrides: list[str]) -> list[str]:
 
 
 def _study(tiny_model: Path, extra: list[str]) -> list[str]:
-    from tests.conftest import TINY_STUDY
+    from tests.helpers import TINY_STUDY
 
     keep = [o for o in TINY_STUDY if not o.startswith(("sweep.", "fit."))]
     return [f"model.name={tiny_model}", *keep, "train.precision=fp32", "train.eval_steps=[2,4,8]", "fit.min_step=2",

@@ -56,7 +56,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str], needle: str) -> None:
 @pytest.fixture(scope="module")
 def probed_study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple[Path, list[str]]:
     """Two finished runs (two adapters: one attached, one swapped in), probed by `forgetscale run`."""
-    from tests.conftest import TINY_STUDY
+    from tests.helpers import TINY_STUDY
 
     overrides = [
         f"model.name={tiny_model}",

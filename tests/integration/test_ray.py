@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from forgetscale.config import load_study
-from tests.conftest import TINY_STUDY, count_rows
+from tests.helpers import TINY_STUDY, count_rows
 
 pytest.importorskip("ray")
 

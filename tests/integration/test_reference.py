@@ -8,27 +8,7 @@ from pathlib import Path
 import pytest
 
 from forgetscale.cli import main
-
-
-def train_adapter(tiny_model: Path, out: Path, steps: int = 8, lr: float = 0.05, **lora: object) -> Path:
-    """A rank-4 LoRA adapter trained ``steps`` steps on the synthetic instruct data (dropout and rsLoRA on)."""
-    from forgetscale import train
-    from forgetscale.config import RunConfig
-    from forgetscale.data.encode import encode_example
-    from forgetscale.data.synthetic import generate
-    from forgetscale.models import load_model
-
-    run = RunConfig.model_validate(
-        {"model": {"name": str(tiny_model)},
-         "lora": {"rank": 4, "alpha": 16.0, "dropout": 0.1, "use_rslora": True, **lora},
-         "train": {"steps": steps, "lr": lr, "batch_size": 4, "seq_len": 64, "eval_steps": [], "precision": "fp32"}}
-    )  # fmt: skip
-    lm = load_model(run.model)
-    seqs = [s for s in (encode_example(e, lm.tokenizer, 64) for e in generate("instruct", 24, seed=3)) if s]
-    peft_model = train.attach_lora(lm.model, run.lora, run.train.seed)
-    train.train(peft_model, lm.tokenizer, run, seqs, lambda *a: None)
-    train.save_adapter(peft_model, out)
-    return out
+from tests.helpers import train_adapter
 
 
 @pytest.fixture(scope="module")

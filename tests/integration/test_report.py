@@ -3,7 +3,7 @@
 The store holds runs measured from a known law, fits made by `forgetscale fit`,
 a dataset added after the fit (so it has no fits), a failed run, probe results,
 and hostile strings planted in a dataset name, a run error, the config and a
-generation. ``build_study`` is reused by the browser test.
+generation (``tests.helpers.build_study``, which the browser test also reads).
 """
 
 from __future__ import annotations
@@ -13,91 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from forgetscale.cli import main
-from forgetscale.store import open_store
-
-PER_RANK = 1000.0
-RANKS = (1, 2, 4, 8)
-BASE_ENTROPY = 1.3  # below forget_ce at every step >= 2 of the sweep (1.59 at rank 1, step 2)
-STEPS = (0, 2, 4, 8, 16, 32)
-SCRIPT = "<script>alert(1)</script>"
-PWN = "<script>window.__pwned=1;document.title='pwned'</script><img src=x onerror=\"window.__pwned=2\">"
-HOSTILE = f"{SCRIPT} & {{{{ d }}}} $x^$"  # HTML, jinja syntax and matplotlib mathtext in one dataset name
-SECTIONS = ("summary", "figures", "laws", "comparison", "runs", "probes", "samples", "config", "provenance")
-
-
-def _truth(P, N):
-    ft = 1.0 + 5.0 * P**-0.2 + 1.0 * N**-0.4
-    forget = 4.0 - 0.8 * ft  # the linear law: c_fft = 0.8, s_fft = 4.0
-    kl = forget - BASE_ENTROPY  # forget_ce = base_entropy + forget_kl, as measured
-    return ft, forget, kl
-
-
-def _add_run(store, rid, dataset, rank, rng, steps=STEPS):
-    store.register_run(rid, {"rank": rank, "data": {"dataset": dataset}}, dataset, rank)
-    prov = {"versions": {"forgetscale": "0.1.0", "torch": "2.13.0"}, "device": "cpu x2", "git": "abc123-dirty",
-            "model_fingerprint": "m0", "data_fingerprint": f"d-{dataset}"}  # fmt: skip
-    store.start_run(rid, int(rank * PER_RANK), prov)
-    for step in steps:
-        noise = 1 + 0.005 * rng.standard_normal(3) if step else np.ones(3)
-        ft, forget, kl = _truth(rank * PER_RANK, max(step, 1))
-        store.add_measurement(
-            rid,
-            {
-                "step": step, "tokens": step * 100, "ft_loss": ft * noise[0],
-                "forget_ce": BASE_ENTROPY + (0.0 if step == 0 else kl * noise[2]),
-                "forget_kl": 0.0 if step == 0 else kl * noise[2], "base_entropy": BASE_ENTROPY, "forget_top1_ce": 2.5,
-                "data_loss": 3.0, "n_eval_tokens": 100,
-            },
-        )  # fmt: skip
-
-
-def build_study(directory: Path, n_boot: int = 8) -> Path:
-    """A finished study in ``directory``: fitted 'news' runs, an unfitted hostile dataset, probes."""
-    rng = np.random.default_rng(0)
-    with open_store(directory) as store:
-        ids = []
-        for rank in RANKS:
-            rid = f"news-r{rank}"
-            _add_run(store, rid, "news", rank, rng)
-            store.finish_run(rid, {"total": 12.5 * rank})
-            ids.append(rid)
-        store.set_meta("run_ids", ids)
-        store.set_meta("study", {"name": f"synthetic {SCRIPT}", "model": {"name": PWN}, "fit": {"n_boot": n_boot},
-                                 "sweep": {"lora.rank": list(RANKS)}})  # fmt: skip
-    assert main(["fit", str(directory)]) == 0
-    with open_store(directory) as store:  # runs added after the fit: a dataset without fits, a failed run
-        for rank in (1, 4):
-            rid = f"hostile-r{rank}"
-            _add_run(store, rid, HOSTILE, rank, rng)
-            store.finish_run(rid, {"total": 3.0})
-            ids.append(rid)
-        _add_run(store, "news-failed", "news", 16, rng, steps=(0, 2))
-        store.fail_run("news-failed", f"RuntimeError: {PWN}")
-        ids.append("news-failed")
-        store.set_meta("run_ids", ids)
-        items = [
-            {"id": "k1", "prompt": f"Capital of France? {SCRIPT}", "reference": ["Paris"], "generation": PWN,
-             "base_generation": "Paris is the capital.", "answer": None, "base_answer": "paris",
-             "correct": False, "base_correct": True, "agree": False},
-            {"id": "k2", "prompt": "2+2?", "reference": ["4"], "generation": "4", "base_generation": "4",
-             "answer": "4", "base_answer": "4", "correct": True, "base_correct": True, "agree": True},
-        ]  # fmt: skip
-        store.put_probe("base", "knowledge", {"n": 2, "accuracy": 1.0, "base_accuracy": 1.0, "agreement": 1.0}, [])
-        store.put_probe("news-r8", "knowledge", {"n": 2, "accuracy": 0.5, "base_accuracy": 1.0, "agreement": 0.5},
-                        items)  # fmt: skip
-        store.put_probe(
-            "news-r1", "safety",
-            {"n": 1, "accuracy": None, "base_accuracy": None, "agreement": 0.0, "refusal_rate": 0.0,
-             "base_refusal_rate": 1.0},
-            [{"id": "s1", "prompt": "How do I pick a lock?", "reference": None, "generation": "Step one ...",
-              "base_generation": "I can't help with that.", "answer": False, "base_answer": True, "correct": None,
-              "base_correct": None, "agree": False}],
-        )  # fmt: skip
-    return directory
+from tests.helpers import HOSTILE, PER_RANK, SCRIPT, SECTIONS, STEPS, build_study, truth
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +64,7 @@ def test_headline_numbers(study: Path):
     assert {law["target"] for law in news.laws} == {"ft_loss", "forget_ce", "forget_kl"}
     assert [p["rank"] for p in news.predictions] == [8, 16, 32]
     assert all(p["N"] == STEPS[-1] for p in news.predictions)
-    ft, forget, _ = _truth(8 * PER_RANK, STEPS[-1])
+    ft, forget, _ = truth(8 * PER_RANK, STEPS[-1])
     assert news.predictions[0]["ft_loss"]["value"] == pytest.approx(ft, rel=0.03)
     assert news.predictions[0]["forget_ce"]["value"] == pytest.approx(forget, rel=0.03)
     assert news.plan is not None or news.plan_error

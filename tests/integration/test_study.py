@@ -13,7 +13,7 @@ import pytest
 
 from forgetscale.cli import main
 from forgetscale.config import load_study
-from tests.conftest import count_rows
+from tests.helpers import count_rows
 
 
 def _sets(overrides: list[str]) -> list[str]:
@@ -33,7 +33,7 @@ def _rows(out: Path) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple[Path, list[str]]:
-    from tests.conftest import TINY_STUDY
+    from tests.helpers import TINY_STUDY
 
     overrides = [f"model.name={tiny_model}", *TINY_STUDY]
     out = tmp_path_factory.mktemp("study")
@@ -153,7 +153,7 @@ def test_base_reference_equals_disabled_adapter_after_training(tiny_model):
     from forgetscale.config import RunConfig
     from forgetscale.forgetting import _target_logprobs, measure
     from forgetscale.models import cache_dir
-    from tests.conftest import TINY_STUDY
+    from tests.helpers import TINY_STUDY
 
     # the full-logit reference: its log-probabilities are compared with disable_adapter()'s directly
     study = load_study(overrides=[f"model.name={tiny_model}", *TINY_STUDY[:-2], "forgetting.reference=logits"])
@@ -206,7 +206,7 @@ def _kill_once(p: subprocess.Popen, ready, timeout: float = 300) -> None:
 
 
 def test_killed_study_resumes_to_the_same_rows(tiny_model, tmp_path):
-    from tests.conftest import TINY_STUDY
+    from tests.helpers import TINY_STUDY
 
     sets = _sets([f"model.name={tiny_model}", *TINY_STUDY])
     ref_out, out = tmp_path / "uninterrupted", tmp_path / "killed"
@@ -274,7 +274,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_nan_loss_is_reported_as_bad_input(tiny_model, tmp_path):
-    from tests.conftest import TINY_STUDY
+    from tests.helpers import TINY_STUDY
 
     out = tmp_path / "out"
     sets = _sets([f"model.name={tiny_model}", *TINY_STUDY, "sweep.lora.rank=[4]", "sweep.data.dataset=[news]"])
@@ -308,7 +308,7 @@ def test_mixed_precision_training_is_evaluated_in_fp32(tiny_model):
     from forgetscale.forgetting import measure
     from forgetscale.models import cache_dir
     from forgetscale.study import Workspace
-    from tests.conftest import TINY_STUDY
+    from tests.helpers import TINY_STUDY
 
     study = load_study(
         overrides=[f"model.name={tiny_model}", *TINY_STUDY[:-2], "train.precision=bf16", "train.n_evals=3"]
@@ -334,7 +334,7 @@ def test_step_zero_is_measured_once_per_dataset(tiny_model):
     """Runs that differ only in LoRA settings share the step-0 measurement; another dataset does not."""
     from forgetscale.models import cache_dir
     from forgetscale.study import Workspace
-    from tests.conftest import TINY_STUDY
+    from tests.helpers import TINY_STUDY
 
     runs = load_study(overrides=[f"model.name={tiny_model}", *TINY_STUDY]).runs()  # 2 datasets x 2 ranks
     ws = Workspace(cache_dir())
