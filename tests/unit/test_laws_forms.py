@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 
-import forgetscale.laws.fit
-import forgetscale.laws.forms
-import forgetscale.laws.intervals
-import forgetscale.laws.paper
-import forgetscale.laws.study
-import forgetscale.laws.validate
 from forgetscale.laws import LAWS, LawForm, additive_varpro, get_law, paper_gauge, register_law
 
 LLAMA2_7B_P_PER_RANK = 2_498_560  # LoRA on q,k,v,o,gate,up,down of Llama-2-7B, per unit rank
@@ -179,10 +171,3 @@ def test_lawform_validates_its_declaration():
         LawForm(name="x", inputs=("P",), outputs=("y",), params=("a",), fn=lambda t, x: x,
                 bounds={}, grid={})
 
-
-@pytest.mark.parametrize("module", [forgetscale.laws.forms, forgetscale.laws.fit, forgetscale.laws.study,
-                                    forgetscale.laws.paper, forgetscale.laws.validate,
-                                    forgetscale.laws.intervals])
-def test_docstring_examples_run(module):
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
