@@ -7,7 +7,6 @@ import pytest
 
 from forgetscale.laws import LAWS, fit_law
 from forgetscale.laws.findings import f1, f4, f5
-from forgetscale.laws.intervals import conformal_k
 
 
 def _study(n_runs: int, dep_p: float, seed: int = 0) -> dict[str, np.ndarray]:
@@ -46,68 +45,83 @@ def test_f1_undecided_from_too_few_runs_whatever_the_fit():
 
 
 def test_f4_supported_when_forgetting_follows_the_line_and_not_when_rank_matters():
-    # On the line: the effects of log P and log N at equal ft_loss are ~0 (noise 0.005 against
-    # a forgetting spread of ~0.5), so both intervals lie well within +-25% of the spread.
+    # On the line: the log P effect at equal ft_loss is ~0 (noise 0.005 nats against a margin of
+    # 0.2 x 0.8 x range(ft_loss) ~ 0.1), so the 90% interval lies inside the margin.
     on = f4("d", _study(6, 0.0), min_step=4)
     assert on["verdict"] == "supported", on["evidence"]
-    assert "bootstrap over runs" in on["evidence"]["test"]
-    # Off the line: +0.1 nats per e-fold of P, i.e. 0.35 nats across the 32x sweep: far above noise.
+    ev = on["evidence"]
+    assert "wild-cluster restricted bootstrap over runs" in ev["test"] and ev["units"] == "runs"
+    assert -ev["margin"]["value"] < ev["effect_log_P"]["lo90"] <= ev["effect_log_P"]["hi90"] < ev["margin"]["value"]
+    assert set(ev["curves"]) == {"spline3", "quadratic", "linear"}
+    assert ev["ft_loss_error"]["source"].startswith("not recorded")  # no ft_loss_se column: bounded from the data
+    # Off the line: +0.1 nats per e-fold of P, i.e. 0.35 nats across the 32x sweep: far beyond the margin.
     off = f4("d", _study(6, 0.1), min_step=4)
     assert off["verdict"] == "not_supported", off["evidence"]
-    assert off["evidence"]["effect_log_P"]["lo"] > 0
+    assert off["evidence"]["effect_log_P"]["lo"] > off["evidence"]["margin"]["value"]
+
+
+def test_f4_a_curved_line_is_not_an_escape():
+    """Forgetting a curved function of ft_loss alone (review defect 1d): the spline absorbs the curvature."""
+    c = _study(6, 0.0)
+    c["forget_ce"] = 3.0 - 0.3 * (c["ft_loss"] - 0.5) ** 1.6
+    f = f4("d", c, min_step=4)
+    assert f["verdict"] != "not_supported" and f["evidence"]["curves"]["spline3"] != "not_supported", f["evidence"]
+
+
+def test_f4_recorded_ft_loss_se_is_used():
+    c = _study(6, 0.0)
+    c["ft_loss_se"] = np.full(c["N"].size, 0.01)
+    ev = f4("d", c, min_step=4)["evidence"]["ft_loss_error"]
+    assert ev["sd"] == 0.01 and ev["source"].startswith("recorded") and "SIMEX" in ev["method"]
 
 
 def test_f4_undecided_with_too_few_runs():
-    assert f4("d", _study(3, 0.0), min_step=4)["verdict"] == "undecided"
+    f = f4("d", _study(3, 0.0), min_step=4)
+    assert f["verdict"] == "undecided" and "runs" in f["evidence"]["reason"]
 
 
-def _items(n_items: int, flip_agree: float, flip_correct: float, n_runs: int = 3, seed: int = 0) -> list[dict]:
+def _items(n_items: int, flip_agree: float, flip_correct: float, n_runs: int = 3, seed: int = 0,
+           probe: str = "knowledge") -> list[dict]:
+    """Base answers all right; a share ``flip_agree`` of answers change, ``flip_correct`` of those to wrong."""
     rng = np.random.default_rng(seed)
     out = []
     for r in range(n_runs):
         for i in range(n_items):
             changed = rng.random() < flip_agree
             wrong = changed and rng.random() < flip_correct
-            out.append({"probe": "knowledge", "run_id": f"r{r}", "id": f"k{i}", "agree": not changed,
+            out.append({"probe": probe, "run_id": f"r{r}", "id": f"k{i}", "agree": not changed,
                         "correct": not wrong, "base_correct": True})
     return out
 
 
 def test_f5_verdicts():
-    # 40% of answers change, but only a quarter of the changes lose a right answer
-    assert f5("d", _items(60, 0.4, 0.25))["verdict"] == "supported"
-    # every change is a lost answer: agreement falls exactly as far as accuracy
-    assert f5("d", _items(60, 0.3, 1.0))["verdict"] == "not_supported"
+    # 40% of answers change, but only 5% of the changes lose a right answer: accuracy stays flat
+    sup = f5("d", _items(60, 0.4, 0.05))
+    assert sup["verdict"] == "supported", sup["evidence"]
+    assert sup["evidence"]["difference"]["lo"] > 0.05
+    # every change is a lost answer: agreement falls exactly as far as accuracy -- the claim fails
+    ns = f5("d", _items(60, 0.3, 1.0))
+    assert ns["verdict"] == "not_supported", ns["evidence"]
+    p = ns["evidence"]["probes"]["knowledge"]
+    assert p["n10_right_to_wrong"] == p["changed"] > 0 and p["n01_wrong_to_right"] == 0 and p["mcnemar_exact_p"] < 1e-6
+    # half the changes lose: accuracy falls by ~20 points, agreement by ~40: undecided, with the reason
+    mid = f5("d", _items(60, 0.4, 0.5))
+    assert mid["verdict"] == "undecided" and "accuracy falls too" in mid["evidence"]["reason"]
     few = f5("d", _items(4, 0.4, 0.25))
     assert few["verdict"] == "undecided" and "items" in few["evidence"]["reason"]
 
 
-def test_conformal_rank():
-    assert conformal_k(np.arange(1.0, 20.0)) == (19.0, True)  # ceil(20 * 0.95) = 19 of 19
-    assert conformal_k(np.arange(1.0, 10.0))[1] is False
-
-
-def test_prediction_intervals_cover_new_runs_near_95_percent():
-    # Simulated studies: KL = 1e-3 P^0.3 N^0.5 times a run-level factor exp(0.08 u) and 1% point
-    # noise. A new run at an unseen rank inside the sweep is drawn the same way. 40 studies x 5
-    # points = 200 checks, correlated within a run; binomial sd at 0.95 over 40 independent runs
-    # is 0.034, so [0.85, 1.0] is a >2.9 sd band around the nominal level.
-    covered = []
-    for seed in range(40):
-        rng = np.random.default_rng(seed)
-        ranks, steps = np.array([1, 2, 4, 8, 16, 32.0]), np.array([8, 12, 16, 24, 32.0])
-        P, N = np.repeat(ranks * 1e4, steps.size), np.tile(steps, ranks.size)
-        run = np.repeat(np.exp(0.08 * rng.standard_normal(ranks.size)), steps.size)
-        kl = 1e-3 * P**0.3 * N**0.5 * run * (1 + 0.01 * rng.standard_normal(P.size))
-        fit = fit_law("kl_power", {"P": P, "N": N}, kl, groups=np.repeat(np.arange(ranks.size), steps.size),
-                      n_boot=20, seed=seed, holdout={})
-        Pn = np.full(steps.size, 12 * 1e4)
-        new = 1e-3 * Pn**0.3 * steps**0.5 * np.exp(0.08 * rng.standard_normal()) * (
-            1 + 0.01 * rng.standard_normal(steps.size))
-        _, lo, hi = fit.predict({"P": Pn, "N": steps})
-        covered.extend((lo[0] <= new) & (new <= hi[0]))
-        assert fit.calibration["coverage"]["forget_kl"] is not None
-    assert 0.85 <= np.mean(covered) <= 1.0, np.mean(covered)
+def test_f5_safety_counts_lost_refusals_apart_and_new_refusals_are_no_credit():
+    items = _items(60, 0.4, 0.05)
+    for r in range(3):
+        for i in range(30):  # the base refuses every prompt; a third of the refusals are lost; none gained
+            items.append({"probe": "safety", "run_id": f"r{r}", "id": f"s{i}", "answer": i % 3 != 0,
+                          "base_answer": True, "agree": i % 3 != 0})
+    f = f5("d", items)
+    s = f["evidence"]["safety"]
+    assert s["base_refusals"] == 90 and s["lost_refusals"] == 30 and s["new_refusals"] == 0
+    assert s["lost_share"]["lo"] < 1 / 3 < s["lost_share"]["hi"]
+    assert f["verdict"] == "supported" and f["evidence"]["n_items"] == 60  # safety is not in the verdict
 
 
 def test_paper_fit_reports_every_parameter_within_its_bounds():

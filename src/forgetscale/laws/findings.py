@@ -1,34 +1,23 @@
 """The paper's findings F1-F5, checked on a study: a verdict with the numbers behind it.
 
 Each finding is ``{dataset, finding, verdict, evidence}`` with verdict
-``supported``, ``not_supported`` or ``undecided``. ``undecided`` is the honest
-answer when the data cannot decide; intervals are 95%, over runs (the unit of
-replication) or, for probes, over items.
+``supported``, ``not_supported`` or ``undecided``; ``undecided`` always carries
+a ``reason`` in its evidence. Every interval says over which units it was
+taken and what it is conditional on.
 
 - **F1** inverse linear relation L_f(L_ft): the ``linear`` fit's R² and slope
   ``c_fft`` (bootstrap over runs). Supported: the slope's interval lies above 0
   and R² >= 0.9; not supported: the interval lies at or below 0, or R² < 0.5.
 - **F2 / F3** forgetting grows as a power law in P / in N: ``kl_power``'s
-  exponent ``a`` / ``b`` (KL = A P^a N^b; forget_ce = H_b + KL is the shifted
-  law). Supported: the interval lies above 0 and the law is reliable
-  (``study.reliability``); not supported: the interval lies at or below 0, or
-  inside ±0.02 (no growth); otherwise undecided.
-- **F4** no escape from the line: the test is a regression of forgetting on
-  ``ft_loss``, ``log P`` and ``log N`` (least squares, points at or after
-  ``min_step``), with a 95% pairs-cluster bootstrap over runs (999 resamples,
-  resamples with fewer than 2 distinct P or N redrawn). The effects reported
-  are the coefficients times the studied range of log P (log N): the change
-  in forgetting at equal ``ft_loss`` across the sweep, compared with the
-  spread of forgetting itself (its 5-95% range). Supported: both intervals lie
-  within ±25% of that spread; not supported: an interval excludes 0 and its
-  point effect exceeds 10% of the spread; otherwise undecided. Fewer than 4
-  runs: undecided.
-- **F5** probe agreement falls further than accuracy: per (run, item),
-  ``d = (1 - agree) - (base_correct - correct)`` (a safety item's "correct" is
-  a refusal); the mean over items with a bootstrap over items (2,000
-  resamples; an item keeps all its runs). Supported: the interval lies above
-  0; not supported: it lies within [-0.02, 0.02]; fewer than 20 items:
-  undecided.
+  exponent ``a`` / ``b`` (KL = A P^a N^b). ``undecided`` unless ``kl_power`` is
+  ``reliable`` for ``forget_kl`` (held-out check; ``laws.select.reliability``),
+  whichever way the interval points: an exponent of a law that fails its
+  held-out check means nothing. Then supported: the interval lies above 0;
+  not supported: it lies at or below 0, or inside ±0.02.
+- **F4** no escape from the line: see :func:`f4` (a wild-cluster restricted
+  bootstrap over runs, a flexible ft_loss curve, one margin, TOST).
+- **F5** agreement with the base falls further than accuracy: see :func:`f5`
+  (paired flips, exact McNemar, a margin, intervals over items).
 """
 
 from __future__ import annotations
@@ -38,18 +27,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from forgetscale.laws.fit import FitResult
-from forgetscale.laws.study import reliability
+from forgetscale.laws.select import reliability
+from forgetscale.laws.wild import natural_spline, wild_test
 
 Verdict = str
 F1_R2, F1_R2_FAIL = 0.9, 0.5
 FLAT_EXPONENT = 0.02
-F4_TIGHT, F4_MATERIAL, F4_MIN_RUNS, F4_BOOT = 0.25, 0.10, 4, 999
-F5_MIN_ITEMS, F5_FLAT, F5_BOOT = 20, 0.02, 2000
 MIN_RUNS = 4
 """Fewer runs than this and a bootstrap over runs has too few distinct resamples for a 95% interval: F1-F3
 stay undecided, whatever the point estimates say."""
+F4_MARGIN, F4_MIN_RUNS, F4_CURVES = 0.2, 4, ("spline3", "quadratic", "linear")
+F4_SIMEX = (0.5, 1.0, 1.5, 2.0)
+F4_SIMEX_REPS = 25
+F5_MIN_ITEMS, F5_MARGIN, F5_BOOT = 20, 0.05, 2000
+SAFETY = "safety"
 
 
 def _finding(ds: str, name: str, verdict: Verdict, **evidence: Any) -> dict[str, Any]:
@@ -78,104 +72,305 @@ def f1(ds: str, fits: Mapping[str, FitResult]) -> dict[str, Any]:
     return _finding(ds, "F1", "undecided", **ev)
 
 
+def law_state(fit: FitResult, target: str) -> tuple[str, str]:
+    """``(state, reason)`` of a law's reliability: ``reliable``, ``unreliable`` or ``undecided``."""
+    r = reliability(fit, target)  # the laws' one reliability rule, as fit, predict and plan use it
+    return str(r.state), str(r.reason)
+
+
 def f23(ds: str, fits: Mapping[str, FitResult], which: str) -> dict[str, Any]:
-    """F2 (``which="P"``) or F3 (``"N"``) from ``kl_power``'s exponent."""
+    """F2 (``which="P"``) or F3 (``"N"``) from ``kl_power``'s exponent, judged only when the law is reliable."""
     name, p = ("F2", "a") if which == "P" else ("F3", "b")
     kl = fits.get("kl_power")
     if kl is None:
         return _finding(ds, name, "undecided", reason="no kl_power fit")
-    ok, why = reliability(kl, "forget_kl")
-    ev = {"claim": f"forgetting grows with {which} as a (shifted) power law", "law": "kl_power: KL = A P^a N^b",
-          f"exponent_{p}": _ci(kl, p), "law_reliable": ok, "reliability": why, "n_runs": kl.n_groups}
+    state, why = law_state(kl, "forget_kl")
+    n_boot = len(kl.samples)
+    ev = {"claim": f"forgetting grows with {which} as a power law", "law": "kl_power: KL = A P^a N^b",
+          f"exponent_{p}": _ci(kl, p), "law_reliable": state == "reliable", "reliability": state,
+          "reliability_reason": why, "n_runs": kl.n_groups,
+          "interval": f"95% percentile bootstrap over runs ({n_boot} replicates) of the exponent of {which} in "
+                      "KL (dimensionless); conditional on the study's batch order(s), which every run shares "
+                      "unless the study varies the data seed"}  # fmt: skip
     e = ev[f"exponent_{p}"]
+    if state != "reliable":
+        return _finding(ds, name, "undecided", reason=f"kl_power is {state} for forget_kl ({why}): its exponent "
+                        "is not evidence either way", **ev)  # fmt: skip
     if e["lo"] is None or kl.n_groups < MIN_RUNS:
         return _finding(ds, name, "undecided", reason=f"no interval for the exponent from {kl.n_groups} runs", **ev)
     if e["hi"] <= 0 or (e["lo"] >= -FLAT_EXPONENT and e["hi"] <= FLAT_EXPONENT):
         return _finding(ds, name, "not_supported", **ev)
-    if e["lo"] > 0 and ok:
+    if e["lo"] > 0:
         return _finding(ds, name, "supported", **ev)
-    return _finding(ds, name, "undecided", **ev)
+    return _finding(ds, name, "undecided", reason="the exponent's interval contains 0", **ev)
+
+
+def _curve(kind: str, ft: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """The ft_loss columns of F4's design: ``linear``, ``quadratic`` or ``spline3`` (natural, 3 df)."""
+    if kind == "linear":
+        return ft[:, None]
+    if kind == "quadratic":
+        return np.column_stack([ft, (ft - knots.mean()) ** 2])
+    return natural_spline(ft, knots)
+
+
+def _f4_design(kind: str, ft: np.ndarray, lp: np.ndarray, order: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    orders = np.unique(order)
+    dummies = [(order == o).astype(float) for o in orders[1:]]
+    return np.column_stack([np.ones(ft.size), _curve(kind, ft, knots), lp - lp.mean(), *dummies])
+
+
+def _f4_verdict(ci90: tuple[float | None, float | None], ci95: tuple[float | None, float | None], margin: float,
+                shift: float = 0.0) -> Verdict:
+    """TOST / escape verdict from the (shifted) intervals; None is an unbounded end.
+
+    Supported: the 90% interval lies inside ±margin (both one-sided nulls ``|effect| >= margin`` rejected at
+    5%); not supported: the 95% interval lies entirely beyond ±margin (a material escape).
+    """
+    (lo90, hi90), (lo, hi) = ci90, ci95
+    if lo90 is not None and hi90 is not None and -margin < lo90 + shift and hi90 + shift < margin:
+        return "supported"
+    if (lo is not None and lo + shift > margin) or (hi is not None and hi + shift < -margin):
+        return "not_supported"
+    return "undecided"
+
+
+def _ft_noise(ft: np.ndarray, se: np.ndarray | None, ln: np.ndarray, runs: np.ndarray) -> tuple[float, str]:
+    """The sd of ft_loss's measurement error: recorded, or bounded by each run's scatter about a smooth curve."""
+    if se is not None and np.isfinite(se).any():
+        return float(np.nanmedian(se)), "recorded ft_loss_se (median)"
+    ss, df = 0.0, 0
+    for g in np.unique(runs):
+        m = runs == g
+        if m.sum() > 3:
+            X = np.column_stack([np.ones(m.sum()), ln[m], ln[m] ** 2])
+            ss += float(np.sum((ft[m] - X @ np.linalg.lstsq(X, ft[m], rcond=None)[0]) ** 2))
+            df += int(m.sum()) - 3
+    return (math.sqrt(ss / df) if df else 0.0), "not recorded: bounded by each run's scatter about a quadratic in log N"
 
 
 def f4(ds: str, cols: Mapping[str, np.ndarray], min_step: float, seed: int = 0) -> dict[str, Any]:
-    """F4: regression of forgetting on ft_loss, log P, log N with a run-cluster bootstrap."""
+    """F4, no escape from the line: at equal fine-tuning loss, does forgetting depend on P (and so on N)?
+
+    What is identifiable. ft_loss is itself a function of (P, N), so at equal ft_loss P and N move
+    together: a larger adapter reaches the same ft_loss in fewer steps. Once forgetting may be any
+    smooth function of ft_loss there is one contrast left to test, the change of forgetting along an
+    equal-ft_loss curve, measured here as the coefficient of log P times the studied range of log P
+    (``effect_log_P``): "fewer parameters" and "early stopping" are its two ends. A separate log N term
+    is not identified beside a flexible ft_loss curve (where ft_loss is nearly a function of a single
+    index of P and N, as in Eq. 5-6, it is an exact combination of the two), and step fixed effects
+    would absorb log N and, with the curve, the log P contrast too: so step effects are not modelled,
+    and a study whose runs share one batch order carries its step shocks as noise (its size under such
+    shocks is measured in ``tests/sim``).
+
+    The test. Least squares ``forget_ce ~ f(ft_loss) + log P`` (plus one intercept per data order),
+    with ``f`` a natural cubic spline of 3 df (knots at the ft_loss quartiles-by-thirds), the quadratic
+    and the line reported beside it. Intervals are a wild-cluster restricted bootstrap over runs (Webb
+    weights, all 6^G draws for G <= 5, else 1,000), inverted. One margin, stated in advance:
+    ``delta = 0.2 * c * range(ft_loss)``, a fifth of the forgetting that learning explains across the
+    tested points (``c`` the linear slope). Supported (TOST): the 90% interval lies inside ±delta;
+    not supported: the 95% interval lies entirely beyond ±delta (a material escape); else undecided.
+    ft_loss is measured with error (a few held-out examples): SIMEX with the recorded ``ft_loss_se``
+    (or, without it, the bound from each run's scatter) shifts the effect, and a verdict that does
+    not survive the shift becomes undecided. Fewer than 4 runs: undecided.
+
+    Args:
+        ds: dataset name.
+        cols: columns ``run_id, P, N, ft_loss, forget_ce``; optional ``seed`` (the data order of each
+            row's run, as ``laws.rows.rows_to_arrays`` gives it; default: one order for all) and ``ft_loss_se``.
+        min_step: leave out steps below this (and step 0).
+        seed: draws Webb weights beyond 5 runs, and SIMEX's added noise.
+
+    Returns:
+        The finding, with ``effect_log_P`` (value, 95% ``lo``/``hi``, 90% ``lo90``/``hi90``), ``margin``,
+        ``curves`` (the verdict under each ft_loss curve) and ``ft_loss_error`` in its evidence.
+    """
     keep = (cols["N"] >= max(min_step, 1)) & np.isfinite(cols["ft_loss"]) & np.isfinite(cols["forget_ce"])
     keep &= np.isfinite(cols["P"]) & (cols["P"] > 0)
-    y, ft, lp, ln = cols["forget_ce"][keep], cols["ft_loss"][keep], np.log(cols["P"][keep]), np.log(cols["N"][keep])
-    runs = cols["run_id"][keep]
-    labels = np.unique(runs)
-    test = ("least squares forget_ce ~ ft_loss + log P + log N; effect = coefficient x studied range; "
-            f"95% pairs-cluster bootstrap over runs ({F4_BOOT} resamples)")
-    ev: dict[str, Any] = {"claim": "at equal fine-tuning loss, forgetting does not depend on P or N", "test": test,
-                          "n_runs": int(len(labels)), "n_points": int(y.size)}
-    if len(labels) < F4_MIN_RUNS or len(np.unique(lp)) < 2 or len(np.unique(ln)) < 2:
-        return _finding(ds, "F4", "undecided", reason=f"needs >= {F4_MIN_RUNS} runs with 2+ P and N values", **ev)
-    spans = np.array([np.ptp(lp), np.ptp(ln)])
-    spread = float(np.subtract(*np.percentile(y, [95, 5])))
-
-    def effects(idx: np.ndarray) -> np.ndarray | None:
-        if len(np.unique(lp[idx])) < 2 or len(np.unique(ln[idx])) < 2:
-            return None
-        design = np.stack([np.ones(idx.size), ft[idx], lp[idx] - lp.mean(), ln[idx] - ln.mean()], axis=1)
-        coef, _, rank, _ = np.linalg.lstsq(design, y[idx], rcond=None)
-        return coef[2:] * spans if rank == 4 else None
-
-    point = effects(np.arange(y.size))
-    if point is None:
-        return _finding(ds, "F4", "undecided", reason="ft_loss, log P and log N are collinear", **ev)
+    y, ft = cols["forget_ce"][keep], cols["ft_loss"][keep]
+    lp, ln = np.log(cols["P"][keep]), np.log(cols["N"][keep])
+    runs = np.asarray(cols["run_id"])[keep].astype(str)
+    order = np.asarray(cols.get("seed", np.zeros(keep.size)))[keep].astype(str)
+    se = cols.get("ft_loss_se")
+    se = None if se is None else np.asarray(se, float)[keep]
+    n_runs = len(np.unique(runs))
+    ev: dict[str, Any] = {
+        "claim": "at equal fine-tuning loss, forgetting does not depend on P or N",
+        "test": "least squares forget_ce ~ spline3(ft_loss) + log P (+ data-order intercepts); wild-cluster "
+                "restricted bootstrap over runs (Webb weights), intervals by test inversion; TOST at the margin",
+        "units": "runs", "n_runs": n_runs, "n_points": int(y.size), "n_orders": len(np.unique(order)),
+        "conditional_on": "the studied ranks and steps; step shocks shared by runs of one data order are noise "
+                          "here, not modelled"}  # fmt: skip
+    if n_runs < F4_MIN_RUNS or len(np.unique(lp)) < 3 or len(np.unique(ln)) < 2:
+        return _finding(ds, "F4", "undecided", reason=f"needs >= {F4_MIN_RUNS} runs with 3+ P values and 2+ steps "
+                        f"(has {n_runs} runs)", **ev)  # fmt: skip
+    knots = np.quantile(ft, [0, 1 / 3, 2 / 3, 1])
+    lin = np.linalg.lstsq(_f4_design("linear", ft, np.zeros_like(lp), order, knots), y, rcond=None)[0]
+    span = float(np.ptp(lp))
+    margin = F4_MARGIN * abs(float(lin[1])) * float(np.ptp(ft))
+    ev["margin"] = {"value": margin, "units": "nats of forget_ce across the studied P range",
+                    "definition": f"{F4_MARGIN} x |c| x range(ft_loss), c the linear slope {-lin[1]:.4g}"}
     rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(runs == g) for g in labels]
-    boot = []
-    for _ in range(20 * F4_BOOT):
-        if len(boot) == F4_BOOT:
-            break
-        e = effects(np.concatenate([members[k] for k in rng.integers(0, len(labels), len(labels))]))
-        if e is not None:
-            boot.append(e)
-    lo, hi = np.percentile(np.array(boot), [2.5, 97.5], axis=0)
-    for i, key in enumerate(("log_P", "log_N")):
-        ev[f"effect_{key}"] = {"value": float(point[i]), "lo": float(lo[i]), "hi": float(hi[i])}
-    ev["forgetting_spread"] = spread
-    tight = all(-F4_TIGHT * spread <= lo[i] and hi[i] <= F4_TIGHT * spread for i in range(2))
-    escapes = any((lo[i] > 0 or hi[i] < 0) and abs(point[i]) > F4_MATERIAL * spread for i in range(2))
-    verdict = "not_supported" if escapes else "supported" if tight else "undecided"
+    sigma, source = _ft_noise(ft, se, ln, runs)
+    shift = _simex_shift(y, ft, lp / span, order, knots, sigma, rng) if sigma > 0 else 0.0
+    curves: dict[str, dict[str, Any]] = {}
+    for kind in F4_CURVES:
+        # log P scaled by its range: the coefficient is the effect across the studied P range, in nats
+        X = _f4_design(kind, ft, lp / span, order, knots)
+        if np.linalg.matrix_rank(X) < X.shape[1]:
+            curves[kind] = {"verdict": "undecided", "reason": "collinear design"}
+            continue
+        t = wild_test(X, y, runs, X.shape[1] - len(np.unique(order)), rng)
+        ci90, ci95 = t.interval(0.90), t.interval(0.95)
+        curves[kind] = {"value": t.estimate, "lo": ci95[0], "hi": ci95[1], "lo90": ci90[0], "hi90": ci90[1],
+                        "verdict": _f4_verdict(ci90, ci95, margin)}  # fmt: skip
+    ev["curves"] = {k: v["verdict"] for k, v in curves.items()}
+    main = curves["spline3"]
+    if "value" not in main:
+        return _finding(ds, "F4", "undecided", reason="the ft_loss curve and log P are collinear", **ev)
+    verdict = main["verdict"]
+    ev["effect_log_P"] = {**{k: main[k] for k in ("value", "lo", "hi", "lo90", "hi90")},
+                          "units": "nats of forget_ce across the studied P range, at equal ft_loss",
+                          "interval": "WCR test inversion over runs; None: unbounded on that side"}  # fmt: skip
+    ci90, ci95 = (main["lo90"], main["hi90"]), (main["lo"], main["hi"])
+    shifted = _f4_verdict(ci90, ci95, margin, shift) if shift else verdict
+    ev["ft_loss_error"] = {"sd": sigma, "source": source, "simex_shift": shift, "verdict_corrected": shifted,
+                           "method": f"SIMEX, lambda {F4_SIMEX}, {F4_SIMEX_REPS} draws each, quadratic extrapolation"}
+    if shifted != verdict:
+        return _finding(ds, "F4", "undecided", reason=f"the verdict ({verdict}) does not survive ft_loss's "
+                        f"measurement error (SIMEX shifts the effect by {shift:.3g} nats: {shifted})", **ev)
+    if verdict == "undecided":
+        why = "an interval is unbounded with this few runs" if None in (*ci90, *ci95) else (
+            f"the effect's intervals neither lie within ±{margin:.3g} (90%) nor beyond it (95%)")
+        return _finding(ds, "F4", "undecided", reason=why, **ev)
     return _finding(ds, "F4", verdict, **ev)
 
 
-def f5(ds: str, probe_items: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """F5 from per-(run, item) probe records: ``{"probe", "run_id", "id", "agree", "correct", "base_correct",
-    "answer", "base_answer"}``."""
-    ev: dict[str, Any] = {"claim": "agreement with the base falls further than accuracy",
-                          "test": f"mean of (1 - agree) - (base_correct - correct), 95% bootstrap over items "
-                                  f"({F5_BOOT} resamples)"}
-    by_item: dict[tuple[str, str], list[float]] = {}
-    agree_drop, acc_drop = [], []
+def _simex_shift(y: np.ndarray, ft: np.ndarray, lp: np.ndarray, order: np.ndarray, knots: np.ndarray,
+                 sigma: float, rng: np.random.Generator) -> float:
+    """SIMEX: how far the log P coefficient moves when ft_loss's measurement error is removed."""
+    def coef(x: np.ndarray) -> float:
+        X = _f4_design("spline3", x, lp, order, knots)
+        return float(np.linalg.lstsq(X, y, rcond=None)[0][X.shape[1] - len(np.unique(order))])
+
+    lams = np.array([0.0, *F4_SIMEX])
+    means = [coef(ft)] + [np.mean([coef(ft + math.sqrt(lam) * sigma * rng.standard_normal(ft.size))
+                                   for _ in range(F4_SIMEX_REPS)]) for lam in F4_SIMEX]  # fmt: skip
+    quad = np.polyfit(lams, means, 2)
+    return float(np.polyval(quad, -1.0) - means[0])
+
+
+def _item_records(probe_items: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[tuple[float, ...]]]]:
+    """``{probe: {item: [(base_correct, correct, changed), ...]}}`` over runs (safety: "correct" = refused)."""
+    out: dict[str, dict[str, list[tuple[float, ...]]]] = {}
     for it in probe_items:
         correct, base_correct = it.get("correct"), it.get("base_correct")
-        if correct is None and isinstance(it.get("answer"), bool):  # safety: a refusal is the right answer
+        if correct is None and isinstance(it.get("answer"), bool):  # safety: the answer is "refused"
             correct, base_correct = it.get("answer"), it.get("base_answer")
-        if correct is None or base_correct is None or it.get("agree") is None:
+        if correct is None or base_correct is None:
             continue
-        a, c = 1.0 - float(bool(it["agree"])), float(bool(base_correct)) - float(bool(correct))
-        agree_drop.append(a)
-        acc_drop.append(c)
-        by_item.setdefault((str(it.get("probe")), str(it.get("id"))), []).append(a - c)
-    ev["n_items"], ev["n_records"] = len(by_item), len(agree_drop)
-    if len(by_item) < F5_MIN_ITEMS:
-        return _finding(ds, "F5", "undecided", reason=f"{len(by_item)} scored probe items (< {F5_MIN_ITEMS})", **ev)
-    ev["agreement_drop"], ev["accuracy_drop"] = float(np.mean(agree_drop)), float(np.mean(acc_drop))
-    groups = list(by_item.values())
-    sums, counts = np.array([sum(g) for g in groups]), np.array([len(g) for g in groups])
-    rng = np.random.default_rng(seed)
+        changed = 1.0 - float(bool(it.get("agree")))
+        out.setdefault(str(it.get("probe")), {}).setdefault(str(it.get("id")), []).append(
+            (float(bool(base_correct)), float(bool(correct)), changed))
+    return out
+
+
+def _boot_items(groups: list[np.ndarray], stat: Any, rng: np.random.Generator) -> np.ndarray:
+    """``stat`` of the pooled records of ``F5_BOOT`` resamples of items (an item keeps all its runs)."""
+    sums = np.array([g.sum(axis=0) for g in groups])  # (items, columns)
     idx = rng.integers(0, len(groups), (F5_BOOT, len(groups)))
-    boot = sums[idx].sum(1) / counts[idx].sum(1)
-    lo, hi = (float(v) for v in np.percentile(boot, [2.5, 97.5]))
-    ev["difference"] = {"value": float(sums.sum() / counts.sum()), "lo": lo, "hi": hi}
-    if lo > 0:
+    return stat(sums[idx].sum(axis=1))
+
+
+def f5(ds: str, probe_items: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """F5: agreement with the base falls further than accuracy — answers change without becoming wrong.
+
+    Per probe, every (run, item) record is a pair against the base: ``n10`` items right -> wrong,
+    ``n01`` wrong -> right (an exact McNemar test on these discordant pairs, ``scipy.stats.binomtest``;
+    it treats records as independent, so it is a description, not the verdict's test), and ``changed``
+    (the answer differs from the base's, whether or not its correctness does). On the knowledge and
+    reasoning probes pooled: the agreement drop ``changed / n``, the accuracy drop ``(n10 - n01) / n``
+    and their difference ``d`` (answers that changed without a net loss), each with a percentile
+    interval over items (2,000 resamples; an item keeps all its runs). One margin, ``m = 0.05`` (5% of
+    records). Supported: ``d``'s 95% interval lies above ``m`` and the accuracy change is within ±m (TOST,
+    90% interval); not supported: ``d``'s 95% interval lies below ``m`` (agreement falls no further than
+    accuracy: answers change only when they become wrong, or hardly at all); otherwise undecided.
+    Safety is reported apart, never in the verdict: lost refusals (the base refused, the model no
+    longer does) as a share of the base's refusals with its interval; new refusals are listed, not
+    credited. Fewer than 20 scored items: undecided.
+
+    Args:
+        ds: dataset name.
+        probe_items: per-(run, item) records ``{"probe", "run_id", "id", "agree", "correct",
+            "base_correct"}`` (safety: ``answer``/``base_answer`` are "refused").
+        seed: the bootstrap's seed.
+
+    Returns:
+        The finding, with per-probe counts (``probes``), ``agreement_drop``, ``accuracy_drop``,
+        ``difference`` (value, lo, hi) and ``safety`` in its evidence.
+    """
+    rng = np.random.default_rng(seed)
+    ev: dict[str, Any] = {"claim": "agreement with the base falls further than accuracy",
+                          "test": f"answers changed without a net loss, d = agreement drop - accuracy drop; 95% "
+                                  f"percentile bootstrap over items ({F5_BOOT} resamples); margin {F5_MARGIN}; "
+                                  "TOST on the accuracy change; safety reported apart",
+                          "units": "items (each with all its runs)", "margin": F5_MARGIN}  # fmt: skip
+    by_probe = _item_records(probe_items)
+    probes: dict[str, Any] = {}
+    pooled: list[np.ndarray] = []
+    for probe, items in sorted(by_probe.items()):
+        recs = np.array([r for rs in items.values() for r in rs])  # (base_correct, correct, changed)
+        n10 = int(np.sum((recs[:, 0] == 1) & (recs[:, 1] == 0)))
+        n01 = int(np.sum((recs[:, 0] == 0) & (recs[:, 1] == 1)))
+        p = stats.binomtest(n10, n10 + n01, 0.5).pvalue if n10 + n01 else 1.0
+        probes[probe] = {"n_items": len(items), "n_records": len(recs), "n10_right_to_wrong": n10,
+                         "n01_wrong_to_right": n01, "changed": int(recs[:, 2].sum()), "mcnemar_exact_p": float(p),
+                         "agreement_drop": float(recs[:, 2].mean()), "accuracy_drop": (n10 - n01) / len(recs)}
+        groups = [np.array([[r[2], r[0] - r[1], r[0], r[0] * (1 - r[1]), (1 - r[0]) * r[1], 1.0] for r in rs])
+                  for rs in items.values()]  # fmt: skip
+        if probe == SAFETY or probe.startswith(SAFETY):
+            ev["safety"] = _safety(probe, groups, rng)
+        else:
+            pooled += groups
+    ev["probes"] = probes
+    ev["n_items"] = len(pooled)
+    if len(pooled) < F5_MIN_ITEMS:
+        return _finding(ds, "F5", "undecided", reason=f"{len(pooled)} scored knowledge/reasoning items "
+                        f"(< {F5_MIN_ITEMS})", **ev)  # fmt: skip
+    total = np.sum([g.sum(axis=0) for g in pooled], axis=0)
+    boot = _boot_items(pooled, lambda s: s[:, :2] / s[:, 5:6], rng)  # agreement drop, accuracy drop per resample
+    diff = boot[:, 0] - boot[:, 1]
+    for key, val, b in (("agreement_drop", total[0] / total[5], boot[:, 0]),
+                        ("accuracy_drop", total[1] / total[5], boot[:, 1]),
+                        ("difference", (total[0] - total[1]) / total[5], diff)):
+        lo, hi = np.percentile(b, [2.5, 97.5])
+        ev[key] = {"value": float(val), "lo": float(lo), "hi": float(hi)}
+    lo90, hi90 = (float(v) for v in np.percentile(boot[:, 1], [5, 95]))
+    ev["accuracy_drop"].update(lo90=lo90, hi90=hi90)
+    flat = lo90 > -F5_MARGIN and hi90 < F5_MARGIN
+    d = ev["difference"]
+    if d["lo"] > F5_MARGIN and flat:
         return _finding(ds, "F5", "supported", **ev)
-    if lo >= -F5_FLAT and hi <= F5_FLAT:
+    if d["hi"] < F5_MARGIN:
         return _finding(ds, "F5", "not_supported", **ev)
-    return _finding(ds, "F5", "undecided", **ev)
+    why = (f"answers change without a net loss (difference {d['value']:.3g}), but accuracy falls too (90% "
+           f"[{lo90:.3g}, {hi90:.3g}] not within ±{F5_MARGIN})" if d["lo"] > F5_MARGIN else
+           f"the difference's interval [{d['lo']:.3g}, {d['hi']:.3g}] contains the margin {F5_MARGIN}")
+    return _finding(ds, "F5", "undecided", reason=why, **ev)
+
+
+def _safety(probe: str, groups: list[np.ndarray], rng: np.random.Generator) -> dict[str, Any]:
+    """Lost refusals (base refused, the model complies) as a share of the base's refusals, over items."""
+    total = np.sum([g.sum(axis=0) for g in groups], axis=0)  # columns 2: base refused, 3: lost, 4: new
+    out: dict[str, Any] = {"probe": probe, "base_refusals": int(total[2]), "lost_refusals": int(total[3]),
+                           "new_refusals": int(total[4]), "n_records": int(total[5]),
+                           "note": "new refusals are listed, not credited against lost ones"}  # fmt: skip
+    if total[2] > 0:
+        boot = _boot_items(groups, lambda s: s[:, 3] / np.maximum(s[:, 2], 1), rng)
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        out["lost_share"] = {"value": float(total[3] / total[2]), "lo": float(lo), "hi": float(hi),
+                             "interval": "95% percentile bootstrap over items"}
+    return out
 
 
 def findings(
