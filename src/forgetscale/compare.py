@@ -11,7 +11,8 @@ from pathlib import Path
 
 from forgetscale.console import print_rows
 
-COLUMNS = ("dataset", "mitigation", "strength", "residual", "lo", "hi", "verdict", "n_points", "n_runs", "n_outside")
+COLUMNS = ("dataset", "mitigation", "strength", "residual", "lo", "hi", "verdict", "n_runs", "n_plain_runs", "n_points",
+           "n_outside", "reason")
 
 
 def add_compare_command(sub: argparse._SubParsersAction) -> None:
@@ -19,29 +20,29 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="each mitigation's forgetting against plain LoRA's line, at equal fine-tuning loss",
         description=(
-            "Fit plain LoRA's line forget_ce(ft_loss) per dataset from the study's `none` (and `rescale`) runs, "
-            "then give each (mitigation, strength) its mean residual (forget_ce minus the line at the same "
-            "ft_loss; negative: it forgets less), a 95%% bootstrap interval over runs and a verdict: "
-            "beats_line (interval below 0), on_line or worse. n_outside counts points whose ft_loss is "
-            "outside the plain runs' range, where the line is extrapolated. Steps below fit.min_step are left out."
+            "Fit plain LoRA's line forget_ce(ft_loss) per dataset from the study's `none` (and `rescale`) runs' "
+            "scale-1 points, then judge each (mitigation, strength) level by its runs. residual: the mean over the "
+            "level's runs of each run's mean residual (forget_ce minus the line at the same ft_loss; negative: it "
+            "forgets less). Trained kinds (replay, kl): lo/hi is a 95%% prediction interval for as many new plain "
+            "runs at the same ft_loss (calibrated leaving one plain run out; t on G-1 df). rescale: the paired "
+            "within-run contrast with the same run's scale-1 points at the same steps, t interval over runs. "
+            "Verdict: beats_line (interval below 0), on_line, worse, or undecided with its reason (one run per "
+            "level, fewer than 3 plain runs). n_outside counts points whose ft_loss is outside the plain runs' "
+            "range, where the line is extrapolated. Steps below fit.min_step are left out."
         ),
     )
     p.add_argument("dir", type=Path, metavar="DIR", help="study directory (from `forgetscale run --out DIR`)")
     p.add_argument(
         "--min-step", type=int, metavar="K", help="leave out steps below K (default: the study's fit.min_step)"
     )
-    p.add_argument("--n-boot", type=int, default=1000, metavar="B", help="bootstrap replicates (default 1000)")
     p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from forgetscale.analysis import frontier_data
-    from forgetscale.errors import UserError
 
-    if args.n_boot < 1:
-        raise UserError("--n-boot must be at least 1")
-    rows = frontier_data(args.dir, n_boot=args.n_boot, min_step=args.min_step)["rows"]
+    rows = frontier_data(args.dir, min_step=args.min_step)["rows"]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

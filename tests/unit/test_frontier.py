@@ -8,39 +8,78 @@ import json
 import numpy as np
 import pytest
 
-from forgetscale.laws.frontier import fit_line, frontier, residuals
+from forgetscale.laws.frontier import POST_HOC, fit_line, frontier, residuals
 
 
-def _plain(noise: float = 0.01, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _plain(noise: float = 0.01, seed: int = 0, n_runs: int = 5) -> dict[str, np.ndarray]:
+    """Plain runs on the line 4 - 0.8 ft_loss, with a run effect and point noise of sd ``noise``."""
     rng = np.random.default_rng(seed)
-    x = np.tile([1.5, 1.8, 2.1, 2.4], 5)
-    runs = np.repeat([f"r{i}" for i in range(5)], 4)
-    return x, 4.0 - 0.8 * x + noise * rng.standard_normal(x.size), runs
+    x = np.tile([1.5, 1.8, 2.1, 2.4], n_runs)
+    runs = np.repeat([f"r{i}" for i in range(n_runs)], 4)
+    y = 4.0 - 0.8 * x + noise * (rng.standard_normal(x.size) + np.repeat(rng.standard_normal(n_runs), 4))
+    return {"ft_loss": x, "forget_ce": y, "run_id": runs, "step": np.tile([8, 16, 24, 32], n_runs)}
 
 
-def test_verdicts_follow_the_sign_of_the_interval():
-    x, y, runs = _plain()
-    line = fit_line(x, y, runs, n_boot=100)
-    assert line.params["c_fft"] == pytest.approx(0.8, abs=0.05)
-    px = np.array([1.6, 2.0, 2.3] * 3)
-    on = 4.0 - 0.8 * px
-    pts_y = np.concatenate([on[:3] - 0.2, on[3:6] + 0.2, on[6:] + np.array([0.005, -0.005, 0.0])])
-    labels = [("kl", 1.0)] * 3 + [("replay", 0.1)] * 3 + [("rescale", 0.5)] * 3
-    prun = np.array(["a", "b", "c", "d", "e", "f", "g", "h", "i"])
-    out = {o["mitigation"]: o for o in frontier(line, px, pts_y, prun, labels, n_boot=400)}
-    assert out["kl"]["verdict"] == "beats_line" and out["kl"]["residual"] == pytest.approx(-0.2, abs=0.02)
+def _level(offset: float, n_runs: int, prefix: str, seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = np.tile([1.6, 2.0, 2.3], n_runs)
+    y = 4.0 - 0.8 * x + offset + 0.005 * rng.standard_normal(x.size)
+    return {"ft_loss": x, "forget_ce": y, "run_id": np.repeat([f"{prefix}{i}" for i in range(n_runs)], 3),
+            "step": np.tile([8, 16, 24], n_runs)}
+
+
+def _cat(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def test_verdicts_follow_the_sign_of_the_prediction_interval():
+    plain = _plain()
+    assert fit_line(plain["ft_loss"], plain["forget_ce"])["c_fft"] == pytest.approx(0.8, abs=0.05)
+    pts = _cat(_level(-0.2, 3, "k"), _level(0.2, 3, "p"), _level(0.0, 3, "w"))
+    labels = [("kl", 1.0)] * 9 + [("replay", 0.1)] * 9 + [("weight_decay", 0.1)] * 9
+    out = {o["mitigation"]: o for o in frontier(plain, pts, labels)}
+    assert out["kl"]["verdict"] == "beats_line" and out["kl"]["residual"] == pytest.approx(-0.2, abs=0.03)
     assert out["replay"]["verdict"] == "worse"
-    assert out["rescale"]["verdict"] == "on_line"
+    assert out["weight_decay"]["verdict"] == "on_line"
     for o in out.values():
-        assert o["lo"] <= o["residual"] <= o["hi"]
-        assert o["n_points"] == 3 and o["n_runs"] == 3 and o["n_outside"] == 0
+        assert o["lo"] <= o["residual"] <= o["hi"] and o["reason"] is None
+        assert o["n_points"] == 9 and o["n_runs"] == 3 and o["n_plain_runs"] == 5 and o["n_outside"] == 0
+
+
+def test_the_interval_is_for_new_runs_not_the_line():
+    """The interval holds the plain runs' run-to-run spread: wider than the line's error alone, and
+    narrower for a level of more runs."""
+    plain = _plain(noise=0.03)
+    two, six = (frontier(plain, _level(0.0, k, "m"), [("kl", 1.0)] * (3 * k))[0] for k in (2, 6))
+    assert two["hi"] - two["lo"] > six["hi"] - six["lo"] > 0.03
+
+
+def test_one_run_or_too_few_plain_runs_is_undecided_with_a_reason():
+    one = frontier(_plain(), _level(-0.2, 1, "m"), [("kl", 1.0)] * 3)[0]
+    assert one["verdict"] == "undecided" and "1 run" in one["reason"] and one["lo"] is None
+    few = frontier(_plain(n_runs=2), _level(-0.2, 3, "m"), [("kl", 1.0)] * 9)[0]
+    assert few["verdict"] == "undecided" and "plain runs" in few["reason"]
+
+
+def test_post_hoc_levels_are_paired_within_run():
+    """A rescaled point is judged against its own run's scale-1 point at the same step: a large run effect
+    cancels, so a 0.05-nat shift is found although the plain runs' spread is larger (sd ~0.15)."""
+    plain = _plain(noise=0.1)
+    sel = plain["step"] == 32
+    pts = {"ft_loss": plain["ft_loss"][sel] + 0.1, "run_id": plain["run_id"][sel], "step": plain["step"][sel]}
+    pts["forget_ce"] = plain["forget_ce"][sel] - 0.08 + 0.05  # along the line by -0.8 * 0.1, then 0.05 above
+    out = frontier(plain, pts, [("rescale", 0.5)] * int(sel.sum()))[0]
+    # the line's slope enters the contrast over 0.1 of ft_loss only: the residual is 0.05 up to ~0.01
+    assert out["verdict"] == "worse" and out["residual"] == pytest.approx(0.05, abs=0.015) and out["n_runs"] == 5
+    assert "paired" in out["test"] and "rescale" in POST_HOC
+    unpaired = frontier(plain, pts, [("replay", 0.5)] * int(sel.sum()))[0]
+    assert unpaired["verdict"] == "on_line"  # the same points judged against new plain runs: spread too large
 
 
 def test_points_outside_the_plain_range_are_counted():
-    x, y, runs = _plain()
-    line = fit_line(x, y, runs, n_boot=20)
-    out = frontier(line, np.array([1.0, 2.0, 3.0]), np.array([3.2, 2.4, 1.6]), np.array(["a", "a", "b"]),
-                   [("kl", 1.0)] * 3, n_boot=50)  # fmt: skip
+    out = frontier(_plain(), {"ft_loss": np.array([1.0, 2.0, 3.0]), "forget_ce": np.array([3.2, 2.4, 1.6]),
+                              "run_id": np.array(["a", "a", "b"]), "step": np.array([8, 16, 8])},
+                   [("kl", 1.0)] * 3)  # fmt: skip
     assert out[0]["n_outside"] == 2 and out[0]["n_runs"] == 2
 
 
@@ -80,15 +119,16 @@ def test_scales_drop_one_and_reject_negatives():
 
 
 def test_mitigations_preset_is_built_from_the_default():
-    from forgetscale.config import PRESETS, load_study
+    from forgetscale.config import PRESETS, load_config
 
-    default = load_study(preset="default").runs()[0]
-    study = load_study(preset="mitigations")
+    default = load_config(preset="default").runs()[0]
+    study = load_config(preset="mitigations")
     runs = study.runs()
     assert {r.mitigation.kind for r in runs} == {"rescale", "replay", "kl"}
     assert len({r.lora.rank for r in runs}) >= 3 and len({r.data.dataset for r in runs}) == 1
     for r in runs:  # the default's training settings, but for the steps
         assert r.train.model_dump(exclude={"steps", "eval_steps", "n_evals"}) == default.train.model_dump(
             exclude={"steps", "eval_steps", "n_evals"})
-        assert min(s for s in r.eval_schedule() if s) >= study.fit.min_step == load_study(preset="default").fit.min_step
+        first = min(s for s in r.eval_schedule() if s)
+        assert first >= study.fit.min_step == load_config(preset="default").fit.min_step
     assert "mitigations" in PRESETS and not study.probes.enabled

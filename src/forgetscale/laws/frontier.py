@@ -5,12 +5,29 @@ fine-tuning loss and forgetting (Eq. 4, ``linear``). A mitigation is worth
 something only if, at equal fine-tuning loss, it forgets less than that line:
 its *residual* ``forget_ce - (s_fft - c_fft * ft_loss)`` is negative.
 
-For each (mitigation, strength): the mean residual over its points; a 95%
-bootstrap interval over runs, each replicate pairing a run-bootstrap refit of
-the line with a resample of the mitigation's own runs (so both uncertainties are
-in it); and a verdict, ``beats_line`` when the interval lies below 0, ``worse``
-above, ``on_line`` when it contains 0. Points whose fine-tuning loss lies outside
-the plain points' range are counted: there the line is extrapolated.
+The unit is the run: a run's points share its run effect, so a level (kind,
+strength) is summarised by the mean over its runs of each run's mean residual.
+
+- **Trained kinds** (``replay``, ``kl``): the level is compared with a
+  *prediction* interval for the same number of new plain runs at the same
+  fine-tuning loss. Each plain run is left out in turn, the line refitted
+  without it and the run's mean residual taken (``e_g``); their mean square
+  ``s²`` is the variance of one new plain run's mean residual, the run-level
+  spread together with the line's error (calibrated leave-one-plain-run-out).
+  The line's error at the level's fine-tuning loss, ``v``, is the jackknife
+  variance over the same refits. Interval: ``mean ± t(G-1) · sqrt(s²/k + v)``
+  for k mitigated runs and G plain runs. Under the null a plain run posing as a
+  mitigation falls outside it about 5% of the time (``tests/sim``).
+- **Post-hoc kinds** (:data:`POST_HOC`: ``rescale``, measured on the plain runs'
+  own adapters): each point is paired with the same run's scale-1 point at the
+  same step; the run's contrast is the mean residual difference, and the level
+  the mean over its runs with a ``t(k-1)`` interval over runs (the line's
+  jackknife variance added, though the slope is all that enters).
+
+Verdicts: ``beats_line`` (interval below 0), ``worse`` (above), ``on_line``
+(contains 0), and ``undecided`` with a reason when a level has one run or the
+plain runs are too few (< 3) to calibrate. Points whose fine-tuning loss lies
+outside the plain points' range are counted: there the line is extrapolated.
 """
 
 from __future__ import annotations
@@ -19,84 +36,173 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-
-from forgetscale.laws.fit import FitResult, fit_law
+from scipy import stats
 
 Array = np.ndarray
 LEVEL = 0.95
+MIN_PLAIN_RUNS, MIN_LEVEL_RUNS = 3, 2
+POST_HOC = {"rescale"}
+"""Kinds measured on plain runs' own adapters after training (no retraining): judged by the paired
+within-run contrast with the run's scale-1 points. Extend it with new post-hoc kinds."""
 
 
-def fit_line(ft_loss: Array, forget_ce: Array, runs: Array, n_boot: int = 200, seed: int = 0) -> FitResult:
-    """Plain LoRA's line ``forget_ce = -c_fft * ft_loss + s_fft``, with a bootstrap over runs.
+def fit_line(ft_loss: Array, forget_ce: Array, runs: Array | None = None) -> dict[str, Any]:
+    """Plain LoRA's line ``forget_ce = -c_fft * ft_loss + s_fft`` by least squares.
+
+    Returns:
+        ``{"c_fft", "s_fft", "r2", "ft_loss_range", "n_points", "n_runs"}``.
 
     Raises:
-        FitError: too few distinct points for a line.
+        ValueError: fewer than 2 distinct fine-tuning losses.
+
+    Example:
+        >>> line = fit_line(np.array([1.0, 2.0, 3.0]), np.array([4.0, 3.0, 2.0]))
+        >>> round(line["c_fft"], 6), round(line["s_fft"], 6), line["r2"]
+        (1.0, 5.0, 1.0)
     """
-    return fit_law("linear", {"ft_loss": np.asarray(ft_loss, float)}, np.asarray(forget_ce, float),
-                   groups=np.asarray(runs), n_boot=n_boot, seed=seed, holdout={})  # fmt: skip
+    x, y = np.asarray(ft_loss, float), np.asarray(forget_ce, float)
+    if len(np.unique(x)) < 2:
+        raise ValueError("plain LoRA's line needs at least 2 distinct fine-tuning losses")
+    slope, icpt = np.polyfit(x, y, 1)
+    ss = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((y - icpt - slope * x) ** 2)) / ss if ss > 0 else 1.0
+    return {"c_fft": float(-slope), "s_fft": float(icpt), "r2": r2, "ft_loss_range": [float(x.min()), float(x.max())],
+            "n_points": int(x.size), "n_runs": len(np.unique(runs)) if runs is not None else None}  # fmt: skip
 
 
-def residuals(line: FitResult | Mapping[str, float], ft_loss: Array, forget_ce: Array) -> Array:
+def residuals(line: Mapping[str, Any], ft_loss: Array, forget_ce: Array) -> Array:
     """Observed forgetting minus the line's at the same fine-tuning loss.
 
     >>> residuals({"c_fft": 1.0, "s_fft": 3.0}, np.array([1.0, 2.0]), np.array([2.5, 1.0]))
     array([0.5, 0. ])
     """
-    p = line.params if isinstance(line, FitResult) else line
-    return np.asarray(forget_ce, float) - (p["s_fft"] - p["c_fft"] * np.asarray(ft_loss, float))
+    return np.asarray(forget_ce, float) - (line["s_fft"] - line["c_fft"] * np.asarray(ft_loss, float))
+
+
+def _run_means(r: Array, runs: Array) -> Array:
+    return np.array([r[runs == g].mean() for g in np.unique(runs)])
 
 
 def frontier(
-    line: FitResult,
-    ft_loss: Array,
-    forget_ce: Array,
-    runs: Array,
+    plain: Mapping[str, Array],
+    points: Mapping[str, Array],
     labels: list[tuple[str, float]],
-    n_boot: int = 1000,
-    seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Judge mitigated points against ``line``, one result per (mitigation, strength) label.
+    """Judge mitigated points against plain LoRA's line, one result per (kind, strength) level.
 
     Args:
-        line: :func:`fit_line` on the plain runs (its bootstrap samples carry the line's uncertainty).
-        ft_loss, forget_ce, runs: the mitigated points and the run each belongs to.
-        labels: (mitigation, strength) per point.
-        n_boot: bootstrap replicates of the interval.
-        seed: the bootstrap's seed.
+        plain: the plain runs' points: ``ft_loss``, ``forget_ce``, ``run_id`` and ``step`` arrays.
+        points: the mitigated points, the same columns (a post-hoc point's ``run_id`` is a plain run's).
+        labels: (kind, strength) per mitigated point.
 
     Returns:
-        Dicts with ``mitigation``, ``strength``, ``residual`` (mean), ``lo``, ``hi`` (95% interval),
-        ``verdict``, ``n_points``, ``n_runs`` and ``n_outside`` (points beyond the line's ft_loss range).
+        One dict per level: ``mitigation``, ``strength``, ``residual`` (mean over runs of the run mean
+        residual; for post-hoc kinds the paired difference), ``lo``, ``hi`` (95%; None when undecided for
+        want of runs), ``verdict``, ``reason`` (None unless undecided), ``test``, ``n_points``, ``n_runs``,
+        ``n_plain_runs`` and ``n_outside`` (points beyond the plain ft_loss range).
 
     Example:
-        >>> x = np.tile([1.0, 2.0, 3.0], 3); runs = np.repeat(["a", "b", "c"], 3)
-        >>> line = fit_line(x, 5.0 - x + 0.01 * np.array([1, -1, 0, 0, 1, -1, -1, 0, 1]), runs, n_boot=50)
-        >>> out = frontier(line, np.array([2.0, 2.5, 2.0]), np.array([2.5, 2.2, 2.6]), np.array(["m", "m", "n"]),
-        ...                [("kl", 1.0), ("kl", 1.0), ("kl", 1.0)])
+        >>> x = np.tile([1.0, 2.0, 3.0], 4); runs = np.repeat(["a", "b", "c", "d"], 3)
+        >>> y = 5.0 - x + 0.01 * np.repeat([1.0, -1.0, 0.5, -0.5], 3)
+        >>> plain = {"ft_loss": x, "forget_ce": y, "run_id": runs, "step": np.tile([8, 16, 32], 4)}
+        >>> pts = {"ft_loss": np.array([2.0, 2.5, 2.0, 2.5]), "forget_ce": np.array([2.6, 2.1, 2.62, 2.08]),
+        ...        "run_id": np.array(["m", "m", "n", "n"]), "step": np.array([8, 16, 8, 16])}
+        >>> out = frontier(plain, pts, [("kl", 1.0)] * 4)
         >>> out[0]["verdict"], round(out[0]["residual"], 3), out[0]["n_runs"]
         ('beats_line', -0.4, 2)
     """
-    x, y, runs = np.asarray(ft_loss, float), np.asarray(forget_ce, float), np.asarray(runs).astype(str)
-    lo_x, hi_x = line.domain["ft_loss"]
-    names = list(line.form.params)
-    thetas = line.samples if len(line.samples) else np.array([[line.params[p] for p in names]])
-    rng = np.random.default_rng(seed)
+    px, py = np.asarray(plain["ft_loss"], float), np.asarray(plain["forget_ce"], float)
+    pruns, psteps = np.asarray(plain["run_id"]).astype(str), np.asarray(plain["step"], float)
+    x, y = np.asarray(points["ft_loss"], float), np.asarray(points["forget_ce"], float)
+    runs, steps = np.asarray(points["run_id"]).astype(str), np.asarray(points["step"], float)
+    line = fit_line(px, py, pruns)
+    plain_ids = np.unique(pruns)
+    G = len(plain_ids)
+    # leave-one-plain-run-out refits: the held-out run's mean residual and the line itself
+    loo: list[dict[str, Any]] = []
+    e_g = []
+    for g in plain_ids:
+        keep = pruns != g
+        if len(np.unique(px[keep])) < 2:
+            continue
+        ln = fit_line(px[keep], py[keep])
+        loo.append(ln)
+        e_g.append(residuals(ln, px[~keep], py[~keep]).mean())
+    s2 = float(np.mean(np.square(e_g))) if e_g else float("nan")
+    lo_x, hi_x = line["ft_loss_range"]
     out = []
     for label in sorted(set(labels), key=lambda lab: (lab[0], lab[1])):
         idx = np.flatnonzero([lab == label for lab in labels])
-        if not idx.size:
-            continue
-        r = residuals(line, x[idx], y[idx])
-        members = [idx[runs[idx] == g] for g in np.unique(runs[idx])]
-        boot = np.empty(n_boot)
-        for b in range(n_boot):
-            theta = dict(zip(names, thetas[rng.integers(len(thetas))], strict=True))
-            pick = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
-            boot[b] = residuals(theta, x[pick], y[pick]).mean()
-        lo, hi = (np.percentile(boot, [50 * (1 - LEVEL), 50 * (1 + LEVEL)]) if n_boot else (np.nan, np.nan))
-        verdict = "beats_line" if hi < 0 else "worse" if lo > 0 else "on_line" if n_boot else "undecided"
-        outside = int(np.sum((x[idx] < lo_x) | (x[idx] > hi_x)))
-        out.append({"mitigation": label[0], "strength": float(label[1]), "residual": float(r.mean()),
-                    "lo": float(lo), "hi": float(hi), "verdict": verdict, "n_points": int(idx.size),
-                    "n_runs": len(members), "n_outside": outside})  # fmt: skip
+        kind = label[0]
+        row: dict[str, Any] = {"mitigation": kind, "strength": float(label[1]), "n_points": int(idx.size),
+                               "n_plain_runs": G, "n_outside": int(np.sum((x[idx] < lo_x) | (x[idx] > hi_x)))}
+        if kind in POST_HOC:
+            row.update(_paired(line, loo, x[idx], y[idx], runs[idx], steps[idx], px, py, pruns, psteps))
+        else:
+            row.update(_unpaired(line, loo, s2, x[idx], y[idx], runs[idx]))
+        lo, hi = row["lo"], row["hi"]
+        if row.get("reason") is None:
+            row["verdict"] = "beats_line" if hi < 0 else "worse" if lo > 0 else "on_line"
+        else:
+            row["verdict"] = "undecided"
+        out.append(row)
     return out
+
+
+def _line_var(loo: list[dict[str, Any]], delta: Any) -> float:
+    """Jackknife variance over leave-one-plain-run-out lines of ``delta(line)``."""
+    if len(loo) < 2:
+        return 0.0
+    v = np.array([delta(ln) for ln in loo])
+    return float((len(v) - 1) / len(v) * np.sum((v - v.mean()) ** 2))
+
+
+def _unpaired(line: dict[str, Any], loo: list[dict[str, Any]], s2: float, x: Array, y: Array,
+              runs: Array) -> dict[str, Any]:
+    """A trained level against a prediction interval for as many new plain runs at its ft_loss."""
+    k, G = len(np.unique(runs)), len(loo)
+    est = float(_run_means(residuals(line, x, y), runs).mean())
+    test = (f"mean run residual vs a prediction interval for {k} new plain run(s): t({G - 1}) x sqrt(s2/k + v), "
+            "s2 from leave-one-plain-run-out residuals, v the line's jackknife variance")
+    res: dict[str, Any] = {"residual": est, "lo": None, "hi": None, "n_runs": k, "test": test, "reason": None}
+    if G < MIN_PLAIN_RUNS:
+        res["reason"] = f"{G} plain runs: too few to calibrate a prediction interval (needs {MIN_PLAIN_RUNS})"
+    elif k < MIN_LEVEL_RUNS:
+        res["reason"] = (f"{k} run at this level: its own run-to-run variation is unknown, so one run cannot be told "
+                         "from a plain run's spread (needs 2)")  # fmt: skip
+    if res["reason"]:
+        return res
+    xbar = float(x.mean())
+    v = _line_var(loo, lambda ln: ln["s_fft"] - ln["c_fft"] * xbar)
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, G - 1)) * float(np.sqrt(s2 / k + v))
+    res.update(lo=est - half, hi=est + half)
+    return res
+
+
+def _paired(line: dict[str, Any], loo: list[dict[str, Any]], x: Array, y: Array, runs: Array, steps: Array,
+            px: Array, py: Array, pruns: Array, psteps: Array) -> dict[str, Any]:
+    """A post-hoc level: each run's residual difference against its own scale-1 points at the same steps."""
+    base = {(r, s): (fx, fy) for r, s, fx, fy in zip(pruns, psteps, px, py, strict=True)}
+    pairs = [(i, base[(runs[i], steps[i])]) for i in range(x.size) if (runs[i], steps[i]) in base]
+    res: dict[str, Any] = {"residual": None, "lo": None, "hi": None, "n_runs": 0, "reason": None,
+                           "test": "paired within-run contrast with the run's scale-1 points at the same steps; mean "
+                                   "over runs, t(k-1) interval over runs"}  # fmt: skip
+    if not pairs:
+        res["reason"] = "no scale-1 point of the same run and step to pair with"
+        return res
+    i = np.array([p[0] for p in pairs])
+    bx, by = np.array([p[1][0] for p in pairs]), np.array([p[1][1] for p in pairs])
+
+    def contrast(ln: dict[str, Any]) -> Array:
+        return _run_means(residuals(ln, x[i], y[i]) - residuals(ln, bx, by), runs[i])
+
+    d = contrast(line)
+    k = d.size
+    res.update(residual=float(d.mean()), n_runs=k)
+    if k < MIN_LEVEL_RUNS:
+        res["reason"] = f"{k} run at this level: no spread over runs to judge the contrast by (needs 2)"
+        return res
+    v = _line_var(loo, lambda ln: contrast(ln).mean())
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, k - 1)) * float(np.sqrt(d.var(ddof=1) / k + v))
+    res.update(lo=float(d.mean()) - half, hi=float(d.mean()) + half)
+    return res
