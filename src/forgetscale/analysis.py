@@ -311,14 +311,15 @@ def plan_directory(
     return {"dataset": dataset, **result}
 
 
-def frontier_data(out: Path, n_boot: int = 1000, min_step: int | None = None) -> dict[str, Any]:
+def frontier_data(out: Path, min_step: int | None = None) -> dict[str, Any]:
     """The frontier test for the study in ``out``: plain LoRA's line per dataset and every mitigation
     judged against it (:mod:`forgetscale.laws.frontier`).
 
     Plain points: the scale-1 rows of ``none`` and ``rescale`` runs; mitigated points: ``replay`` and
     ``kl`` runs, and the rescaled rows of ``rescale`` runs (strength = the scale). Steps below
     ``min_step`` (default: the study's ``fit.min_step``) are left out, as in the fits: every run shares
-    step 0, and the onset is not on the line.
+    step 0, and the onset is not on the line. A rescaled point is paired with its run's scale-1 point at
+    the same step (``laws.frontier.POST_HOC``).
 
     Returns:
         ``{"rows": [compare rows], "lines": {dataset: line}, "points": [every point, with its residual]}``.
@@ -327,7 +328,6 @@ def frontier_data(out: Path, n_boot: int = 1000, min_step: int | None = None) ->
         UserError: no store, no finished run, or no plain line to compare with.
     """
     from forgetscale.config import FitConfig
-    from forgetscale.laws.forms import FitError
     from forgetscale.laws.frontier import fit_line, frontier, residuals
 
     with _open(out) as store:
@@ -360,19 +360,19 @@ def frontier_data(out: Path, n_boot: int = 1000, min_step: int | None = None) ->
             continue
         if len({p["run_id"] for p in plain}) < 2:
             raise UserError(f"dataset {ds}: plain LoRA's line needs at least 2 finished `none` (or `rescale`) runs")
+        cols = ("ft_loss", "forget_ce", "run_id", "step")
         try:
-            line = fit_line(*(np.array([p[c] for p in plain]) for c in ("ft_loss", "forget_ce", "run_id")),
-                            n_boot=200)  # fmt: skip
-        except FitError as e:
+            line = fit_line(*(np.array([p[c] for p in plain]) for c in cols[:3]))
+        except ValueError as e:
             raise UserError(f"dataset {ds}: plain LoRA's line cannot be fitted ({e})") from None
-        lines[ds] = {**line.params, "ft_loss_range": list(line.domain["ft_loss"]), "r2": line.r2["forget_ce"],
-                     "n_runs": line.n_groups, "n_points": line.n_points}  # fmt: skip
+        lines[ds] = line
         for p in [*plain, *other]:
             p["residual"] = float(residuals(line, np.array([p["ft_loss"]]), np.array([p["forget_ce"]]))[0])
-            lo, hi = line.domain["ft_loss"]
+            lo, hi = line["ft_loss_range"]
             p["outside"] = not lo <= p["ft_loss"] <= hi
-        judged = frontier(line, *(np.array([p[c] for p in other]) for c in ("ft_loss", "forget_ce", "run_id")),
-                          [(p["mitigation"], p["strength"]) for p in other], n_boot=n_boot)  # fmt: skip
+        judged = frontier({c: np.array([p[c] for p in plain]) for c in cols},
+                          {c: np.array([p[c] for p in other]) for c in cols},
+                          [(p["mitigation"], p["strength"]) for p in other])  # fmt: skip
         table += [{"dataset": ds, **j} for j in judged]
     if not table:
         raise UserError(f"{out}: no mitigated run to compare (sweep mitigation.kind: [none, replay, kl, rescale])")
