@@ -151,3 +151,23 @@ def test_the_cli_threshold_matches_the_laws(target):
     from forgetscale.laws import RELIABLE_ERROR
 
     assert analysis.RELIABLE_ERROR == RELIABLE_ERROR
+
+
+def test_f2_f3_are_undecided_unless_the_law_is_reliable_whichever_way_the_interval_points(monkeypatch):
+    import importlib
+    from types import SimpleNamespace
+
+    fmod = importlib.import_module("forgetscale.laws.findings")  # the module (the package exports the function)
+
+    rng = np.random.default_rng(0)
+    P, N = np.repeat([1e4, 4e4, 16e4, 64e4], 5), np.tile([8, 12, 16, 24, 32.0], 4)
+    kl = 1e-3 * P**0.2 * N**0.8 * np.exp(0.02 * rng.standard_normal(P.size))
+    fit = fit_law("kl_power", {"P": P, "N": N}, kl, groups=np.repeat(np.arange(4), 5), n_boot=40, holdout={})
+    for state in ("unreliable", "undecided"):
+        monkeypatch.setattr(fmod, "reliability", lambda f, t, s=state: SimpleNamespace(state=s, reason="held out"))
+        f = fmod.f23("d", {"kl_power": fit}, "P")
+        assert f["verdict"] == "undecided" and f"kl_power is {state}" in f["evidence"]["reason"]
+        assert "units" not in f["evidence"] and "conditional on" in f["evidence"]["interval"]
+    monkeypatch.setattr(fmod, "reliability", lambda f, t: SimpleNamespace(state="reliable", reason="ok"))
+    f = fmod.f23("d", {"kl_power": fit}, "N")
+    assert f["verdict"] == "supported" and f["evidence"]["exponent_b"]["lo"] > 0, f["evidence"]
