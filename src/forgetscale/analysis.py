@@ -109,7 +109,11 @@ def _findings(store: Any, rows: list[dict[str, Any]], fits: dict[str, Any], min_
         if ds is not None:  # the base model's own rows have no dataset
             items.setdefault(ds, []).extend({**it, "probe": p["probe"], "run_id": p["run_id"]}
                                             for it in p.get("items") or [] if isinstance(it, dict))
-    return findings(rows_to_arrays(rows), fits, items, min_step)
+    cols = rows_to_arrays(rows)
+    for ds, c in cols.items():  # F4's measurement-error check reads ft_loss_se where rows record it
+        se = [r.get("ft_loss_se") for r in rows if str(r["dataset"]) == ds]
+        c["ft_loss_se"] = np.array([math.nan if v is None else float(v) for v in se])
+    return findings(cols, fits, items, min_step)
 
 
 def study_findings(out: Path) -> list[dict[str, Any]]:
