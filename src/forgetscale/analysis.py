@@ -183,12 +183,15 @@ def finding_text(f: dict[str, Any]) -> str:
         if key in ev:
             parts.append(f"{key.split('_')[1]} = {ci(ev[key])}" + ("" if ev.get("law_reliable") else
                                                                    " (kl_power not reliable)"))
-    for key in ("effect_log_P", "effect_log_N"):
-        if key in ev:
-            parts.append(f"{key[7:]} effect {ci(ev[key])} vs spread {_g(ev.get('forgetting_spread'))}")
-    if "difference" in ev:
-        parts.append(f"agreement drop {_g(ev['agreement_drop'])} vs accuracy drop {_g(ev['accuracy_drop'])}, "
-                     f"difference {ci(ev['difference'])} over {ev['n_items']} items")
+    if "effect_log_P" in ev:  # F4: one contrast, at equal ft_loss; WCR interval over runs
+        parts.append(f"log P effect at equal ft_loss {ci(ev['effect_log_P'])} nats (95%, {ev.get('n_runs')} runs) "
+                     f"vs margin ±{_g((ev.get('margin') or {}).get('value'))}")
+    if "difference" in ev:  # F5: intervals over items
+        parts.append(f"agreement drop {ci(ev['agreement_drop'])} vs accuracy drop {ci(ev['accuracy_drop'])}, "
+                     f"difference {ci(ev['difference'])} (95%, {ev['n_items']} items) vs margin {_g(ev.get('margin'))}")
+    if "lost_share" in (ev.get("safety") or {}):
+        s = ev["safety"]
+        parts.append(f"safety: {s['lost_refusals']} of {s['base_refusals']} refusals lost, share {ci(s['lost_share'])}")
     if "reason" in ev:
         parts.append(str(ev["reason"]))
     return "; ".join(parts) or "-"
