@@ -106,7 +106,7 @@ def test_f5_verdicts():
     assert p["n10_right_to_wrong"] == p["changed"] > 0 and p["n01_wrong_to_right"] == 0 and p["mcnemar_exact_p"] < 1e-6
     # half the changes lose: accuracy falls by ~20 points, agreement by ~40: undecided, with the reason
     mid = f5("d", _items(60, 0.4, 0.5))
-    assert mid["verdict"] == "undecided" and "accuracy falls too" in mid["evidence"]["reason"]
+    assert mid["verdict"] == "undecided" and "accuracy changes too" in mid["evidence"]["reason"]
     few = f5("d", _items(4, 0.4, 0.25))
     assert few["verdict"] == "undecided" and "items" in few["evidence"]["reason"]
 

@@ -353,7 +353,7 @@ def f5(ds: str, probe_items: Sequence[Mapping[str, Any]], seed: int = 0) -> dict
         return _finding(ds, "F5", "supported", **ev)
     if d["hi"] < F5_MARGIN:
         return _finding(ds, "F5", "not_supported", **ev)
-    why = (f"answers change without a net loss (difference {d['value']:.3g}), but accuracy falls too (90% "
+    why = (f"answers change without a net loss (difference {d['value']:.3g}), but accuracy changes too (90% "
            f"[{lo90:.3g}, {hi90:.3g}] not within ±{F5_MARGIN})" if d["lo"] > F5_MARGIN else
            f"the difference's interval [{d['lo']:.3g}, {d['hi']:.3g}] contains the margin {F5_MARGIN}")
     return _finding(ds, "F5", "undecided", reason=why, **ev)
