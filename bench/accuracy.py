@@ -16,11 +16,12 @@ def topk_gap(study_dir: Path, ks: tuple[int, ...] = (4096, 1024, 256)) -> dict[s
     relative error a user accepts by choosing ``forgetting.top_k``.
     """
     from forgetscale.config import StudyConfig
-    from forgetscale.forgetting import compute_reference, measure
+    from forgetscale.forgetting import measure
     from forgetscale.models import cache_dir
     from forgetscale.probes.inference import swapped_adapters
+    from forgetscale.reference import compute_reference
     from forgetscale.store import open_store
-    from forgetscale.study import Workspace
+    from forgetscale.workspace import Workspace
 
     try:
         store = open_store(study_dir, create=False)

@@ -27,8 +27,11 @@ import torch.nn.functional as F
 from forgetscale import train
 from forgetscale.config import RunConfig
 from forgetscale.data.encode import Sequence
-from forgetscale.forgetting import _forward_batches, compute_reference, measure, sequence_loss
+from forgetscale.forgetting import measure, sequence_loss
+from forgetscale.forward import forward_batches
 from forgetscale.merge import merged
+from forgetscale.precision import resolve as resolve_precision
+from forgetscale.reference import compute_reference
 
 
 def eval_vs_bare_forward(
@@ -50,7 +53,7 @@ def eval_vs_bare_forward(
         def floor() -> None:
             with peft_model.disable_adapter():
                 for seqs in (held, corpus):
-                    for _ in _forward_batches(peft_model, seqs, batch_size):
+                    for _ in forward_batches(peft_model, seqs, batch_size):
                         pass
 
         def evaluation(mode: str, merge: bool = True) -> Callable[[], None]:
@@ -95,7 +98,7 @@ def train_step_vs_bare(base: torch.nn.Module, tok: Any, run: RunConfig, seqs: li
     """
     steps = run.train.steps
     run = run.model_copy(update={"train": run.train.model_copy(update={"eval_steps": tuple(range(1, steps + 1))})})
-    precision = train.resolve_precision(run.train.precision)
+    precision = resolve_precision(run.train.precision)
     by_ids = {s.ids: s for s in seqs}
     batches: list[tuple[torch.Tensor, torch.Tensor]] = []
     stamps: dict[int, float] = {}

@@ -16,12 +16,15 @@ import torch
 import torch.nn.functional as F
 
 from forgetscale import train
-from forgetscale.config import RunConfig, load_study
+from forgetscale.config import RunConfig, load_config
 from forgetscale.data.encode import Sequence
-from forgetscale.forgetting import METRICS, compute_reference, measure
+from forgetscale.forgetting import measure
 from forgetscale.merge import merged
 from forgetscale.models import cache_dir
-from forgetscale.study import Workspace
+from forgetscale.precision import resolve as resolve_precision
+from forgetscale.reference import compute_reference
+from forgetscale.schema import FORGETTING_METRICS as METRICS
+from forgetscale.workspace import Workspace
 
 
 @dataclass
@@ -49,9 +52,9 @@ class Setup:
     @classmethod
     def create(cls, quick: bool = False) -> Setup:
         overrides = ["train.steps=4", "forgetting.n_prompts=4"] if quick else ["train.steps=8"]
-        study = load_study(preset="default", overrides=["sweep.lora.rank=[16]", *overrides])
+        study = load_config(preset="default", overrides=["sweep.lora.rank=[16]", *overrides])
         runs = {r.data.dataset: r for r in study.runs()}
-        ws = Workspace(cache_dir(), print)
+        ws = Workspace(cache_dir())
         run = runs["news"]  # the default study's first dataset: the forgetting and precision benchmarks use it
         lm = ws.model(run)
         corpus = list(ws.reference(run).sequences)  # samples (or loads) the `self` corpus
@@ -175,7 +178,7 @@ def trainer_overhead(setup: Setup, steps: int = 8, repeats: int = 3) -> dict[str
     # precision: the default (auto) against fp32, and each against its own matmul peak
     run = _with_train(setup.run, steps=steps)
     seqs = setup.ws.data(run)[0]
-    default = train.resolve_precision(run.train.precision)
+    default = resolve_precision(run.train.precision)
     fp32_run = _with_train(run, precision="fp32")
     times: dict[str, list[float]] = {"fp32": [], default: []}
     for _ in range(repeats if default != "fp32" else 0):
@@ -220,7 +223,7 @@ def _train_plain(base: torch.nn.Module, run: RunConfig, setup: Setup) -> float:
 
     lm = setup.ws.model(run)
     t = run.train
-    precision = train.resolve_precision(t.precision)
+    precision = resolve_precision(t.precision)
     with _fresh_adapter(base, run) as peft_model, tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp, max_steps=t.steps, per_device_train_batch_size=t.batch_size, learning_rate=t.lr,

@@ -4,7 +4,9 @@ The public API, loaded on first use so that ``import forgetscale`` stays light (
 
 - :class:`ForgettingCallback`: forgetting inside a ``transformers.Trainer`` / TRL ``SFTTrainer`` run;
 - :func:`measure_forgetting`: an adapter or fine-tuned model against its base (:class:`ForgettingResult`);
-- :func:`load_study`: a study's rows, fits and runs as tables; :func:`fit_laws`: the scaling laws on rows;
+- :func:`run_study`: a whole study (sweep, probes, fits, report), as ``forgetscale run``;
+- :func:`load_results`: a study's rows, fits, runs and probes as tables; :func:`fit_laws`: the scaling laws on rows;
+- :func:`predict`, :func:`plan`, :func:`write_report`: the fitted laws of a study directory, and its report;
 - :func:`load_base`: a base model and tokenizer, the built-in default included.
 """
 
@@ -14,29 +16,36 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "ForgettingCallback": "forgetscale.callback",
-    "ForgettingResult": "forgetscale.api",
-    "Study": "forgetscale.api",
-    "measure_forgetting": "forgetscale.api",
-    "load_study": "forgetscale.api",
-    "fit_laws": "forgetscale.api",
-    "load_base": "forgetscale.api",
-}
 __all__ = [
     "ForgettingCallback",
     "ForgettingResult",
-    "Study",
+    "Results",
     "__version__",
     "fit_laws",
     "load_base",
-    "load_study",
+    "load_results",
     "measure_forgetting",
+    "plan",
+    "predict",
+    "run_study",
+    "write_report",
 ]
+_EXPORTS = {name: "forgetscale.api" for name in __all__ if name != "__version__"}
 
 if TYPE_CHECKING:
-    from forgetscale.api import ForgettingResult, Study, fit_laws, load_base, load_study, measure_forgetting
-    from forgetscale.callback import ForgettingCallback
+    from forgetscale.api import (
+        ForgettingCallback,
+        ForgettingResult,
+        Results,
+        fit_laws,
+        load_base,
+        load_results,
+        measure_forgetting,
+        plan,
+        predict,
+        run_study,
+        write_report,
+    )
 
 
 def __getattr__(name: str) -> Any:

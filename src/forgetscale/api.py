@@ -1,22 +1,63 @@
-"""The public Python API: measure forgetting, read a study, fit the laws.
+"""The public Python API: measure forgetting, run a study, read its results, fit, predict and plan.
 
-Re-exported from :mod:`forgetscale` (``forgetscale.measure_forgetting`` and so on).
-Importing this module loads no torch: :func:`measure_forgetting` and
-:func:`load_base` import it when called; :func:`load_study` and
-:func:`fit_laws` never need it.
+Re-exported from :mod:`forgetscale` (``forgetscale.measure_forgetting`` and so on). Each
+``forgetscale`` command is one call here. Importing this module loads no torch:
+:func:`measure_forgetting`, :func:`run_study`, :func:`load_base` and :class:`ForgettingCallback`
+import it when used; reading and fitting a study never needs it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from forgetscale.analysis import plan_directory as plan
+from forgetscale.analysis import predict_directory as predict
+from forgetscale.analysis import study_rows
+from forgetscale.config import ForgettingConfig, ModelConfig, RunConfig, StudyConfig, load_config
+from forgetscale.console import format_metrics
+from forgetscale.errors import UserError
+from forgetscale.laws import fit_study
+from forgetscale.models import cache_dir
+from forgetscale.report.command import write_report
+from forgetscale.store import read_store
 
 if TYPE_CHECKING:
+    from forgetscale.callback import ForgettingCallback
     from forgetscale.laws import FitResult
+    from forgetscale.study import StudyRun
+
+__all__ = [
+    "ForgettingCallback",
+    "ForgettingResult",
+    "Results",
+    "fit_laws",
+    "flatten_fit",
+    "load_base",
+    "load_results",
+    "measure_forgetting",
+    "plan",
+    "predict",
+    "run_study",
+    "write_report",
+]
+log = logging.getLogger(__name__)
+
+# predict(dir, steps, rank=None, params=None, dataset=None) and plan(dir, max_forgetting, dataset=None,
+# metric="forget_ce", bound="upper") are the study-directory functions of forgetscale.analysis, as they are.
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ForgettingCallback":  # it subclasses transformers' TrainerCallback: torch only when asked for
+        from forgetscale.callback import ForgettingCallback
+
+        return ForgettingCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -56,47 +97,35 @@ class ForgettingResult:
         return format_metrics(self.as_dict())
 
 
-def format_metrics(m: dict[str, Any]) -> str:
-    """One line: ``forget_ce 2.1234 ± 0.0123  forget_kl ...`` (± only where a standard error is known).
-
-    >>> format_metrics({"forget_ce": 2.0, "forget_ce_se": 0.01, "forget_kl": 0.0, "base_entropy": 2.0})
-    'forget_ce 2.0000 ± 0.0100  forget_kl 0.00000  base_entropy 2.0000'
-    """
-    parts = []
-    for k in ("forget_ce", "forget_kl", "base_entropy", "forget_top1_ce", "data_loss"):
-        if m.get(k) is None:
-            continue
-        digits = 5 if k == "forget_kl" else 4
-        se = m.get(f"{k}_se")
-        parts.append(f"{k} {m[k]:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else ""))
-    return "  ".join(parts)
-
-
 def measure_forgetting(
     base: str,
-    adapter_or_model: str | Path,
+    tuned: str | Path,
     corpus: str = "self",
     *,
+    kind: Literal["auto", "adapter", "model"] = "auto",
     seq_len: int = 128,
     batch_size: int = 8,
     top_k: int | None = None,
+    reference: Literal["hidden", "logits"] = "hidden",
     cache: str | Path | None = None,
 ) -> ForgettingResult:
-    """Forgetting of a PEFT adapter or a fully fine-tuned model against its base model.
+    """Forgetting of a PEFT adapter or a fully fine-tuned model against its base model: ``forgetscale forgetting``.
 
-    The same computation as ``forgetscale forgetting``: the base reference is computed
-    once per (base, corpus, tokenizer) and cached, then the fine-tuned model is measured
-    against it in fp32.
+    The base reference is computed once per (base, corpus, tokenizer) before any adapter is
+    attached (so the base is never silently changed underneath it) and cached; the fine-tuned
+    model is then measured against it in fp32, with its adapter merged for the evaluation.
 
     Args:
         base: the base model: ``smollm2-135m-instruct`` (built in), a hub id, a local
             directory or a ``.gguf`` file.
-        adapter_or_model: a PEFT adapter directory (it has ``adapter_config.json``) or a
-            fully fine-tuned model directory.
+        tuned: a PEFT adapter directory or a fully fine-tuned model directory.
         corpus: ``self``, ``wikitext``, a text file or ``hf:NAME[:CONFIG[:SPLIT]]``.
+        kind: what ``tuned`` is; ``auto``: an adapter when it holds ``adapter_config.json``.
         seq_len: block length for text corpora.
         batch_size: sequences per forward pass.
         top_k: compact reference (top-K base log-probs + tail; a KL lower bound); None: exact.
+        reference: the exact reference's storage: ``hidden`` (d floats per token; full logits
+            when the fine-tune changed the LM head) or ``logits``.
         cache: cache directory (default ``FORGETSCALE_CACHE`` or the user cache).
 
     Returns:
@@ -112,16 +141,82 @@ def measure_forgetting(
         >>> print(r)  # doctest: +SKIP
         forget_ce 1.9731 ± 0.0412  forget_kl 0.04511 ± 0.00620  base_entropy 1.9280 ...
     """
-    from forgetscale.models import cache_dir
-    from forgetscale.study import measure_forgetting as _measure
+    import contextlib
 
-    path = Path(adapter_or_model)
-    adapter = (path / "adapter_config.json").is_file()
-    m = _measure(
-        base, corpus, adapter=path if adapter else None, model=None if adapter else path, seq_len=seq_len,
-        batch_size=batch_size, top_k=top_k, cache=Path(cache) if cache is not None else cache_dir(),
-    )  # fmt: skip
-    return ForgettingResult.from_metrics(m)
+    from forgetscale.data.corpus import check_corpus
+    from forgetscale.forgetting import measure
+    from forgetscale.merge import merged
+    from forgetscale.models import check_adapter, load_adapter, load_model, resolve
+    from forgetscale.reference import head_signature, same_head
+    from forgetscale.workspace import Workspace
+
+    path = Path(tuned)
+    adapter = (path / "adapter_config.json").is_file() if kind == "auto" else kind == "adapter"
+    run = RunConfig(
+        model=ModelConfig(name=base),
+        forgetting=ForgettingConfig(
+            corpus=corpus, seq_len=seq_len, batch_size=batch_size, top_k=top_k, reference=reference
+        ),
+    )
+    try:
+        # every input is checked before the first model loads: bad input fails at once
+        if adapter:
+            check_adapter(path, "--adapter")
+        else:
+            resolve(ModelConfig(name=str(path)), "--model")
+        resolve(run.model)
+        check_corpus(run.forgetting)
+        ws = Workspace(Path(cache) if cache is not None else cache_dir())
+        ref = ws.reference(run)
+        if adapter:
+            model = load_adapter(ws.model(run).model, path, "--adapter")
+        else:
+            model = load_model(ModelConfig(name=str(path)), "--model").model
+    except UserError as e:  # the shared loaders name config keys; here the caller named options
+        raise UserError(str(e).replace("model.name)", "--base)").replace("forgetting.corpus", "--data")) from None
+    if ref.mode == "hidden" and not same_head(head_signature(model), ref.head_check):
+        log.info("the fine-tune changed the LM head: using a full-logit base reference instead of the hidden one")
+        run = run.model_copy(update={"forgetting": run.forgetting.model_copy(update={"reference": "logits"})})
+        with model.disable_adapter() if adapter else contextlib.nullcontext():  # the base's view
+            ref = ws.reference(run)
+    with merged(model):
+        return ForgettingResult.from_metrics(measure(model, ref, batch_size))
+
+
+def run_study(
+    config: StudyConfig | str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    preset: str | None = None,
+    overrides: Sequence[str] = (),
+    cache: str | Path | None = None,
+    dry_run: bool = False,
+) -> StudyRun:
+    """Run a forgetting study, resumably, then probe, fit the laws and write the report: ``forgetscale run``.
+
+    Args:
+        config: a :class:`forgetscale.config.StudyConfig`, or a study YAML file; None: ``preset``.
+        out: the study directory (default ``runs/<study name>``).
+        preset: ``default``, ``smoke``, ``paper``, ... (with a file or None).
+        overrides: ``key=value`` settings that win over the file and preset (with a file or None).
+        cache: the cache directory (default ``FORGETSCALE_CACHE`` or the user cache).
+        dry_run: validate and return the planned runs; run nothing.
+
+    Returns:
+        A :class:`forgetscale.study.StudyRun`: the config as run, its runs and the final run table.
+        :func:`load_results` reads everything else from ``out``.
+
+    Raises:
+        UserError: bad input, before anything is written (see :func:`forgetscale.study.run_study`).
+    """
+    from forgetscale.study import run_study as run
+
+    if not isinstance(config, StudyConfig):
+        config = load_config(None if config is None else Path(config), preset, list(overrides))
+    elif preset is not None or overrides:
+        raise UserError("run_study: preset and overrides apply to a study file, not to a StudyConfig")
+    directory = Path(out) if out is not None else Path("runs") / config.name
+    return run(config, directory, cache=Path(cache) if cache is not None else None, dry_run=dry_run)
 
 
 def load_base(name: str = "smollm2-135m-instruct", dtype: str = "float32") -> tuple[Any, Any]:
@@ -133,7 +228,6 @@ def load_base(name: str = "smollm2-135m-instruct", dtype: str = "float32") -> tu
     Returns:
         ``(model, tokenizer)``: a transformers causal LM in eval mode, and its tokenizer with a pad token.
     """
-    from forgetscale.config import ModelConfig
     from forgetscale.models import load_model
 
     lm = load_model(ModelConfig(name=name, dtype=dtype))
@@ -141,45 +235,49 @@ def load_base(name: str = "smollm2-135m-instruct", dtype: str = "float32") -> tu
 
 
 @dataclass(frozen=True)
-class Study:
-    """A study's data as plain tables: pandas DataFrames when pandas is installed, else lists of dicts.
+class Results:
+    """A study's results as tables: lists of dicts, or pandas DataFrames with ``load_results(..., as_frame=True)``.
 
     Attributes:
         rows: one measurement per (run, step) of the finished runs: ``run_id, step, tokens,
-            ft_loss, forget_ce, forget_kl, base_entropy, forget_top1_ce, data_loss, dataset, rank, P, ...``.
+            ft_loss, ft_loss_se, forget_ce, forget_kl, base_entropy, forget_top1_ce, data_loss,
+            dataset, rank, P, ...`` (:class:`forgetscale.schema.Measurement`).
         fits: one row per stored fit (dataset, law): fit quality and each parameter with its
             95% interval (``<name>``, ``<name>_lo``, ``<name>_hi``).
         runs: one row per run: ``run_id, dataset, rank, P, status, error, config, timings, provenance``.
+        probes: one row per (run, probe): ``run_id, probe`` and the probe's summary (``accuracy``, ...).
     """
 
     rows: Any
     fits: Any
     runs: Any
+    probes: Any
 
 
-def load_study(directory: str | Path, *, as_frame: bool | None = None) -> Study:
+def load_results(directory: str | Path, *, as_frame: bool = False) -> Results:
     """Read a study directory's store (``forgetscale run --out DIR`` or a callback's ``store=DIR``).
 
     Args:
         directory: the study directory (``study.sqlite`` inside).
-        as_frame: True: pandas DataFrames (pandas required); False: lists of dicts;
-            None: DataFrames if pandas is importable.
+        as_frame: pandas DataFrames (pandas required) instead of lists of dicts.
 
     Returns:
-        A :class:`Study`.
+        A :class:`Results`.
+
+    Raises:
+        UserError: no study in ``directory``.
 
     Example::
 
-        >>> s = forgetscale.load_study("runs/default")  # doctest: +SKIP
-        >>> s.rows.groupby("rank").forget_kl.max()  # doctest: +SKIP
+        >>> r = forgetscale.load_results("runs/default", as_frame=True)  # doctest: +SKIP
+        >>> r.rows.groupby("rank").forget_kl.max()  # doctest: +SKIP
     """
-    from forgetscale import analysis
-
-    with analysis._open(Path(directory)) as store:
-        rows = analysis.study_rows(store)
+    with read_store(Path(directory)) as store:
+        rows = study_rows(store)
         runs = store.runs()
         fits = [flatten_fit(ds, label, fit) for (ds, label), fit in store.fits().items()]
-    return Study(*(_table(t, as_frame) for t in (rows, fits, runs)))
+        probes = [{"run_id": p["run_id"], "probe": p["probe"], **p["summary"]} for p in store.probes()]
+    return Results(*(_table(t, as_frame) for t in (rows, fits, runs, probes)))
 
 
 def flatten_fit(dataset: str, label: str, fit: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,7 +314,7 @@ def fit_laws(
 
     Args:
         rows: a DataFrame or an iterable of dicts with ``run_id, dataset, rank, P, step``
-            and the metrics (``load_study(...).rows`` is one); a missing value is None or NaN.
+            and the metrics (``load_results(...).rows`` is one); a missing value is None or NaN.
         laws: law labels (``linear``, ``paper``, ``kl_power``, ``additive:forget_ce``, ...);
             None fits every law the rows allow and leaves out, with a warning, those they do not.
         min_step: leave out steps below this (the onset; the paper left out its first 50).
@@ -238,8 +336,6 @@ def fit_laws(
     >>> round(fit.params["c_fft"], 2), round(fit.params["s_fft"], 2)
     (1.06, 3.13)
     """
-    from forgetscale.laws import fit_study
-
     records = _records(rows)
     skipped: dict[str, dict[str, str]] = {}
     fits = fit_study(records, laws=laws, min_step=min_step, delta=delta, n_boot=n_boot, seed=seed,
@@ -259,13 +355,9 @@ def _records(rows: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _table(records: list[dict[str, Any]], as_frame: bool | None) -> Any:
-    if as_frame is False:
+def _table(records: list[dict[str, Any]], as_frame: bool) -> Any:
+    if not as_frame:
         return records
-    try:
-        import pandas as pd
-    except ImportError:
-        if as_frame:
-            raise
-        return records
+    import pandas as pd  # not a dependency: asked for explicitly
+
     return pd.DataFrame.from_records(records)

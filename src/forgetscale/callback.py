@@ -6,7 +6,7 @@ at the Trainer's own evaluations or on a schedule of its own, and logs the
 numbers through the Trainer's logging, so that every ``report_to`` integration
 (W&B, TensorBoard, MLflow, ...) receives them. It reuses the pieces a study is
 made of: the corpus protocol (:mod:`forgetscale.data.corpus`), the base
-reference and its disk cache (:func:`forgetscale.study.reference_key`), the
+reference and its disk cache (:mod:`forgetscale.reference`), the
 metrics (:func:`forgetscale.forgetting.measure`) and the fp32 evaluation of a
 mixed-precision model (:func:`forgetscale.train.full_precision`).
 """
@@ -16,31 +16,45 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
+from peft import PeftModel
 from transformers import Trainer, TrainerCallback
 
-from forgetscale.api import format_metrics
-from forgetscale.config import ForgettingConfig
+from forgetscale.config import ForgettingConfig, ModelConfig
+from forgetscale.console import format_metrics, log_to_stderr
+from forgetscale.data.corpus import build_corpus, check_corpus
 from forgetscale.errors import UserError
+from forgetscale.forgetting import measure
+from forgetscale.models import cache_dir, resolve, source_fingerprint
+from forgetscale.reference import (
+    BaseReference,
+    cached_reference,
+    first_sequences,
+    head_module_name,
+    reference_key,
+    save_reference,
+)
+from forgetscale.run import provenance
+from forgetscale.schema import FORGETTING_METRICS, Measurement
+from forgetscale.store import open_store
 from forgetscale.train import full_precision
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from forgetscale.forgetting import BaseReference
+log = logging.getLogger(__name__)
 
-LOGGED = ("forget_ce", "forget_ce_se", "forget_kl", "forget_kl_se", "base_entropy", "forget_top1_ce", "data_loss")
+LOGGED = tuple(n for m in FORGETTING_METRICS for n in (m, f"{m}_se"))
 """What goes to the Trainer's log (the standard errors when :func:`~forgetscale.forgetting.measure` gives them)."""
 
 VERIFY_KL = 1e-4
@@ -96,7 +110,8 @@ class ForgettingCallback(TrainerCallback):
         cache: the cache directory (default ``FORGETSCALE_CACHE`` or the user cache).
         prefix: prepended to the logged keys (``"eval_"`` files them under ``eval/`` in W&B).
         fp32: evaluate in fp32 (default). False evaluates half-precision weights as they are.
-        verbose: print one line per measurement.
+        verbose: log one line per measurement (logger ``forgetscale.callback``, level INFO; shown on
+            stderr unless the application configured logging itself).
 
     Example (``examples/callback_sft.py`` is the whole script)::
 
@@ -136,8 +151,6 @@ class ForgettingCallback(TrainerCallback):
             )  # fmt: skip
         except ValueError as e:  # pydantic's message names the field
             raise UserError(f"ForgettingCallback: {e}") from None
-        from forgetscale.data.corpus import check_corpus
-
         check_corpus(self.config)
         if isinstance(eval_steps, int) and eval_steps < 1:
             raise UserError(f"ForgettingCallback: eval_steps must be a positive int or a list of steps ({eval_steps})")
@@ -149,8 +162,10 @@ class ForgettingCallback(TrainerCallback):
         self.model_fingerprint = model_fingerprint
         self.cache = Path(cache) if cache is not None else None
         self.prefix, self.fp32, self.verbose = prefix, fp32, verbose
-        self.history: list[dict[str, Any]] = []
+        self.history: list[Measurement] = []
         """Every measurement: ``step``, ``tokens``, ``ft_loss`` (or None) and the metrics."""
+        if verbose and not logging.getLogger("forgetscale").hasHandlers():
+            log_to_stderr()  # asked for lines, and nothing else would show them
         self.reference: BaseReference | None = None
         self.base_source = ""
         """How the reference was obtained: computed or cached, and from which view of the model."""
@@ -233,8 +248,6 @@ class ForgettingCallback(TrainerCallback):
                     stacklevel=2,
                 )
         if self.store is not None and state.is_world_process_zero:
-            from forgetscale.store import open_store
-
             total = time.perf_counter() - self._t0
             with open_store(self.store) as s:
                 s.finish_run(self._run_id, {"train": total - self._eval_seconds, "eval": self._eval_seconds,
@@ -242,11 +255,6 @@ class ForgettingCallback(TrainerCallback):
 
     # ---------------------------------------------------------------- the base reference
     def _prepare_reference(self, model: Any, tok: Any, step: int) -> None:
-        from forgetscale.data.corpus import build_corpus
-        from forgetscale.forgetting import BaseReference
-        from forgetscale.models import cache_dir
-        from forgetscale.study import cached_reference, reference_key, store_reference
-
         cfg, cache = self.config, self.cache or cache_dir()
         peft = _is_peft(model)
         mode = self._mode(model, peft)
@@ -266,7 +274,7 @@ class ForgettingCallback(TrainerCallback):
                 ) from None
             for attempt in (0, 1):
                 directory = cache / "refs" / reference_key(fp, tok, seqs, self._dtype(model), cfg.top_k, mode)
-                ref = cached_reference(directory, seqs, lambda msg: warnings.warn(msg, stacklevel=4))
+                ref = cached_reference(directory, seqs)
                 if ref is not None:
                     if not fresh:
                         self.base_source = f"cached {directory.name}, unchecked (full fine-tune resumed at step {step})"
@@ -297,8 +305,7 @@ class ForgettingCallback(TrainerCallback):
                         "base reference is cached for it. A full fine-tune's base cannot be re-derived from its "
                         "fine-tuned weights: start from step 0 (or attach the callback to a PEFT model)."
                     )
-                store_reference(model, seqs, cfg.batch_size, directory, cfg.top_k, mode)
-                ref = BaseReference.load(directory, tuple(seqs))
+                ref = save_reference(model, seqs, cfg.batch_size, directory, cfg.top_k, mode)
                 self.base_source = f"computed from {view} into {directory.name}"
                 break
         self.reference = ref
@@ -306,10 +313,8 @@ class ForgettingCallback(TrainerCallback):
 
     def _verify(self, model: Any, in_base_view: bool = False) -> float:
         """KL between the reference and the base view of ``model`` on the first batch of the corpus."""
-        from forgetscale.forgetting import measure
-
         assert self.reference is not None
-        sub = _head(self.reference, self.config.batch_size)
+        sub = first_sequences(self.reference, self.config.batch_size)
         if in_base_view:
             return measure(model, sub, self.config.batch_size)["forget_kl"]
         with self._evaluating(model), base_view(model):
@@ -318,8 +323,6 @@ class ForgettingCallback(TrainerCallback):
     def _mode(self, model: Any, peft: bool) -> str:
         """The exact reference's storage, as a study chooses it: ``hidden`` needs the base's LM head at
         every evaluation, which a full fine-tune trains and a LoRA on the head changes: ``logits`` then."""
-        from forgetscale.forgetting import head_module_name
-
         if not peft:
             return "logits"
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -347,8 +350,6 @@ class ForgettingCallback(TrainerCallback):
 
     # ---------------------------------------------------------------- measuring and logging
     def _measure(self, model: Any, args: Any, state: Any, control: Any) -> None:
-        from forgetscale.forgetting import measure
-
         assert self.reference is not None
         t = time.perf_counter()
         with self._evaluating(model):
@@ -356,13 +357,15 @@ class ForgettingCallback(TrainerCallback):
         self._eval_seconds += time.perf_counter() - t
         step = state.global_step
         self._measured.add(step)
-        row = {"step": step, "tokens": int(state.num_input_tokens_seen or 0), "ft_loss": self._eval_loss.get(step), **m}
+        # ft_loss is the Trainer's eval_loss, a mean whose spread over examples the Trainer does not report
+        row = Measurement(step=step, tokens=int(state.num_input_tokens_seen or 0), ft_loss=self._eval_loss.get(step),
+                          ft_loss_se=None, n_eval_tokens=int(m.pop("n_tokens")), **m)  # fmt: skip
         self.history.append(row)
         self._log({self.prefix + k: float(m[k]) for k in LOGGED if m.get(k) is not None}, control)
         if self.store is not None and state.is_world_process_zero:  # one writer under distributed training
             self._write_row(row)
         if self.verbose and state.is_world_process_zero:
-            print(f"[forgetscale] step {step}: {format_metrics(m)}", flush=True)
+            log.info(f"[forgetscale] step {step}: {format_metrics(m)}")
 
     def _log(self, logs: dict[str, float], control: Any) -> None:
         if self._trainer is None:
@@ -382,9 +385,6 @@ class ForgettingCallback(TrainerCallback):
 
     # ---------------------------------------------------------------- the store
     def _open_run(self, args: Any, state: Any, model: Any) -> None:
-        from forgetscale.store import open_store
-        from forgetscale.study import provenance
-
         assert self.reference is not None and self.store is not None
         P, rank, lora = _parameters(model)
         config = {
@@ -410,12 +410,10 @@ class ForgettingCallback(TrainerCallback):
                 s.start_run(self._run_id, P, provenance(self._fingerprint, "", self.reference, precision))
             self._measured |= {r["step"] for r in s.measurements(self._run_id)}
 
-    def _write_row(self, row: dict[str, Any]) -> None:
-        from forgetscale.store import open_store
-
+    def _write_row(self, row: Measurement) -> None:
         assert self.store is not None
         with open_store(self.store) as s:
-            s.add_measurement(self._run_id, {**row, "n_eval_tokens": row["n_tokens"]})
+            s.add_measurement(self._run_id, row)
 
 
 _TRAIN_ARGS = (
@@ -456,16 +454,12 @@ def _with_pad(tok: Any) -> Any:
 
 
 def _is_peft(model: Any) -> bool:
-    from peft import PeftModel
-
     return isinstance(model, PeftModel) or bool(getattr(model, "_hf_peft_config_loaded", False))
 
 
 @contextmanager
 def base_view(model: Any) -> Iterator[None]:
     """The base model: a PEFT model with its adapters disabled, any other model as it is."""
-    from peft import PeftModel
-
     if isinstance(model, PeftModel):
         with model.disable_adapter():
             yield
@@ -505,9 +499,6 @@ def model_fingerprint(model: Any) -> str:
     GGUF's digest; a local model directory, the digest of its weight files; a hub
     id, ``hub:ID@main``. A model with no recorded source is hashed by its weights.
     """
-    from forgetscale.config import ModelConfig
-    from forgetscale.models import _fingerprint, resolve
-
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
     path = Path(name).expanduser()
     if name and (path / "forgetscale.json").is_file():
@@ -518,7 +509,7 @@ def model_fingerprint(model: Any) -> str:
         except UserError:
             kind, p = "", None
         if kind in ("dir", "hub", "gguf"):
-            return _fingerprint(ModelConfig(name=name), kind, p)
+            return source_fingerprint(ModelConfig(name=name), kind, p)
     return weights_fingerprint(model)
 
 
@@ -532,18 +523,6 @@ def weights_fingerprint(model: Any) -> str:
             h.update(name.encode())
             h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return "weights:" + h.hexdigest()
-
-
-_PER_POSITION = ("entropy", "top1", "logp", "topk_idx", "topk_logp", "tail_logp", "mean_emb")
-
-
-def _head(ref: BaseReference, n_sequences: int) -> BaseReference:
-    """The reference restricted to the corpus' first ``n_sequences`` sequences."""
-    seqs = ref.sequences[:n_sequences]
-    n = sum(s.n_targets for s in seqs)
-    cut = {f.name: getattr(ref, f.name)[:n] for f in fields(ref) if f.name in _PER_POSITION
-           and isinstance(getattr(ref, f.name), np.ndarray)}  # fmt: skip
-    return replace(ref, sequences=seqs, **cut)
 
 
 def _parameters(model: Any) -> tuple[int, int, dict[str, Any] | None]:

@@ -10,11 +10,10 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from forgetscale.console import fmt, log_stderr, print_rows, quiet_libraries
+from forgetscale.console import fmt, format_pm, log_to_stderr, print_rows, quiet_libraries
 from forgetscale.errors import UserError
 
 
@@ -24,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     # beside one busy process, sampling the default `self` corpus had not finished after 5 min
     # with the default policy and took about a minute with PASSIVE. Set the variable to override.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    log_to_stderr()  # the library's log lines (progress, loads, warnings) as the commands have always shown them
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -124,23 +124,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from forgetscale.config import load_study
-    from forgetscale.models import cache_dir
-    from forgetscale.study import fix_precision
+    from forgetscale.api import run_study
+    from forgetscale.config import load_config
 
-    study = load_study(args.study, args.preset, [*args.overrides, *_executor_sets(args)])
-    from forgetscale.executors import check
-
-    check(study.executor)  # the Ray executor without Ray fails before anything is loaded or written
-    out = args.out or Path("runs") / study.name
-    from forgetscale.store import check_store
-
-    check_store(out)  # a study.sqlite that is not a forgetscale store fails before anything loads
-    study = fix_precision(study, out, cache_dir())  # `auto` resolved once per study, then recorded
-    runs = study.runs()
+    config = load_config(args.study, args.preset, [*args.overrides, *_executor_sets(args)])
+    out = args.out or Path("runs") / config.name
+    if not args.dry_run:
+        quiet_libraries()
+    done = run_study(config, out, dry_run=args.dry_run)
     if args.dry_run:
-        print(f"study {study.name!r}: {len(runs)} runs -> {out}")
-        for r in runs:
+        print(f"study {done.config.name!r}: {len(done.runs)} runs -> {out}")
+        for r in done.runs:
             print(
                 f"  {r.run_id}  model={r.model.name} data={r.data.dataset} rank={r.lora.rank} "
                 f"steps={r.train.steps} lr={r.train.lr} opt={r.train.optimizer} batch={r.train.batch_size} "
@@ -148,31 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 + (f" mitigation={r.mitigation.kind}" if r.mitigation.kind != "none" else "")
             )
         return 0
-    quiet_libraries()
-    from forgetscale.lock import check_free, hold
-    from forgetscale.study import Workspace, prepare_study, run_study
-
-    log = log_stderr
-    check_free(out)  # a busy study is refused before anything loads (one line, nothing else printed)
-    ws = Workspace(cache_dir(), log)
-    prepare_study(study, ws)  # bad input fails here, before the directory (or its lock) exists
-    from forgetscale.executors import make_executor
-
-    executor = make_executor(study.executor, log)  # joins or starts a Ray cluster when asked
-    with hold(out):  # one runner per study directory
-        table = run_study(study, out, ws, log, executor=executor)
-        _print_table(table)
-        phases = {}
-        if study.probes.enabled:  # before the fit, so that the findings include F5
-            from forgetscale.probes.runner import probe_study
-
-            probed = None if study.probes.runs == "all" else [r.run_id for r in study.probed_runs()]
-            phases["probes"] = _timed(probe_study, out, ws, study.probes, run_ids=probed, log=log)
-        phases["fit"] = _timed(fit_and_save, out)
-        from forgetscale.report.command import write_report
-
-        phases["report"] = _timed(write_report, out, "html", log)
-        _record_phases(out, phases)
+    _print_table(done.table)
     from forgetscale.analysis import summary_lines
 
     print("\n".join(summary_lines(out)))
@@ -191,30 +161,26 @@ def _executor_sets(args: argparse.Namespace) -> list[str]:
 
 def cmd_forgetting(args: argparse.Namespace) -> int:
     quiet_libraries()
-    from forgetscale.models import cache_dir
-    from forgetscale.study import measure_forgetting
+    from forgetscale.api import measure_forgetting
 
-    metrics = measure_forgetting(
+    result = measure_forgetting(
         args.base,
+        args.adapter if args.adapter is not None else args.model,
         args.data,
-        adapter=args.adapter,
-        model=args.model,
+        kind="adapter" if args.adapter is not None else "model",
         seq_len=args.seq_len,
         top_k=args.top_k,
         batch_size=args.batch_size,
-        cache=cache_dir(),
-        log=log_stderr,
         reference=args.reference,
     )
+    metrics = result.as_dict()
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:  # a mean with its standard error over the corpus' sequences, as llama.cpp prints its KL
         for k, v in metrics.items():
             if k.endswith("_se"):
                 continue
-            se = metrics.get(f"{k}_se")
-            pm = f" ± {se:.6f}" if isinstance(se, float) and se == se else ""
-            print(f"{k:>16}  {v:.6f}{pm}" if isinstance(v, float) else f"{k:>16}  {v}")
+            print(f"{k:>16}  {format_pm(v, metrics.get(f'{k}_se'), 6)}" if isinstance(v, float) else f"{k:>16}  {v}")
     return 0
 
 
@@ -250,13 +216,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def fit_and_save(out: Path, laws: list[str] | None = None, min_step: int | None = None, n_boot: int | None = None):
-    """Fit a study's laws, store them, and write ``DIR/fits.json`` (atomically)."""
-    from forgetscale import analysis
+def fit_and_save(
+    out: Path, laws: list[str] | None = None, min_step: int | None = None, n_boot: int | None = None
+) -> dict[str, Any]:
+    """:func:`forgetscale.study.fit_and_save`, imported when called (it loads the run path)."""
+    from forgetscale.study import fit_and_save as fit
 
-    result = analysis.fit_directory(out, laws, min_step, n_boot)
-    _write_atomic(out / "fits.json", json.dumps(result, indent=2))
-    return result
+    return fit(out, laws, min_step, n_boot)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -313,29 +279,9 @@ def _print_fit(title: str, fit: dict[str, Any]) -> None:
         print(f"    {name:>9} = {fmt(p['value'])}  95% [{fmt(p['lo'])}, {fmt(p['hi'])}]")
 
 
-def _timed(fn: Any, *args: Any, **kw: Any) -> float:
-    t = time.perf_counter()
-    fn(*args, **kw)
-    return time.perf_counter() - t
-
-
-def _record_phases(out: Path, phases: dict[str, float]) -> None:
-    from forgetscale.store import open_store
-
-    with open_store(out) as store:
-        store.set_meta("phases", {**(store.get_meta("phases") or {}), **phases})
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    print_rows(
-        rows, ["run_id", "dataset", "rank", "P", "status", "step", "ft_loss", "forget_ce", "forget_kl", "seconds"]
-    )
+    print_rows(rows, ["run_id", "dataset", "rank", "P", "status", "step", "ft_loss", "forget_ce", "forget_kl",
+                      "seconds"])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -274,7 +274,7 @@ class StudyConfig(RunConfig):
             d = json.loads(json.dumps(base))
             for k, v in zip(keys, combo, strict=True):
                 _set_dotted(d, k, v)
-            out.append(_validate(RunConfig, d, f"sweep {dict(zip(keys, combo, strict=True))}"))
+            out.append(validate(RunConfig, d, f"sweep {dict(zip(keys, combo, strict=True))}"))
         return out
 
 
@@ -398,7 +398,7 @@ def _mitigations_preset() -> dict[str, Any]:
 PRESETS["mitigations"] = _mitigations_preset()
 
 
-def load_study(
+def load_config(
     path: str | Path | None = None,
     preset: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -450,13 +450,14 @@ def load_study(
             _drop_axes(data, [key])  # --set train.x=v beats a sweep over train.x
             _set_dotted(data, key, value)
         source = f"{source} with --set"
-    study = _validate(StudyConfig, data, source)
+    study = validate(StudyConfig, data, source)
     # expanding once here surfaces bad sweep keys/values before anything is written
     study.runs()
     return study
 
 
-def _validate(cls: type[BaseModel], data: dict[str, Any], source: str) -> Any:
+def validate(cls: type[BaseModel], data: dict[str, Any], source: str) -> Any:
+    """``cls`` built from ``data``; a validation error becomes one line naming ``source`` and the key."""
     try:
         return cls.model_validate(data)
     except ValidationError as e:

@@ -10,14 +10,16 @@ plain LoRA's line (:mod:`forgetscale.laws.frontier`).
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forgetscale.data import synthetic
+from forgetscale.data.corpus import sample_self, shipped_prompts
 from forgetscale.data.encode import Sequence, encode_example
+from forgetscale.data.sources import load_splits
 from forgetscale.errors import UserError
 
 if TYPE_CHECKING:
@@ -34,8 +36,6 @@ def check_replay(run: RunConfig) -> None:
     if m.kind != "replay":
         return
     if m.replay_source == "self":
-        from forgetscale.data.corpus import shipped_prompts
-
         used = run.forgetting.n_prompts if run.forgetting.corpus == "self" else 0
         free = len(shipped_prompts()) - used
         if m.replay_examples > free:
@@ -44,8 +44,6 @@ def check_replay(run: RunConfig) -> None:
                 f"the shipped prompts are not in the forgetting corpus (forgetting.n_prompts={used}); ask for fewer"
             )
         return
-    from forgetscale.data import synthetic
-
     spec = m.replay_source
     if spec not in synthetic.GENERATORS and not spec.startswith("hf:") and not Path(spec).expanduser().exists():
         raise UserError(
@@ -57,43 +55,29 @@ def replay_prompts(run: RunConfig) -> list[str]:
     """The shipped prompts a ``self`` replay source answers: the last ``replay_examples`` of the list,
     while the ``self`` forgetting corpus takes the first ``forgetting.n_prompts`` (disjoint by
     :func:`check_replay`)."""
-    from forgetscale.data.corpus import shipped_prompts
-
     prompts = shipped_prompts()
     return prompts[len(prompts) - run.mitigation.replay_examples :]
 
 
-_REPLAY: dict[str, list[Sequence]] = {}
-"""Encoded replay sequences per (model, source, settings), once per process."""
-
-
 def replay_sequences(run: RunConfig, tok: Any, model: Any, model_fingerprint: str, cache: Path) -> list[Sequence]:
     """The encoded replay examples of ``run`` (``self`` is sampled once and cached on disk, like the
-    ``self`` forgetting corpus, with the forgetting corpus' sampling settings).
+    ``self`` forgetting corpus, with the forgetting corpus' sampling settings). A study's
+    :class:`forgetscale.workspace.Workspace` keeps them in memory for the process.
 
     Raises:
         UserError: an unusable source, or one with no example that has a token to train on.
     """
     m = run.mitigation
-    key = json.dumps([model_fingerprint, m.replay_source, m.replay_examples, run.train.seq_len, run.data.seed,
-                      run.forgetting.model_dump(mode="json")])  # fmt: skip
-    if key in _REPLAY:
-        return _REPLAY[key]
     check_replay(run)
     if m.replay_source == "self":
-        from forgetscale.data.corpus import sample_self
-
         pairs = sample_self(run.forgetting, tok, model, model_fingerprint, cache, prompts=replay_prompts(run))
         examples = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": r}]}
                     for p, r in pairs]  # fmt: skip
     else:
-        from forgetscale.data.sources import load_splits
-
         examples, _ = load_splits(m.replay_source, m.replay_examples, 1, run.data.seed, run.data.split)
     seqs = [s for s in (encode_example(e, tok, run.train.seq_len) for e in examples) if s is not None]
     if not seqs:
         raise UserError(f"mitigation.replay_source {m.replay_source}: no example has a token to train on")
-    _REPLAY[key] = seqs
     return seqs
 
 

@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import platformdirs
 
 from forgetscale.errors import UserError
+from forgetscale.fsutil import publish_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -114,7 +114,7 @@ def load_model(cfg: ModelConfig, key: str = _KEY) -> LoadedModel:
     model.eval()
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return LoadedModel(model, tokenizer, _fingerprint(cfg, kind, path), cfg.name)
+    return LoadedModel(model, tokenizer, source_fingerprint(cfg, kind, path), cfg.name)
 
 
 def _from_pretrained(what: str, cfg: ModelConfig, kind: str, path: Path | None, key: str = _KEY) -> Any:
@@ -192,19 +192,13 @@ def _converted(gguf: Path, key: str = _KEY) -> Path:
     missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
         raise RuntimeError(f"GGUF conversion of {gguf}: missing {missing}, unexpected {unexpected}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
-    try:
+
+    def fill(tmp: Path) -> None:
         clean.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "forgetscale.json").write_text(json.dumps({"source": str(gguf), "sha256": digest}))
-        if out.exists():  # another process won the race; theirs is as good as ours
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    publish_dir(out, fill, replace=False)  # another process may win the race; theirs is as good as ours
     return out
 
 
@@ -420,7 +414,8 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _fingerprint(cfg: ModelConfig, kind: str, path: Path | None) -> str:
+def source_fingerprint(cfg: ModelConfig, kind: str, path: Path | None) -> str:
+    """The cache identity of a model source: a file's digest, a directory's weight files' digest, a hub revision."""
     if kind in ("builtin", "gguf"):
         assert path is not None
         return "sha256:" + file_digest(path)
@@ -443,8 +438,11 @@ def file_digest(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        with open(path, "rb") as f:
-            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()
+        h = hashlib.sha256()
+        with open(path, "rb") as f:  # in chunks: hashlib.file_digest needs Python 3.11
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
     return _DIGESTS[key]
 
 

@@ -7,18 +7,23 @@ rate and trained 1.9x faster. So ``auto`` times the kernel a LoRA step spends
 its time in (a frozen linear layer, forward and input-gradient backward) in
 both precisions, side by side, and keeps the answer in the cache directory
 under a key naming the machine. A study resolves ``auto`` once, when it is
-created, and records the result (:func:`forgetscale.study.fix_precision`).
+created, and records the result (:func:`pin_for_study`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from forgetscale.fsutil import atomic_write
+from forgetscale.models import cache_dir
+from forgetscale.store import open_store
+
+if TYPE_CHECKING:
+    from forgetscale.config import StudyConfig
 
 BF16_MARGIN = 1.15
 """bf16 must time at least this much faster than fp32 to be chosen: it changes the trajectory (and with it
@@ -39,11 +44,32 @@ def resolve(precision: str, cache: Path | None = None) -> str:
     """``auto`` -> ``fp32`` or ``bf16`` as measured on this machine; any other value unchanged."""
     if precision != "auto":
         return precision
-    if cache is None:
-        from forgetscale.models import cache_dir
+    return measured(cache_dir() if cache is None else cache)
 
-        cache = cache_dir()
-    return measured(cache)
+
+def pin_for_study(study: StudyConfig, out: Path, cache: Path | None = None) -> StudyConfig:
+    """``study`` with ``train.precision: auto`` replaced by a concrete precision, once per study.
+
+    The value recorded when the study in ``out`` was created wins; a new study
+    takes this machine's measured choice (:func:`resolve`). So run ids, resume
+    and the numbers do not depend on the machine a study resumes on.
+    """
+    swept = "train.precision" in study.sweep
+    if study.train.precision != "auto" and not (swept and "auto" in study.sweep["train.precision"]):
+        return study
+    recorded = None
+    if (out / "study.sqlite").is_file():
+        with open_store(out, create=False) as store:
+            recorded = ((store.get_meta("study") or {}).get("train") or {}).get("precision")
+    if recorded not in ("fp32", "bf16"):
+        recorded = resolve("auto", cache)
+    update: dict[str, Any] = {}
+    if study.train.precision == "auto":
+        update["train"] = study.train.model_copy(update={"precision": recorded})
+    if swept:
+        axis = tuple(recorded if v == "auto" else v for v in study.sweep["train.precision"])
+        update["sweep"] = {**study.sweep, "train.precision": tuple(dict.fromkeys(axis))}
+    return study.model_copy(update=update)
 
 
 def measured(cache: Path) -> str:
@@ -132,8 +158,4 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-precision-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1))

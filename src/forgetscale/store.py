@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetscale.errors import UserError
+from forgetscale.schema import MEASUREMENT_COLUMNS
 
 SCHEMA_VERSION = 1
 
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     n_eval_tokens INTEGER,
     forget_ce_se REAL,
     forget_kl_se REAL,
+    ft_loss_se REAL,
     PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS scaled_measurements (
@@ -66,6 +68,7 @@ CREATE TABLE IF NOT EXISTS scaled_measurements (
     n_eval_tokens INTEGER,
     forget_ce_se REAL,
     forget_kl_se REAL,
+    ft_loss_se REAL,
     PRIMARY KEY (run_id, step, scale)
 );
 CREATE TABLE IF NOT EXISTS fits (
@@ -85,21 +88,10 @@ CREATE TABLE IF NOT EXISTS probes (
 );
 """
 
-MEASUREMENT_COLUMNS = (
-    "step",
-    "tokens",
-    "ft_loss",
-    "forget_ce",
-    "forget_kl",
-    "base_entropy",
-    "forget_top1_ce",
-    "data_loss",
-    "n_eval_tokens",
-    "forget_ce_se",
-    "forget_kl_se",
-)
-
-_ADDED_COLUMNS = {"measurements": (("forget_ce_se", "REAL"), ("forget_kl_se", "REAL"))}
+_ADDED_COLUMNS = {
+    "measurements": (("forget_ce_se", "REAL"), ("forget_kl_se", "REAL"), ("ft_loss_se", "REAL")),
+    "scaled_measurements": (("ft_loss_se", "REAL"),),
+}
 """Columns added to schema version 1 after stores were written: added on open (NULL in old rows)."""
 
 
@@ -301,6 +293,19 @@ def open_store(directory: Path, create: bool = True) -> Store:
             f"{path}: a store of schema version {version[0]}; this forgetscale reads version {SCHEMA_VERSION}"
         )
     return Store(conn, path)
+
+
+def read_store(directory: Path) -> Store:
+    """Open the store of a study that ``forgetscale run`` (or a callback's ``store=``) wrote, to read it.
+
+    Raises:
+        UserError: there is no ``study.sqlite`` in ``directory`` (one line saying how to make one), or
+            it is not a readable forgetscale store.
+    """
+    try:
+        return open_store(Path(directory), create=False)
+    except FileNotFoundError:
+        raise UserError(f"{directory}: no study.sqlite here; run `forgetscale run --out {directory}` first") from None
 
 
 def check_store(directory: Path, create: bool = True) -> None:

@@ -11,7 +11,6 @@ only at the positions that have a label.
 from __future__ import annotations
 
 import math
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,9 @@ from transformers import Trainer, TrainerCallback
 from forgetscale.compat import kept_logits
 from forgetscale.data.encode import IGNORE_INDEX, Sequence
 from forgetscale.errors import UserError
+from forgetscale.fsutil import publish_dir
+from forgetscale.mitigation import ReplayCollator
+from forgetscale.precision import resolve as resolve_precision
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -71,13 +73,6 @@ def check_targets(model: PreTrainedModel, cfg: LoraConfig) -> None:
 def detach_lora(peft_model: PeftModel) -> PreTrainedModel:
     """Remove the LoRA layers (without merging) and hand back the untouched base model."""
     return peft_model.unload()
-
-
-def resolve_precision(precision: str) -> str:
-    """``auto``: the faster of fp32 and bf16 on this machine, as measured (:mod:`forgetscale.precision`)."""
-    from forgetscale.precision import resolve
-
-    return resolve(precision)
 
 
 def is_identity(peft_model: PeftModel) -> bool:
@@ -215,7 +210,7 @@ def train(
     from transformers import DataCollatorForSeq2Seq, PrinterCallback, TrainingArguments
 
     t = cfg.train
-    precision = resolve_precision(t.precision)
+    precision = resolve_precision(t.precision)  # `auto` (outside a study): measured on this machine
     ds = Dataset.from_list([{"input_ids": list(s.ids), "labels": s.labels()} for s in train_seqs])
     callback = ScheduledEval(cfg.eval_schedule(), evaluate)
     with tempfile.TemporaryDirectory(prefix="forgetscale-trainer-") as tmp:
@@ -251,8 +246,6 @@ def train(
         collator: Any = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE_INDEX)
         m = cfg.mitigation
         if m.kind == "replay":
-            from forgetscale.mitigation import ReplayCollator
-
             collator = ReplayCollator(collator, replay or [], m.replay_fraction, t.seed)
         trainer = TargetsOnlyTrainer(
             model=peft_model, args=args, train_dataset=ds, data_collator=collator, callbacks=[callback]
@@ -272,21 +265,3 @@ def train(
 def save_adapter(peft_model: PeftModel, out: Path) -> None:
     """Save in stock PEFT format, atomically: a half-written adapter never has the final name."""
     publish_dir(out, peft_model.save_pretrained)
-
-
-def publish_dir(out: Path, fill: Callable[[Path], Any]) -> None:
-    """Have ``fill`` write a directory's files, then give it the name ``out`` (replacing any old one).
-
-    ``fill`` writes into a temporary sibling that is renamed only once complete, so a
-    killed process never leaves a half-written directory under the final name.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
-    try:
-        fill(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -56,12 +56,12 @@ def tiny_setup(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
     from bench.speed import Setup
 
     from forgetscale import train
-    from forgetscale.config import load_study
-    from forgetscale.study import Workspace
+    from forgetscale.config import load_config
+    from forgetscale.workspace import Workspace
     from tests.helpers import TINY_STUDY
 
     sets = [f"model.name={tiny_model}", *TINY_STUDY, "train.steps=3", "sweep.lora.rank=[4]"]
-    study = load_study(preset="smoke", overrides=sets)
+    study = load_config(preset="smoke", overrides=sets)
     runs = {r.data.dataset: r for r in study.runs()}
     ws = Workspace(tmp_path_factory.mktemp("bench-cache"))
     run = runs["news"]

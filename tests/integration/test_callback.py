@@ -141,14 +141,14 @@ def test_evaluation_events_and_store(capsys, tmp_path, tiny_model, corpus):
         assert [r["step"] for r in cb.history] == [0, 2, 4]
         assert all(r["ft_loss"] == evals[r["step"]] for r in cb.history)
 
-    s = forgetscale.load_study(store, as_frame=False)
+    s = forgetscale.load_results(store)
     assert {(r["run_id"], r["step"]) for r in s.rows} == {(f"r{k}", n) for k in (1, 4) for n in (0, 2, 4)}
     assert {r["rank"] for r in s.runs} == {1, 4} and all(r["status"] == "done" for r in s.runs)
     assert all(r["ft_loss"] is not None and r["dataset"] == "news" for r in s.rows)
-    frame = forgetscale.load_study(store)
+    frame = forgetscale.load_results(store, as_frame=True)
     assert list(frame.rows.sort_values(["run_id", "step"]).step) == [0, 2, 4, 0, 2, 4]
     assert main(["fit", str(store), "--law", "linear", "--n-boot", "0"]) == 0
-    assert forgetscale.load_study(store, as_frame=False).fits[0]["law"] == "linear"
+    assert forgetscale.load_results(store).fits[0]["law"] == "linear"
     assert main(["report", str(store), "--format", "md"]) == 0
 
 
@@ -198,7 +198,7 @@ def test_self_corpus_sampled_through_the_disabled_adapter(capsys, tmp_path, tiny
     _train(_lora(model), tok, tmp_path / "out", [cb], steps=2, save_strategy="steps", save_steps=2)
     assert _at(cb, 0)["forget_kl"] == 0.0 and _at(cb, 2)["forget_kl"] > 0
     result = forgetscale.measure_forgetting(str(tiny_model), tmp_path / "out" / "checkpoint-2", "self")
-    assert result.n_tokens == _at(cb, 2)["n_tokens"]
+    assert result.n_tokens == _at(cb, 2)["n_eval_tokens"]
     _same(_at(cb, 2), result.as_dict())
 
 

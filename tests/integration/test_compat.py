@@ -62,7 +62,7 @@ def test_a_rejected_mask_does_not_corrupt_the_shared_prefix_cache(tiny_model):
 
     from forgetscale.compat import _MASK_SUPPORT
     from forgetscale.data.encode import Sequence
-    from forgetscale.forgetting import _target_logprobs
+    from forgetscale.forward import target_logprobs
 
     inner = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
 
@@ -85,16 +85,16 @@ def test_a_rejected_mask_does_not_corrupt_the_shared_prefix_cache(tiny_model):
         for tail in ([40, 41, 42, 43], [50, 51, 52], [60, 61, 62, 63, 64])
     ]
     rejecting = RejectsMaskLate()
-    got = {tuple(r): q for r, q, _ in _target_logprobs(rejecting, seqs, batch_size=3)}
+    got = {tuple(r): q for r, q, _ in target_logprobs(rejecting, seqs, batch_size=3)}
     assert _MASK_SUPPORT[RejectsMaskLate] is False  # the fallback path really ran
     # the reference: the plain model, every sequence computed in full (no prefix cache)
-    want = {tuple(r): q for r, q, _ in _target_logprobs(inner, seqs, batch_size=3, min_prefix=10**9)}
+    want = {tuple(r): q for r, q, _ in target_logprobs(inner, seqs, batch_size=3, min_prefix=10**9)}
     assert got.keys() == want.keys()
     for rows in want:
         # same arithmetic up to the cache split and padding: fp32 rounding (~1e-6); the corrupted
         # cache gave errors up to 0.044
         np.testing.assert_allclose(got[rows].numpy(), want[rows].numpy(), atol=1e-4)
     # the second batch reuses the learnt answer (no trial), and is still right
-    again = {tuple(r): q for r, q, _ in _target_logprobs(rejecting, seqs, batch_size=3)}
+    again = {tuple(r): q for r, q, _ in target_logprobs(rejecting, seqs, batch_size=3)}
     for rows in want:
         np.testing.assert_allclose(again[rows].numpy(), want[rows].numpy(), atol=1e-4)

@@ -58,14 +58,14 @@ def _load(model_dir: Path, adapter: Path | None = None):
 
 def _float64_truth(tuned, seqs) -> dict[str, float]:
     """forget_ce and forget_kl computed in float64 from a float64 copy of the model (adapter off for the base)."""
-    from forgetscale.forgetting import _target_logprobs
+    from forgetscale.forward import target_logprobs
 
     m = copy.deepcopy(tuned).double()
     with m.disable_adapter():
-        base = {tuple(r): q for r, q, _ in _target_logprobs(m, seqs, 4)}
+        base = {tuple(r): q for r, q, _ in target_logprobs(m, seqs, 4)}
     ce = kl = 0.0
     n = 0
-    for r, q, _ in _target_logprobs(m, seqs, 4):
+    for r, q, _ in target_logprobs(m, seqs, 4):
         p = base[tuple(r)]
         ce += float(-(p.exp() * q).sum())
         kl += float((p.exp() * (p - q)).sum())
@@ -74,7 +74,8 @@ def _float64_truth(tuned, seqs) -> dict[str, float]:
 
 
 def test_hidden_reference_is_exact(tmp_path, sharp_model, adapter, sequences):
-    from forgetscale.forgetting import compute_reference, measure
+    from forgetscale.forgetting import measure
+    from forgetscale.reference import compute_reference
 
     base = _load(sharp_model)
     hidden = compute_reference(base, sequences, 4, tmp_path / "h", mode="hidden")
@@ -98,8 +99,9 @@ def test_hidden_reference_is_exact(tmp_path, sharp_model, adapter, sequences):
 def test_identity_has_zero_kl_and_zero_se(tmp_path, sharp_model, sequences, mode):
     from forgetscale import train
     from forgetscale.config import LoraConfig
-    from forgetscale.forgetting import compute_reference, measure
+    from forgetscale.forgetting import measure
     from forgetscale.merge import merged
+    from forgetscale.reference import compute_reference
 
     base = _load(sharp_model)
     top_k = 16 if mode == "top16" else None
@@ -115,13 +117,15 @@ def test_identity_has_zero_kl_and_zero_se(tmp_path, sharp_model, sequences, mode
 
 def test_standard_errors_match_an_independent_computation(tmp_path, sharp_model, adapter, sequences):
     """se = sqrt(var of per-sequence means, weighted, / n) computed here from per-position values."""
-    from forgetscale.forgetting import _target_logprobs, compute_reference, measure
+    from forgetscale.forgetting import measure
+    from forgetscale.forward import target_logprobs
+    from forgetscale.reference import compute_reference
 
     ref = compute_reference(_load(sharp_model), sequences, 4, tmp_path / "l", mode="logits")
     tuned = _load(sharp_model, adapter)
     m = measure(tuned, ref, 4)
     kl_pos = np.zeros(ref.n_tokens)
-    for rows, q, _ in _target_logprobs(tuned, sequences, 4):
+    for rows, q, _ in target_logprobs(tuned, sequences, 4):
         p = torch.from_numpy(np.asarray(ref.logp[rows]))
         kl_pos[rows] = (p.exp() * (p - q)).sum(-1).clamp_min(0).double().numpy()
     bounds = np.cumsum([0] + [s.n_targets for s in sequences])
@@ -146,8 +150,8 @@ def test_lm_head_trained_falls_back_to_logits(tmp_path, capsys, sharp_model, seq
 
     from forgetscale.cli import main
     from forgetscale.config import RunConfig
-    from forgetscale.forgetting import compute_reference, measure
-    from forgetscale.study import reference_mode
+    from forgetscale.forgetting import measure
+    from forgetscale.reference import compute_reference, reference_mode
 
     head_adapter = train_adapter(sharp_model, tmp_path / "head", steps=3, lr=0.02, target_modules=["q_proj", "lm_head"])
     base = _load(sharp_model)
@@ -205,9 +209,10 @@ def test_merged_evaluation_equals_unmerged_and_leaves_the_model_untouched(sharp_
     from peft import PeftModel
 
     from forgetscale.config import ModelConfig
-    from forgetscale.forgetting import compute_reference, measure, sequence_loss
+    from forgetscale.forgetting import measure, sequence_loss
     from forgetscale.merge import merged
     from forgetscale.models import load_model
+    from forgetscale.reference import compute_reference
 
     base = load_model(ModelConfig(name=str(sharp_model))).model
     ref = compute_reference(base, sequences, 4, Path(__import__("tempfile").mkdtemp()) / "r", mode="hidden")

@@ -175,17 +175,17 @@ def test_bad_replay_source_is_one_line_and_writes_nothing(tmp_path, tiny_model, 
 def test_replay_sources_self_prompts_are_disjoint_and_files_are_read(tmp_path, tiny_model):
     from transformers import AutoTokenizer
 
-    from forgetscale.config import load_study
+    from forgetscale.config import load_config
     from forgetscale.data.corpus import shipped_prompts
     from forgetscale.mitigation import replay_prompts, replay_sequences
 
-    run = load_study(overrides=["forgetting.n_prompts=128", "mitigation.kind=replay",
+    run = load_config(overrides=["forgetting.n_prompts=128", "mitigation.kind=replay",
                                 "mitigation.replay_examples=100"]).runs()[0]  # fmt: skip
     chosen = replay_prompts(run)
     assert len(chosen) == 100 and not set(chosen) & set(shipped_prompts()[:128])
     text = tmp_path / "replay.txt"
     text.write_text("\n\n".join(f"Paragraph {i} about the weather in a town." for i in range(6)), encoding="utf-8")
-    run = load_study(overrides=["mitigation.kind=replay", f"mitigation.replay_source={text}",
+    run = load_config(overrides=["mitigation.kind=replay", f"mitigation.replay_source={text}",
                                 "mitigation.replay_examples=3"]).runs()[0]  # fmt: skip
     tok = AutoTokenizer.from_pretrained(tiny_model)
     seqs = replay_sequences(run, tok, None, "fp-test", tmp_path)

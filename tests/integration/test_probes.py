@@ -237,7 +237,7 @@ def test_probing_leaves_the_shared_base_model_unchanged(probed_study, tmp_path):
     from forgetscale.probes.runner import probe_study
     from forgetscale.probes.sets import load_probe_set
     from forgetscale.store import open_store
-    from forgetscale.study import Workspace
+    from forgetscale.workspace import Workspace
 
     out = _copy(probed_study[0], tmp_path)
     with open_store(out, create=False) as store:
@@ -256,7 +256,7 @@ def test_probing_leaves_the_shared_base_model_unchanged(probed_study, tmp_path):
     before = predictions()
     weights = {k: v.clone() for k, v in lm.model.state_dict().items()}
     cfg = ProbesConfig(kinds=("knowledge", "reasoning"), max_items=4, max_new_tokens=12, batch_size=3)
-    rows = probe_study(out, ws, cfg, log=lambda _m: None, force=True)
+    rows = probe_study(out, ws, cfg, force=True)
     assert {r["run_id"] for r in rows} == {BASE, *probed_study[1]}
     assert ws.model(study.base_run()) is lm  # the same object was used throughout...
     assert not [n for n, _ in lm.model.named_modules() if "lora" in n.lower()]  # ...and no LoRA layer is left
@@ -367,14 +367,14 @@ def test_lm_eval_runs_on_the_base_and_each_swapped_adapter(probed_study, tmp_pat
     from forgetscale.config import StudyConfig
     from forgetscale.models import cache_dir
     from forgetscale.store import open_store
-    from forgetscale.study import Workspace
+    from forgetscale.workspace import Workspace
 
     with open_store(out, create=False) as store:
         study = StudyConfig.model_validate(store.get_meta("study"))
     ws = Workspace(cache_dir())
     from forgetscale.probes.runner import lm_eval_study
 
-    lm_eval_study(out, ws, ["task_a"], run_ids=[run_ids[0]], log=lambda _m: None)
+    lm_eval_study(out, ws, ["task_a"], run_ids=[run_ids[0]])
     assert not [n for n, _ in ws.model(study.base_run()).model.named_modules() if "lora" in n.lower()]
 
 

@@ -8,6 +8,7 @@ itself (``os._exit``) or diverges right after reporting a chosen step (``executo
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from forgetscale.config import load_study
+from forgetscale.config import load_config
 from tests.helpers import TINY_STUDY, count_rows
 
 pytest.importorskip("ray")
@@ -133,7 +134,7 @@ def studies(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, ray_clus
 def test_ray_gives_the_local_rows(studies):
     local, on_ray = studies["local"], studies["ray"]
     expected = _rows(local)
-    runs = load_study(overrides=studies["overrides"]).runs()
+    runs = load_config(overrides=studies["overrides"]).runs()
     assert set(expected) == {(r.run_id, s) for r in runs for s in r.eval_schedule()}
     _assert_same_rows(_rows(on_ray), expected)
     stored = _runs(on_ray)
@@ -146,7 +147,7 @@ def test_ray_gives_the_local_rows(studies):
 def test_ray_adapters_arrive_in_the_study_directory(studies):
     from safetensors.numpy import load_file
 
-    for r in load_study(overrides=studies["overrides"]).runs():
+    for r in load_config(overrides=studies["overrides"]).runs():
         mine, theirs = (studies[k] / "adapters" / r.run_id for k in ("ray", "local"))
         assert (mine / "adapter_config.json").is_file()
         a, b = load_file(mine / "adapter_model.safetensors"), load_file(theirs / "adapter_model.safetensors")
@@ -159,7 +160,7 @@ def test_ray_adapters_arrive_in_the_study_directory(studies):
 def test_ray_progress_streams_each_evaluation(studies):
     log = studies["ray_log"]
     print(f"Ray study of 4 runs: {studies['ray_s']:.1f}s")
-    for r in load_study(overrides=studies["overrides"]).runs():
+    for r in load_config(overrides=studies["overrides"]).runs():
         for s in r.eval_schedule():
             assert any(r.run_id in line and f"step {s:>4}/{r.train.steps}" in line and "ETA" in line
                        for line in log.splitlines()), (r.run_id, s)  # fmt: skip
@@ -171,7 +172,7 @@ def _two_runs(tiny_model: Path) -> list[str]:
 
 def test_killed_worker_is_retried_without_stale_rows(studies, tiny_model, tmp_path, ray_cluster):
     overrides = _two_runs(tiny_model)
-    runs = load_study(overrides=overrides).runs()
+    runs = load_config(overrides=overrides).runs()
     victim = runs[0].run_id
     out = tmp_path / "out"
     t = time.perf_counter()
@@ -194,7 +195,7 @@ def test_killed_worker_is_retried_without_stale_rows(studies, tiny_model, tmp_pa
 
 def test_interrupted_then_killed_driver_resumes(studies, tiny_model, tmp_path, ray_cluster):
     overrides = _two_runs(tiny_model)
-    runs = load_study(overrides=overrides).runs()
+    runs = load_config(overrides=overrides).runs()
     args = ["run", "--out", str(tmp_path / "out"), "--ray-address", ray_cluster.address, *_sets(overrides)]
     out = tmp_path / "out"
     n = len(runs) * len(runs[0].eval_schedule())
@@ -223,7 +224,7 @@ def test_interrupted_then_killed_driver_resumes(studies, tiny_model, tmp_path, r
 
 def test_bad_input_on_a_worker_is_reported_not_retried(tiny_model, tmp_path, ray_cluster):
     overrides = [*_two_runs(tiny_model), "sweep.lora.rank=[4]"]
-    (run,) = load_study(overrides=overrides).runs()
+    (run,) = load_config(overrides=overrides).runs()
     out = tmp_path / "out"
     p = _start(["run", "--out", str(out), "--ray-address", ray_cluster.address, *_sets(overrides)],
                {run.run_id: (2, "diverge")})  # fmt: skip
@@ -262,3 +263,44 @@ def test_help_does_not_import_ray():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stderr.strip() == "False", p.stderr
     assert "--executor" in p.stdout and "--ray-address" in p.stdout
+
+
+_LOOPBACK_PROBE = """
+import ipaddress, json, os
+import psutil, ray
+from forgetscale.config import ExecutorConfig
+from forgetscale.executors.ray import RayExecutor
+
+def loopback(ip):
+    a = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(a, "ipv4_mapped", None)  # ::ffff:127.0.0.1, an IPv4 loopback on a dual-stack socket
+    return a.is_loopback or (mapped is not None and mapped.is_loopback)
+
+RayExecutor(ExecutorConfig(kind="ray")).connect()  # no address: forgetscale starts the cluster itself
+try:
+    @ray.remote(num_cpus=0)
+    def where():
+        return ray.util.get_node_ip_address()
+    task_ip = ray.get(where.remote(), timeout=120)
+    ray_pids = {p.pid for p in psutil.Process().children(recursive=True)} | {os.getpid()}
+    listening = [(c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in ray_pids]
+    print(json.dumps({"nodes": [n["NodeManagerAddress"] for n in ray.nodes()], "task": task_ip,
+                      "listening": listening, "exposed": [x for x in listening if not loopback(x[1])]}))
+finally:
+    ray.shutdown()
+"""
+
+
+def test_a_cluster_started_here_listens_on_loopback_only():
+    """Ray's services are unauthenticated (ShadowRay, CVE-2023-48022): a cluster forgetscale starts for
+    itself must bind 127.0.0.1 alone. Every listening socket of the driver and the processes it started
+    (GCS, raylet, agents, workers) is checked, not only the address Ray reports."""
+    pytest.importorskip("psutil")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # start one, never join another
+    p = subprocess.run([sys.executable, "-c", _LOOPBACK_PROBE], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    assert got["nodes"] == ["127.0.0.1"] and got["task"] == "127.0.0.1", got
+    assert got["listening"], "no listening socket found: psutil cannot see Ray's processes here"
+    assert got["exposed"] == [], got["exposed"]

@@ -84,7 +84,7 @@ def test_shared_prefix_cache_gives_the_same_log_probs(tiny_model):
 
     from forgetscale.config import ModelConfig
     from forgetscale.data.encode import encode_example
-    from forgetscale.forgetting import _prefix_cache, _target_logprobs, shared_prefix
+    from forgetscale.forward import prefix_cache, shared_prefix, target_logprobs
     from forgetscale.models import load_model
 
     lm = load_model(ModelConfig(name=str(tiny_model)))
@@ -96,9 +96,9 @@ def test_shared_prefix_cache_gives_the_same_log_probs(tiny_model):
     seqs = [encode_example({"messages": m}, lm.tokenizer, 256) for m in examples]
     c = shared_prefix(seqs)
     assert c >= 8
-    assert _prefix_cache(lm.model, seqs, torch.device("cpu"), 1)[1] is not None  # the cached path is really taken
-    plain = {tuple(r): q for r, q, _ in _target_logprobs(lm.model, seqs, 2, min_prefix=10**9)}
-    cached = {tuple(r): q for r, q, _ in _target_logprobs(lm.model, seqs, 2, min_prefix=1)}
+    assert prefix_cache(lm.model, seqs, torch.device("cpu"), 1)[1] is not None  # the cached path is really taken
+    plain = {tuple(r): q for r, q, _ in target_logprobs(lm.model, seqs, 2, min_prefix=10**9)}
+    cached = {tuple(r): q for r, q, _ in target_logprobs(lm.model, seqs, 2, min_prefix=1)}
     assert plain.keys() == cached.keys()
     for rows, q in plain.items():
         np.testing.assert_allclose(cached[rows].numpy(), q.numpy(), atol=1e-5)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from forgetscale.cli import main
-from forgetscale.config import load_study
+from forgetscale.config import load_config
 from tests.helpers import count_rows
 
 
@@ -43,11 +43,11 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -
 
 def test_every_planned_row_is_stored(finished_study):
     from forgetscale.models import cache_dir
-    from forgetscale.study import fix_precision
+    from forgetscale.precision import pin_for_study
 
     out, overrides = finished_study
     # the study recorded its `auto` precision as resolved on creation; its run ids hash that value
-    runs = fix_precision(load_study(overrides=overrides), out, cache_dir()).runs()
+    runs = pin_for_study(load_config(overrides=overrides), out, cache_dir()).runs()
     expected = {(r.run_id, s) for r in runs for s in r.eval_schedule()}
     assert {(r[0], r[1]) for r in _rows(out)} == expected
     con = sqlite3.connect(out / "study.sqlite")
@@ -135,6 +135,54 @@ def test_forgetting_matches_an_independent_implementation(finished_study, tiny_m
     assert got["forget_kl"] > 0
 
 
+def test_ft_loss_se_matches_a_per_example_computation(finished_study, tiny_model):
+    """ft_loss and ft_loss_se by hand: the trained adapter through transformers + PEFT, one held-out
+    example at a time (no batching, padding or shared prefix), the cluster standard error written out."""
+    import numpy as np
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from forgetscale.models import cache_dir
+    from forgetscale.precision import pin_for_study
+    from forgetscale.workspace import Workspace
+
+    out, overrides = finished_study
+    runs = {r.run_id: r for r in pin_for_study(load_config(overrides=overrides), out, cache_dir()).runs()}
+    con = sqlite3.connect(out / "study.sqlite")
+    try:
+        got = con.execute("SELECT run_id, step, ft_loss, ft_loss_se FROM measurements ORDER BY run_id, step").fetchall()
+    finally:
+        con.close()
+    for _rid, step, _loss, se in got:
+        assert se is not None and np.isfinite(se) and se >= 0, step  # at step 0 too (the base's spread)
+    rid = got[-1][0]
+    _, last_step, ft_loss, ft_loss_se = max(r for r in got if r[0] == rid)
+    assert last_step == runs[rid].train.steps and ft_loss_se > 0
+    held = Workspace(cache_dir()).data(runs[rid])[1]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), out / "adapters" / rid).eval()
+    sums, counts = [], []
+    with torch.no_grad():
+        for s in held:
+            ids = torch.tensor([s.ids])
+            logq = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)  # position t-1 predicts token t
+            nll = -logq.gather(-1, ids[0, 1:, None])[:, 0]
+            keep = torch.tensor(s.mask[1:])
+            sums.append(float(nll[keep].sum()))
+            counts.append(int(keep.sum()))
+    S, c = np.array(sums), np.array(counts, float)
+    mean = S.sum() / c.sum()
+    n = len(S)
+    se = np.sqrt(n / (n - 1) * np.sum((S - mean * c) ** 2)) / c.sum()
+    # The study evaluates in fp32 batches (padded, length-sorted, a shared prefix cached), this path one
+    # unpadded example at a time with a float64 softmax: the logits differ by fp32 summation order, ~1e-6
+    # relative, so each example's loss agrees to ~1e-6 and the mean to 1e-4 (as forget_ce above). The SE is
+    # a root of squared deviations from that mean, of the same relative size as the losses' spread, so the
+    # same order of error holds; 1e-3 leaves a factor of 10 and still fails any other grouping or weighting.
+    assert ft_loss == pytest.approx(mean, rel=1e-4)
+    assert ft_loss_se == pytest.approx(se, rel=1e-3)
+
+
 def test_forgetting_of_a_model_against_itself_is_zero(tiny_model, tmp_path, capsys):
     text = tmp_path / "corpus.txt"
     text.write_text("The river town of Lantern Bay held its vote on the new bridge. " * 30)
@@ -151,14 +199,15 @@ def test_base_reference_equals_disabled_adapter_after_training(tiny_model):
 
     from forgetscale import train
     from forgetscale.config import RunConfig
-    from forgetscale.forgetting import _target_logprobs, measure
+    from forgetscale.forgetting import measure
+    from forgetscale.forward import target_logprobs
     from forgetscale.models import cache_dir
     from tests.helpers import TINY_STUDY
 
     # the full-logit reference: its log-probabilities are compared with disable_adapter()'s directly
-    study = load_study(overrides=[f"model.name={tiny_model}", *TINY_STUDY[:-2], "forgetting.reference=logits"])
+    study = load_config(overrides=[f"model.name={tiny_model}", *TINY_STUDY[:-2], "forgetting.reference=logits"])
     run: RunConfig = study.runs()[0]
-    from forgetscale.study import Workspace
+    from forgetscale.workspace import Workspace
 
     ws = Workspace(cache_dir())
     ref = ws.reference(run)
@@ -171,18 +220,18 @@ def test_base_reference_equals_disabled_adapter_after_training(tiny_model):
         train.train(peft_model, lm.tokenizer, run, ws.data(run)[0], lambda *a: None)
         assert not train.is_identity(peft_model)
         with peft_model.disable_adapter():
-            for rows, logq, _ in _target_logprobs(peft_model, list(ref.sequences), 4):
+            for rows, logq, _ in target_logprobs(peft_model, list(ref.sequences), 4):
                 np.testing.assert_allclose(logq.numpy(), ref.logp[rows], atol=1e-5)
         # ...while with the adapter on, the trained model really differs from that reference
         gaps = [
             float(np.abs(lq.numpy() - ref.logp[r]).max())
-            for r, lq, _ in _target_logprobs(peft_model, list(ref.sequences), 4)
+            for r, lq, _ in target_logprobs(peft_model, list(ref.sequences), 4)
         ]
         assert max(gaps) > 1e-3
     finally:
         base = train.detach_lora(peft_model)
     # after the run the shared base model is the original again
-    for rows, logq, _ in _target_logprobs(base, list(ref.sequences), 4):
+    for rows, logq, _ in target_logprobs(base, list(ref.sequences), 4):
         np.testing.assert_allclose(logq.numpy(), ref.logp[rows], atol=1e-5)
 
 
@@ -307,10 +356,10 @@ def test_mixed_precision_training_is_evaluated_in_fp32(tiny_model):
     from forgetscale import train
     from forgetscale.forgetting import measure
     from forgetscale.models import cache_dir
-    from forgetscale.study import Workspace
+    from forgetscale.workspace import Workspace
     from tests.helpers import TINY_STUDY
 
-    study = load_study(
+    study = load_config(
         overrides=[f"model.name={tiny_model}", *TINY_STUDY[:-2], "train.precision=bf16", "train.n_evals=3"]
     )
     run = study.runs()[0]
@@ -333,10 +382,10 @@ def test_mixed_precision_training_is_evaluated_in_fp32(tiny_model):
 def test_step_zero_is_measured_once_per_dataset(tiny_model):
     """Runs that differ only in LoRA settings share the step-0 measurement; another dataset does not."""
     from forgetscale.models import cache_dir
-    from forgetscale.study import Workspace
+    from forgetscale.workspace import Workspace
     from tests.helpers import TINY_STUDY
 
-    runs = load_study(overrides=[f"model.name={tiny_model}", *TINY_STUDY]).runs()  # 2 datasets x 2 ranks
+    runs = load_config(overrides=[f"model.name={tiny_model}", *TINY_STUDY]).runs()  # 2 datasets x 2 ranks
     ws = Workspace(cache_dir())
     calls: list[str] = []
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from forgetscale.cli import main
-from forgetscale.config import load_study
+from forgetscale.config import load_config
 from forgetscale.models import cache_dir
-from forgetscale.study import fix_precision
+from forgetscale.precision import pin_for_study
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def test_smoke_preset_on_the_default_model(tmp_path: Path):
     out = tmp_path / "smoke"
     assert main(["run", "--preset", "smoke", "--out", str(out)]) == 0
     # run ids hash the precision the study recorded when it was created (`auto` resolved once)
-    runs = fix_precision(load_study(preset="smoke"), out, cache_dir()).runs()
+    runs = pin_for_study(load_config(preset="smoke"), out, cache_dir()).runs()
     con = sqlite3.connect(out / "study.sqlite")
     rows = con.execute("SELECT run_id, step, forget_ce, forget_kl, base_entropy, ft_loss FROM measurements").fetchall()
     assert {(r[0], r[1]) for r in rows} == {(r.run_id, s) for r in runs for s in r.eval_schedule()}

@@ -15,7 +15,7 @@ def test_import_does_not_load_torch():
         "import sys, forgetscale\n"
         "assert 'torch' not in sys.modules, 'import forgetscale'\n"
         # the API that needs no model stays light too
-        "forgetscale.load_study, forgetscale.fit_laws, forgetscale.ForgettingResult, forgetscale.measure_forgetting\n"
+        "forgetscale.load_results, forgetscale.fit_laws, forgetscale.ForgettingResult, forgetscale.measure_forgetting\n"
         "assert 'torch' not in sys.modules, 'the torch-free API'\n"
         "forgetscale.ForgettingCallback\n"
         "assert 'torch' in sys.modules\n"

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from forgetscale.config import PRESETS, RunConfig, load_study, log_schedule
+from forgetscale.config import PRESETS, RunConfig, load_config, log_schedule
 from forgetscale.errors import UserError
 
 
@@ -10,7 +10,7 @@ def test_default_preset_meets_the_study_shape():
     """The default study's design rules: >= 4 ranks over >= 64x in P, each with >= 2 independent data
     orders; >= 4 evaluations at or after fit.min_step spanning >= 4x in N; batches in random order (no
     length curriculum confounding N)."""
-    study = load_study()
+    study = load_config()
     runs = study.runs()
     assert {r.data.dataset for r in runs} == {"news"}
     ranks = sorted({r.lora.rank for r in runs})
@@ -25,24 +25,24 @@ def test_default_preset_meets_the_study_shape():
 
 
 def test_run_ids_are_stable_and_distinct():
-    a = [r.run_id for r in load_study().runs()]
-    b = [r.run_id for r in load_study().runs()]
+    a = [r.run_id for r in load_config().runs()]
+    b = [r.run_id for r in load_config().runs()]
     assert a == b and len(set(a)) == len(a)
-    changed = load_study(overrides=["train.lr=0.5"]).runs()
+    changed = load_config(overrides=["train.lr=0.5"]).runs()
     assert not set(a) & {r.run_id for r in changed}
 
 
 def test_precedence_set_over_file_over_preset(tmp_path: Path):
     f = tmp_path / "s.yaml"
     f.write_text("train:\n  steps: 10\n  lr: 0.01\n")
-    s = load_study(f, "smoke", ["train.lr=0.02"])
+    s = load_config(f, "smoke", ["train.lr=0.02"])
     assert s.train.steps == 10  # file over preset (smoke has 8)
     assert s.train.lr == 0.02  # --set over file
     assert s.train.batch_size == PRESETS["smoke"]["train"]["batch_size"]  # preset over default
 
 
 def test_yaml_scientific_notation_is_a_float():
-    assert load_study(overrides=["train.lr=1e-4"]).train.lr == pytest.approx(1e-4)
+    assert load_config(overrides=["train.lr=1e-4"]).train.lr == pytest.approx(1e-4)
 
 
 @pytest.mark.parametrize(
@@ -58,24 +58,24 @@ def test_yaml_scientific_notation_is_a_float():
 )
 def test_bad_overrides_name_the_key(overrides, needle):
     with pytest.raises(UserError) as e:
-        load_study(overrides=overrides)
+        load_config(overrides=overrides)
     assert needle in str(e.value)
     assert "\n" not in str(e.value)
 
 
 def test_bad_files(tmp_path: Path):
     with pytest.raises(UserError, match="not found"):
-        load_study(tmp_path / "missing.yaml")
+        load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [1, 2\n")
     with pytest.raises(UserError, match="not valid YAML"):
-        load_study(bad)
+        load_config(bad)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("trian:\n  steps: 3\n")
     with pytest.raises(UserError, match="unknown key 'trian'"):
-        load_study(unknown)
+        load_config(unknown)
     with pytest.raises(UserError, match="unknown preset"):
-        load_study(preset="huge")
+        load_config(preset="huge")
 
 
 def test_config_is_frozen():
@@ -93,7 +93,7 @@ def test_log_schedule(steps, n):
 
 
 def test_paper_preset_validates():
-    s = load_study(preset="paper")
+    s = load_config(preset="paper")
     assert s.train.optimizer == "adafactor" and s.train.batch_size == 32 and s.train.seq_len == 512
     assert sorted({r.lora.rank for r in s.runs()}) == [8, 16, 32, 64, 128, 256]
 
@@ -101,13 +101,13 @@ def test_paper_preset_validates():
 def test_fp16_is_refused_with_the_reason():
     """fp16's loss scaler skips updates while global_step advances: N would not count updates."""
     with pytest.raises(UserError, match=r"train\.precision: .*fp16 is not supported.*skips updates"):
-        load_study(overrides=["train.precision=fp16"])
+        load_config(overrides=["train.precision=fp16"])
 
 
 def test_probes_can_select_the_largest_rank_per_dataset():
-    study = load_study(overrides=["probes.runs=largest_rank", "sweep.lora.rank=[1,4,16]",
+    study = load_config(overrides=["probes.runs=largest_rank", "sweep.lora.rank=[1,4,16]",
                                   "sweep.data.dataset=[news,instruct]"])
     picked = [(r.data.dataset, r.lora.rank, r.train.seed) for r in study.probed_runs()]
     # every data order of the largest rank (the default sweeps two)
     assert sorted(picked) == [("instruct", 16, 0), ("instruct", 16, 1), ("news", 16, 0), ("news", 16, 1)]
-    assert len(load_study(overrides=["probes.runs=all", "sweep.lora.rank=[1,4]"]).probed_runs()) == 4
+    assert len(load_config(overrides=["probes.runs=all", "sweep.lora.rank=[1,4]"]).probed_runs()) == 4

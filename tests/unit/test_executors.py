@@ -8,15 +8,15 @@ import sys
 import pytest
 
 from forgetscale.cli import _executor_sets
-from forgetscale.config import load_study
+from forgetscale.config import load_config
 from forgetscale.errors import UserError
 from forgetscale.executors import check, make_executor
 from forgetscale.executors.local import LocalExecutor
 
 
 def test_executor_settings_never_change_run_ids():
-    plain = [r.run_id for r in load_study(preset="smoke").runs()]
-    on_ray = load_study(preset="smoke", overrides=[
+    plain = [r.run_id for r in load_config(preset="smoke").runs()]
+    on_ray = load_config(preset="smoke", overrides=[
         "executor.kind=ray", "executor.address=auto", "executor.gpus_per_run=1", "executor.cpus_per_run=4",
         "executor.memory_per_run=40", "executor.max_retries=5",
     ])  # fmt: skip
@@ -25,7 +25,7 @@ def test_executor_settings_never_change_run_ids():
 
 
 def test_executor_defaults_to_local():
-    cfg = load_study(preset="smoke").executor
+    cfg = load_config(preset="smoke").executor
     assert cfg.kind == "local" and cfg.address is None and cfg.gpus_per_run is None
     assert isinstance(make_executor(cfg), LocalExecutor)
 
@@ -37,7 +37,7 @@ def test_executor_defaults_to_local():
 )  # fmt: skip
 def test_bad_executor_settings_name_the_key(overrides, needle):
     with pytest.raises(UserError, match=needle):
-        load_study(preset="smoke", overrides=overrides)
+        load_config(preset="smoke", overrides=overrides)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_bad_executor_settings_name_the_key(overrides, needle):
 )
 def test_cli_flags_become_overrides(executor, address, sets):
     assert _executor_sets(argparse.Namespace(executor=executor, ray_address=address)) == sets
-    study = load_study(preset="smoke", overrides=sets)  # the address survives YAML parsing as text
+    study = load_config(preset="smoke", overrides=sets)  # the address survives YAML parsing as text
     assert study.executor.address == address
 
 
@@ -63,7 +63,7 @@ def test_ray_address_with_the_local_executor_is_refused():
 
 def test_ray_missing_is_a_user_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
-    cfg = load_study(preset="smoke", overrides=["executor.kind=ray"]).executor
+    cfg = load_config(preset="smoke", overrides=["executor.kind=ray"]).executor
     with pytest.raises(UserError, match=r"pip install 'forgetscale\[ray\]'"):
         check(cfg)
-    check(load_study(preset="smoke").executor)  # the local executor does not need it
+    check(load_config(preset="smoke").executor)  # the local executor does not need it

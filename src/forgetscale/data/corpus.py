@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forgetscale.data.encode import Sequence, encode_example, text_blocks
 from forgetscale.errors import UserError
+from forgetscale.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -133,12 +132,8 @@ def sample_self(
     if model is None:
         raise RuntimeError("sampling the self corpus needs the base model")
     responses = _generate(model, tok, prompts, cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        for p, r in zip(prompts, responses, strict=True):
-            f.write(json.dumps({"prompt": p, "response": r}) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps({"prompt": p, "response": r}) + "\n"
+                               for p, r in zip(prompts, responses, strict=True)))  # fmt: skip
     return list(zip(prompts, responses, strict=True))
 
 

@@ -4,29 +4,27 @@ The seam is one method, :meth:`Executor.run`. Whatever the executor, the process
 that called :func:`forgetscale.study.run_study` holds the study's run lock and
 is the only writer of its store: a run's rows, its status and its adapter all
 arrive there, and a run counts as done only once its adapter is in
-``DIR/adapters/<run_id>/``.
+``DIR/adapters/<run_id>/``. Progress goes to the ``forgetscale`` loggers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from forgetscale.config import ExecutorConfig, RunConfig
 from forgetscale.errors import UserError
 
-if TYPE_CHECKING:
-    from forgetscale.config import ExecutorConfig, RunConfig
+if TYPE_CHECKING:  # the executors import torch; this seam does not
     from forgetscale.store import Store
-    from forgetscale.study import Workspace
-
-Log = Callable[[str], None]
+    from forgetscale.workspace import Workspace
 
 
 class Executor(Protocol):
     """Runs a study's unfinished runs, recording them through the caller's store."""
 
-    def run(self, todo: Sequence[RunConfig], ws: Workspace, store: Store, out: Path, log: Log) -> None:
+    def run(self, todo: Sequence[RunConfig], ws: Workspace, store: Store, out: Path) -> None:
         """Execute every run of ``todo`` from step 0.
 
         Args:
@@ -34,7 +32,6 @@ class Executor(Protocol):
             ws: the caller's workspace, already prepared for every run.
             store: the study's store; only this process writes it.
             out: the study directory (adapters go to ``out/adapters/<run_id>/``).
-            log: progress lines (run i/n, step, ETA).
 
         Raises:
             UserError: a run failed for a bad-input reason (recorded as failed in the store).
@@ -58,8 +55,8 @@ def check(cfg: ExecutorConfig) -> None:
             ) from None
 
 
-def make_executor(cfg: ExecutorConfig, log: Log = print) -> Executor:
-    """The executor ``cfg`` names, ready to run (Ray is imported only when it is asked for).
+def make_executor(cfg: ExecutorConfig) -> Executor:
+    """The executor ``cfg`` names, ready to run (Ray, and torch with it, imported only when asked for).
 
     Raises:
         UserError: Ray asked for but not installed, or its cluster out of reach.
@@ -69,7 +66,7 @@ def make_executor(cfg: ExecutorConfig, log: Log = print) -> Executor:
         from forgetscale.executors.ray import RayExecutor
 
         ray_executor = RayExecutor(cfg)
-        ray_executor.connect(log)
+        ray_executor.connect()
         return ray_executor
     from forgetscale.executors.local import LocalExecutor
 

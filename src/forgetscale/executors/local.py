@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from forgetscale.study import _Progress, execute_run
-
-if TYPE_CHECKING:
-    from forgetscale.config import RunConfig
-    from forgetscale.executors import Log
-    from forgetscale.store import Store
-    from forgetscale.study import Workspace
+from forgetscale.config import RunConfig
+from forgetscale.console import Progress
+from forgetscale.run import execute_run
+from forgetscale.store import Store
+from forgetscale.workspace import Workspace
 
 
 class LocalExecutor:
     """Runs ``todo`` in order in this process; the first failure stops the study (it is recorded)."""
 
-    def run(self, todo: Sequence[RunConfig], ws: Workspace, store: Store, out: Path, log: Log) -> None:
-        progress = _Progress(sum(r.train.steps for r in todo), log)
+    def run(self, todo: Sequence[RunConfig], ws: Workspace, store: Store, out: Path) -> None:
+        progress = Progress(sum(r.train.steps for r in todo))
         for i, r in enumerate(todo, 1):
             progress.label = f"run {i}/{len(todo)} {r.run_id} {r.data.dataset} r={r.lora.rank}"
             execute_run(r, ws, store, out / "adapters" / r.run_id, progress)

@@ -2,8 +2,9 @@
 
 How a run travels. The driver (this process, holding the study's run lock)
 submits one task per run: a *streaming generator* task (``num_returns="streaming"``)
-that runs :func:`forgetscale.study.execute_run`, the same code as the local
-executor, with a stand-in for the store that turns each call into an event.
+that runs :func:`forgetscale.run.execute_run`, the same code as the local
+executor, with a stand-in for the store (a :class:`forgetscale.run.RunSink`)
+that turns each call into an event.
 The task yields the events as they happen (the base reference's log line, the
 run's start with its P and provenance, one measurement row per scheduled
 evaluation, and last the timings with the adapter's files), and the driver
@@ -34,24 +35,33 @@ Failures:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from forgetscale.config import ExecutorConfig, RunConfig
+from forgetscale.console import Progress, hms
 from forgetscale.errors import UserError
-from forgetscale.study import Workspace, _hms, _Progress, execute_run
+from forgetscale.fsutil import atomic_write, publish_dir
+from forgetscale.models import cache_dir
+from forgetscale.run import execute_run
+from forgetscale.store import Store
+from forgetscale.train import Diverged
+from forgetscale.workspace import Workspace
 
-if TYPE_CHECKING:
-    from forgetscale.executors import Log
-    from forgetscale.store import Store
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+"""The only address a cluster forgetscale starts for itself listens on: Ray's services are
+unauthenticated (its jobs API was exploited in the wild as ShadowRay, CVE-2023-48022)."""
 
 FAULTS: dict[str, tuple[int, str]] = {}
 """Fault injection for tests, read by the driver when it submits a run: ``{run_id: (step, kind)}``
@@ -71,8 +81,8 @@ class RayExecutor:
         self.cfg = cfg
         self._started_here = False
 
-    def connect(self, log: Log) -> None:
-        """Join ``executor.address`` (or this process's Ray session), or start a local cluster.
+    def connect(self) -> None:
+        """Join ``executor.address`` (or this process's Ray session), or start a local cluster on loopback only.
 
         Raises:
             UserError: the cluster cannot be reached.
@@ -80,7 +90,7 @@ class RayExecutor:
         import ray
 
         if ray.is_initialized():
-            log(f"ray {ray.__version__}: using this process's Ray session")
+            log.info(f"ray {ray.__version__}: using this process's Ray session")
             return
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine unasked
         t = time.perf_counter()
@@ -88,24 +98,25 @@ class RayExecutor:
             if self.cfg.address:
                 ray.init(address=self.cfg.address, log_to_driver=False, logging_level="WARNING")
             else:
-                ray.init(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+                _init_on_loopback()
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"executor.address={self.cfg.address}" if self.cfg.address else "a local Ray cluster"
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"{where}: cannot start or join Ray ({first}); start one with `ray start --head`"
                             " and pass --ray-address auto, or leave the address out") from None  # fmt: skip
         self._started_here = True
-        how = f"joined {self.cfg.address}" if self.cfg.address else "started a local cluster"
-        log(f"ray {ray.__version__}: {how} in {time.perf_counter() - t:.1f}s; {_resources(ray.cluster_resources())}")
+        how = f"joined {self.cfg.address}" if self.cfg.address else f"started a local cluster on {LOOPBACK}"
+        res = _resources(ray.cluster_resources())
+        log.info(f"ray {ray.__version__}: {how} in {time.perf_counter() - t:.1f}s; {res}")
 
-    def run(self, todo: Sequence[RunConfig], ws: Workspace, store: Store, out: Path, log: Log) -> None:
+    def run(self, todo: Sequence[RunConfig], ws: Workspace, store: Store, out: Path) -> None:
         import ray
 
         try:
             if todo:
                 if not ray.is_initialized():
-                    self.connect(log)
-                _Driver(self.cfg, ws, store, out, log).run(todo)
+                    self.connect()
+                _Driver(self.cfg, ws, store, out).run(todo)
         finally:  # a cluster started (or joined) for this study is not kept through probes and fit
             if self._started_here:
                 ray.shutdown()
@@ -134,8 +145,8 @@ class _Attempt:
 
 
 class _Driver:
-    def __init__(self, cfg: ExecutorConfig, ws: Workspace, store: Store, out: Path, log: Log):
-        self.cfg, self.ws, self.store, self.out, self.log = cfg, ws, store, out, log
+    def __init__(self, cfg: ExecutorConfig, ws: Workspace, store: Store, out: Path):
+        self.cfg, self.ws, self.store, self.out = cfg, ws, store, out
 
     def run(self, todo: Sequence[RunConfig]) -> None:
         import ray
@@ -151,9 +162,9 @@ class _Driver:
         self.options = {"num_returns": "streaming", "max_retries": 0, **options}
         self.task = ray.remote(_run_task)
         self.corpora = ray.put(_read_files(self.ws.cache / "corpora"))  # small; the same sample on every node
-        self.progress = _Progress(sum(r.train.steps for r in todo), self.log)
+        self.progress = Progress(sum(r.train.steps for r in todo))
         self.n = len(todo)
-        self.log(f"{self.n} runs as Ray tasks, each with {cfg.cpus_per_run:g} CPU and {gpus:g} GPU"
+        log.info(f"{self.n} runs as Ray tasks, each with {cfg.cpus_per_run:g} CPU and {gpus:g} GPU"
                  + (f" and {cfg.memory_per_run:g} GiB" if cfg.memory_per_run else ""))  # fmt: skip
         self.pending: dict[Any, _Attempt] = {}
         self.lost_seconds = 0.0  # run time lost attempts had trained for
@@ -172,8 +183,8 @@ class _Driver:
             self._cancel_all()
             raise
         if self.n_lost:
-            total = _hms(time.perf_counter() - t0)
-            self.log(f"{self.n_lost} lost worker(s) cost {self.lost_seconds:.1f}s of run time and "
+            total = hms(time.perf_counter() - t0)
+            log.info(f"{self.n_lost} lost worker(s) cost {self.lost_seconds:.1f}s of run time and "
                      f"{self.restart_seconds:.1f}s to restart, of {total} on Ray in all")  # fmt: skip
         if self.failure is not None:
             raise self.failure
@@ -212,7 +223,7 @@ class _Driver:
     def _apply(self, a: _Attempt, event: tuple[Any, ...]) -> None:
         rid, kind = a.run.run_id, event[0]
         if kind == "log":
-            self.log(f"[{a.label or f'run {a.index}/{self.n} {rid}'}] {event[1]}")
+            log.info(f"[{a.label or f'run {a.index}/{self.n} {rid}'}] {event[1]}")
         elif kind == "start":
             _, P, provenance = event
             provenance["executor"] = {**provenance.get("executor", {}), "attempt": a.number + 1}
@@ -228,9 +239,8 @@ class _Driver:
             row = event[1]
             self.store.add_measurement(rid, row)
             a.n_rows += 1
-            p = self.progress  # one progress for interleaved runs: each run's own last step
-            p.label, p._last_step = a.label, a.last_step
-            p.step(row["step"], a.run.train.steps, row)
+            self.progress.switch(a.label, a.last_step)  # one progress for interleaved runs: each run's own step
+            self.progress.step(row["step"], a.run.train.steps, row)
             a.last_step = row["step"]
         elif kind == "done":
             _, timings, files = event
@@ -261,12 +271,12 @@ class _Driver:
         self.n_lost += 1
         if a.started is not None:
             self.lost_seconds += time.perf_counter() - a.started
-        self.progress.done_steps -= a.last_step  # those steps will be trained again
+        self.progress.discard(a.last_step)  # those steps will be trained again
         what = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         label = a.label or f"run {a.index}/{self.n} {rid}"
         if a.number < self.cfg.max_retries and self.failure is None:
             self.store.clear_run(rid, f"attempt {a.number + 1} lost its worker ({what}); retried")
-            self.log(f"[{label}] worker lost ({what}); {a.n_rows} partial rows deleted; "
+            log.info(f"[{label}] worker lost ({what}); {a.n_rows} partial rows deleted; "
                      f"starting the run again (retry {a.number + 1} of {self.cfg.max_retries})")  # fmt: skip
             self._submit(_Attempt(a.run, a.number + 1, a.index))
         elif self.failure is not None:  # stopping anyway: leave it resumable
@@ -287,7 +297,7 @@ class _Driver:
         for gen in waiting:
             ray.cancel(gen, force=True)
             del self.pending[gen]
-        self.log(f"a run failed ({str(failure).splitlines()[0]}); {len(waiting)} runs not started are cancelled, "
+        log.info(f"a run failed ({str(failure).splitlines()[0]}); {len(waiting)} runs not started are cancelled, "
                  f"{len(self.pending)} in flight finish first")  # fmt: skip
 
     def _cancel_all(self) -> None:
@@ -314,8 +324,6 @@ def _read_files(directory: Path) -> dict[str, bytes]:
 
 def _write_adapter(files: dict[str, bytes], out: Path) -> None:
     """Write an adapter shipped from a worker, atomically: a half-written one never has the final name."""
-    from forgetscale.train import publish_dir
-
     def fill(tmp: Path) -> None:
         for name, data in files.items():
             path = tmp / name
@@ -333,36 +341,25 @@ _END = object()
 
 
 class _Events:
-    """Stands in for the store inside a task: each call becomes an event for the driver."""
+    """Stands in for the store inside a task (a :class:`forgetscale.run.RunSink`): each call becomes an event."""
 
     def __init__(self, put: Any, where: dict[str, Any], diverge_after: int | None = None):
         self._put, self._where, self._diverge_after = put, where, diverge_after
         self.timings: dict[str, float] | None = None
 
-    def start_run(self, run_id: str, P: int, provenance: dict[str, Any]) -> None:
+    def start_run(self, run_id: str, P: int, provenance: Mapping[str, Any]) -> None:
         self._put(("start", P, {**provenance, "executor": self._where}))
 
-    def add_measurement(self, run_id: str, row: dict[str, Any]) -> None:
+    def add_measurement(self, run_id: str, row: Mapping[str, Any]) -> None:
         self._put(("row", dict(row)))
         if row["step"] == self._diverge_after:  # fault injection: raised where a real divergence is
-            from forgetscale.train import Diverged
-
             raise Diverged(f"run {run_id}: training diverged (injected after step {row['step']})")
 
-    def finish_run(self, run_id: str, timings: dict[str, float]) -> None:
+    def finish_run(self, run_id: str, timings: Mapping[str, float]) -> None:
         self.timings = dict(timings)  # sent with the adapter, which is saved after this call
 
     def fail_run(self, run_id: str, error: str) -> None:
         pass  # the driver records the failure from the exception that ends the task
-
-
-class _NoProgress:
-    """execute_run's progress inside a task: the driver prints the lines."""
-
-    label = ""
-
-    def step(self, *args: Any) -> None:
-        pass
 
 
 def _run_task(run_json: str, corpora: dict[str, bytes], fault: tuple[int, str] | None) -> Iterator[tuple[Any, ...]]:
@@ -373,15 +370,12 @@ def _run_task(run_json: str, corpora: dict[str, bytes], fault: tuple[int, str] |
     import ray
 
     global _WS
-    from forgetscale.models import cache_dir
-
     run = RunConfig.model_validate_json(run_json)
     if _WS is None:
         _WS = Workspace(cache_dir())
     ws = _WS
     _seed_files(ws.cache / "corpora", corpora)
     events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    ws.log = lambda msg: events.put(("log", msg))
     ctx = ray.get_runtime_context()
     where = {"kind": "ray", "host": socket.gethostname(), "node_id": ctx.get_node_id(), "gpu_ids": ray.get_gpu_ids()}
     sink = _Events(events.put, where, fault[0] if fault is not None and fault[1] == "diverge" else None)
@@ -390,31 +384,72 @@ def _run_task(run_json: str, corpora: dict[str, bytes], fault: tuple[int, str] |
 
         def work() -> None:
             try:
-                execute_run(run, ws, sink, adapter, _NoProgress())  # type: ignore[arg-type]
+                execute_run(run, ws, sink, adapter)  # the driver logs the progress lines
                 events.put(("done", sink.timings, _read_files(adapter)))
             except BaseException as e:  # re-raised by the generator: the task fails with it
                 events.put(e)
             events.put(_END)
 
         thread = threading.Thread(target=work, name=f"forgetscale-{run.run_id}", daemon=True)
-        thread.start()
-        while (item := events.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-            if fault is not None and fault[1] == "exit" and item[0] == "row" and item[1]["step"] == fault[0]:
-                os._exit(1)  # fault injection: the worker dies as if killed, right after this row left
-        thread.join()
+        with _forwarded_logs(events.put):
+            thread.start()
+            while (item := events.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if fault is not None and fault[1] == "exit" and item[0] == "row" and item[1]["step"] == fault[0]:
+                    os._exit(1)  # fault injection: the worker dies as if killed, right after this row left
+            thread.join()
+
+
+class _ToDriver(logging.Handler):
+    """Sends the task's ``forgetscale`` log lines to the driver as events (the driver logs them)."""
+
+    def __init__(self, put: Any):
+        super().__init__(logging.INFO)
+        self.put = put
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.put(("log", record.getMessage()))
+
+
+@contextlib.contextmanager
+def _forwarded_logs(put: Any) -> Iterator[None]:
+    root = logging.getLogger("forgetscale")
+    handler, level, propagate = _ToDriver(put), root.level, root.propagate
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root.propagate = False  # not into the worker's own log files as well
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        root.propagate = propagate
 
 
 def _seed_files(directory: Path, files: dict[str, bytes]) -> None:
     """Write the driver's files this node's cache lacks (each atomically; present ones are left alone)."""
     for name, data in files.items():
         path = directory / name
-        if path.exists():
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        if not path.exists():
+            atomic_write(path, data)
+
+
+def _init_on_loopback() -> None:
+    """Start a one-machine Ray cluster whose services listen on 127.0.0.1 alone.
+
+    ``_node_ip_address`` is the address every Ray service binds to, but Ray maps a loopback value
+    back to the machine's network address unless it believes no multi-node cluster is possible
+    (its own default on macOS and Windows): that belief is held for the duration of the start.
+    """
+    import ray
+    from ray._private import ray_constants
+
+    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, dashboard_host=LOOPBACK,
+                 log_to_driver=False, logging_level="WARNING")  # fmt: skip
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = enabled

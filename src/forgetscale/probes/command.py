@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from forgetscale.console import log_stderr, print_rows, quiet_libraries
+from forgetscale.console import print_rows, quiet_libraries
 
 KINDS = ("knowledge", "reasoning", "safety")
 COLUMNS = ("run_id", "probe", "n", "accuracy", "base_accuracy", "agreement", "refusal_rate", "base_refusal_rate")
@@ -78,15 +78,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
             raise UserError("--lm-eval needs lm-evaluation-harness: pip install 'forgetscale[lm-eval]'") from None
     quiet_libraries()
     from forgetscale.models import cache_dir
-    from forgetscale.study import Workspace
+    from forgetscale.workspace import Workspace
 
-    ws = Workspace(cache_dir(), log_stderr)
+    ws = Workspace(cache_dir())
     if args.lm_eval is not None:
-        rows = runner.lm_eval_study(
-            args.dir, ws, args.lm_eval.split(","), args.runs, cfg.batch_size, cfg.max_items, log_stderr
-        )
+        rows = runner.lm_eval_study(args.dir, ws, args.lm_eval.split(","), args.runs, cfg.batch_size, cfg.max_items)
     else:
-        rows = runner.probe_study(args.dir, ws, cfg, args.runs, log_stderr, force=args.force)
+        rows = runner.probe_study(args.dir, ws, cfg, args.runs, force=args.force)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -18,23 +18,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forgetscale.config import ProbesConfig, RunConfig, StudyConfig, canonical_json, validate
 from forgetscale.errors import UserError
-from forgetscale.models import check_adapter
+from forgetscale.models import check_adapter, file_digest
 from forgetscale.probes import scoring
 from forgetscale.probes.inference import PROBES, run_probe, swapped_adapters
 from forgetscale.probes.sets import ProbeItem, load_probe_set
+from forgetscale.store import Store, read_store
 
-if TYPE_CHECKING:
-    from forgetscale.config import ProbesConfig, RunConfig
-    from forgetscale.store import Store
-    from forgetscale.study import Workspace
+if TYPE_CHECKING:  # the Workspace loads models (torch); probing a study takes one from its caller
+    from forgetscale.workspace import Workspace
 
 __all__ = [
     "BASE",
@@ -46,10 +47,10 @@ __all__ = [
     "summary_row",
 ]
 
-Log = Callable[[str], None]
-
 BASE = "base"
 """The run id under which the base model's own probe results are stored."""
+
+log = logging.getLogger(__name__)
 
 ROW_KEYS = (
     "n",
@@ -129,7 +130,6 @@ def probe_study(
     ws: Workspace,
     cfg: ProbesConfig,
     run_ids: list[str] | None = None,
-    log: Log = print,
     force: bool = False,
 ) -> list[dict[str, Any]]:
     """Probe the base model and each finished run's adapter of the study in ``out``; store the results.
@@ -140,7 +140,6 @@ def probe_study(
         cfg: which probe kinds, how many items, decoding length, batch size.
         run_ids: runs to probe (default: every run whose status is 'done');
             ``"base"`` alone probes just the base model.
-        log: progress lines.
         force: recompute results already stored with the same settings.
 
     Returns:
@@ -168,10 +167,10 @@ def probe_study(
             }
             base_needed = [p for p in probes if any(p in ps for ps in todo.values())]
             if not base_needed:
-                log(f"probes: {base_id} and {len(runs)} run(s) already probed with these settings; skipping")
+                log.info(f"probes: {base_id} and {len(runs)} run(s) already probed with these settings; skipping")
             base_records: dict[str, list[dict[str, Any]]] = {}
             for p in base_needed:
-                base_records[p] = _logged_probe(lm.model, lm.tokenizer, p, sets[_kind(p)], cfg, f"{base_id} {p}", log)
+                base_records[p] = _logged_probe(lm.model, lm.tokenizer, p, sets[_kind(p)], cfg, f"{base_id} {p}")
                 if p in todo[base_id]:
                     _put(store, base_id, p, base_records[p], base_records[p], settings[base_id, p])
             from forgetscale.merge import merged
@@ -183,7 +182,7 @@ def probe_study(
                     model = attach(adapter, rid)
                     with merged(model):  # the adapter folded into W + sBA once for all of this run's probes
                         for p in todo[rid]:
-                            recs = _logged_probe(model, lm.tokenizer, p, sets[_kind(p)], cfg, f"{rid} {p}", log)
+                            recs = _logged_probe(model, lm.tokenizer, p, sets[_kind(p)], cfg, f"{rid} {p}")
                             _put(store, rid, p, recs, base_records[p], settings[rid, p])
             summaries = {(r["run_id"], r["probe"]): r["summary"] for r in store.probes()}
             for rid in [base_id, *(rid for rid, _ in runs)]:
@@ -214,7 +213,7 @@ def _put(
 
 
 def _logged_probe(
-    model: Any, tok: Any, probe: str, items: Sequence[ProbeItem], cfg: ProbesConfig, label: str, log: Log
+    model: Any, tok: Any, probe: str, items: Sequence[ProbeItem], cfg: ProbesConfig, label: str
 ) -> list[dict[str, Any]]:
     t = time.perf_counter()
     recs = run_probe(model, tok, probe, items, cfg.max_new_tokens, cfg.batch_size)
@@ -224,21 +223,13 @@ def _logged_probe(
         f"accuracy {sum(scored) / len(scored):.3f}" if scored
         else f"refusals {sum(refusals)}/{len(refusals)}" if refusals else ""
     )  # fmt: skip
-    log(f"probe {label}: {len(recs)} items in {time.perf_counter() - t:.1f}s  {what}")
+    log.info(f"probe {label}: {len(recs)} items in {time.perf_counter() - t:.1f}s  {what}")
     return recs
 
 
 @contextmanager
 def _open(out: Path) -> Iterator[Store]:
-    from forgetscale.store import open_store
-
-    if not Path(out).is_dir():
-        raise UserError(f"study directory not found: {out}")
-    try:
-        store = open_store(Path(out), create=False)
-    except FileNotFoundError:
-        raise UserError(f"{out}: no study.sqlite here; run `forgetscale run --out {out}` first") from None
-    with store:
+    with read_store(Path(out)) as store:
         if store.get_meta("study") is None:
             raise UserError(f"{out}/study.sqlite holds no study config; was it written by `forgetscale run`?")
         yield store
@@ -250,13 +241,11 @@ def load_probes_config(out: Path, **overrides: Any) -> ProbesConfig:
     Raises:
         UserError: no study in ``out``; an override of the wrong type or range.
     """
-    from forgetscale.config import ProbesConfig, StudyConfig, _validate
-
     with _open(out) as store:
         study = StudyConfig.model_validate(store.get_meta("study"))
     data = study.probes.model_dump(mode="json")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return _validate(ProbesConfig, data, "probe options")
+    return validate(ProbesConfig, data, "probe options")
 
 
 def _plan(store: Store, out: Path, run_ids: list[str] | None) -> list[tuple[str, RunConfig, list[tuple[str, Path]]]]:
@@ -264,8 +253,6 @@ def _plan(store: Store, out: Path, run_ids: list[str] | None) -> list[tuple[str,
 
     Everything is checked before anything is probed, so bad input writes nothing.
     """
-    from forgetscale.config import RunConfig, StudyConfig, canonical_json
-
     study = StudyConfig.model_validate(store.get_meta("study"))
     table = {r["run_id"]: r for r in store.runs()}
     wanted = [rid for rid in (run_ids or []) if rid != BASE]
@@ -299,8 +286,6 @@ def _digest(obj: Any) -> str:
 
 
 def _dir_digest(directory: Path) -> str:
-    from forgetscale.models import file_digest
-
     return _digest({f.name: file_digest(f) for f in sorted(Path(directory).iterdir()) if f.is_file()})
 
 
@@ -314,7 +299,6 @@ def lm_eval_study(
     run_ids: list[str] | None = None,
     batch_size: int = 8,
     limit: int | None = None,
-    log: Log = print,
 ) -> list[dict[str, Any]]:
     """Run lm-evaluation-harness ``tasks`` on the base model and each chosen run's adapter.
 
@@ -349,7 +333,7 @@ def lm_eval_study(
                     limit=limit,
                     log_samples=True,
                 )
-                log(f"lm-eval {label}: {', '.join(tasks)} in {time.perf_counter() - t:.1f}s")
+                log.info(f"lm-eval {label}: {', '.join(tasks)} in {time.perf_counter() - t:.1f}s")
                 return res
 
             base_res = evaluate(lm.model, base_id)

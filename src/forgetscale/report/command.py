@@ -7,16 +7,18 @@ Heavy imports (matplotlib, jinja2) happen inside the functions, so
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Callable
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forgetscale.console import log_stderr
 from forgetscale.errors import UserError
+from forgetscale.fsutil import atomic_write
+from forgetscale.store import read_store
 
 if TYPE_CHECKING:
     from forgetscale.report.data import ReportData
+
+log = logging.getLogger(__name__)
 
 FORMATS = {"html": "report.html", "md": "report.md"}
 
@@ -40,18 +42,17 @@ def add_report_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    path = write_report(args.dir, args.format, log_stderr, dest=args.out)
+    path = write_report(args.dir, args.format, dest=args.out)
     print(path)
     return 0
 
 
-def write_report(out: Path, fmt: str, log: Callable[[str], None], dest: Path | None = None) -> Path:
+def write_report(out: Path, fmt: str = "html", dest: Path | None = None) -> Path:
     """Write the report of the study in ``out`` and return its path.
 
     Args:
         out: the study directory.
         fmt: ``"html"`` or ``"md"``.
-        log: progress lines.
         dest: the file to write (default ``out/report.html`` or ``out/report.md``).
             For Markdown, the figures go to ``<dest stem>_figures/`` beside it.
 
@@ -65,8 +66,7 @@ def write_report(out: Path, fmt: str, log: Callable[[str], None], dest: Path | N
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose from {', '.join(sorted(FORMATS))}")
     out = Path(out)
-    if not (out / "study.sqlite").is_file():
-        raise UserError(f"{out}: no study.sqlite here; run `forgetscale run --out {out}` first")
+    read_store(out).close()  # one line when there is no study here
     dest = Path(dest) if dest is not None else out / FORMATS[fmt]
     if not dest.parent.is_dir():
         raise UserError(f"--out {dest}: folder {dest.parent} does not exist")
@@ -77,13 +77,13 @@ def write_report(out: Path, fmt: str, log: Callable[[str], None], dest: Path | N
     from forgetscale.report.data import gather
 
     data = gather(out)
-    drawn = _draw(data, log)
+    drawn = _draw(data)
     captions = {name: caption for name, (_, caption) in figs.FIGURES.items()}
     captions["frontier"] = figs.FRONTIER_CAPTION
     if fmt == "html":
         from forgetscale.report.html import render_html
 
-        _write_atomic(dest, render_html(data, drawn, captions))
+        atomic_write(dest, render_html(data, drawn, captions))
     else:
         from forgetscale.report.html import svg_text
         from forgetscale.report.markdown import render_markdown
@@ -95,14 +95,14 @@ def write_report(out: Path, fmt: str, log: Callable[[str], None], dest: Path | N
             if isinstance(fig, str):
                 files[name] = f"error: {fig}"
                 continue
-            _write_atomic(fig_dir / f"{name}.svg", svg_text(fig))
+            atomic_write(fig_dir / f"{name}.svg", svg_text(fig))
             files[name] = f"{fig_dir.name}/{name}.svg"
-        _write_atomic(dest, render_markdown(data, files, captions))
-    log(f"report: wrote {dest}")
+        atomic_write(dest, render_markdown(data, files, captions))
+    log.info(f"report: wrote {dest}")
     return dest
 
 
-def _draw(data: ReportData, log: Callable[[str], None]) -> dict[str, Any]:
+def _draw(data: ReportData) -> dict[str, Any]:
     """Every figure; one that fails is replaced by its error message, so the rest of the report is still written."""
     from forgetscale.report.figures import FIGURES
 
@@ -111,7 +111,7 @@ def _draw(data: ReportData, log: Callable[[str], None]) -> dict[str, Any]:
         try:
             drawn[name] = fn(data.rows, data.fits)
         except Exception as e:  # noqa: BLE001 - a figure bug must not lose a finished study's report
-            log(f"report: figure {name!r} could not be drawn: {type(e).__name__}: {e}")
+            log.warning(f"report: figure {name!r} could not be drawn: {type(e).__name__}: {e}")
             drawn[name] = f"{type(e).__name__}: {e}"
     if data.frontier is not None:  # the mitigations section's figure (``forgetscale compare``)
         from forgetscale.report.figures import frontier_figure
@@ -119,16 +119,7 @@ def _draw(data: ReportData, log: Callable[[str], None]) -> dict[str, Any]:
         try:
             drawn["frontier"] = frontier_figure(data.frontier)
         except Exception as e:  # noqa: BLE001 - as above
-            log(f"report: figure 'frontier' could not be drawn: {type(e).__name__}: {e}")
+            log.warning(f"report: figure 'frontier' could not be drawn: {type(e).__name__}: {e}")
             drawn["frontier"] = f"{type(e).__name__}: {e}"
     return drawn
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: os.replace is atomic
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

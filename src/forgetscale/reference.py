@@ -1,0 +1,373 @@
+"""The base reference: the base model's predictions on a forgetting corpus, computed once and cached.
+
+A :class:`BaseReference` holds what the metrics (:mod:`forgetscale.forgetting`) need of the base
+model at every target position of the corpus, stored on disk and memory-mapped. It is computed
+before any adapter exists (the base is never read through a model that training changed), and
+cached under a key naming everything its numbers depend on (:func:`reference_key`), so that a
+study, ``forgetscale forgetting`` and :class:`forgetscale.ForgettingCallback` each reuse a
+reference any of them computed. A damaged cache entry is discarded and computed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from forgetscale.data.encode import Sequence, fingerprint
+from forgetscale.forward import METRIC_CHUNK, chunks, forward_batches, logprobs, lse_parts
+from forgetscale.fsutil import publish_dir
+from forgetscale.models import discard, tokenizer_fingerprint
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from forgetscale.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+REFERENCE_MODES = ("hidden", "logits")
+"""Exact reference storage: ``hidden`` (d floats per position, valid while the LM head is the base's)
+or ``logits`` (V floats per position, valid for any fine-tune). Top-K is the lossy third option."""
+
+
+@dataclass(frozen=True)
+class BaseReference:
+    """Base-model predictions at the target positions of ``sequences``, in corpus order.
+
+    Row ``i`` of every array belongs to the ``i``-th target position when the
+    sequences' target positions are listed in order. Three storage modes:
+
+    - hidden (exact, the default): per position the base distribution's expected
+      output embedding ``mu = W^T p_b`` (d floats, W the (V, d) LM head). The
+      base log-probs are a function of the base's final hidden state ``h_b``
+      through the head, ``p_b = softmax(W h_b)``, and every metric needs them only
+      through ``sum_v p_b(v) z_v`` with ``z = W h`` the fine-tuned logits, which is
+      ``mu . h``: so one dot product per position replaces a second projection
+      onto the vocabulary, and d/V of the full-logit size is stored (576/49152
+      for SmolLM2). Valid only while the evaluated model's LM head is the base's
+      (``head_check`` guards it; :func:`measure` refuses a changed head);
+    - logits (exact): the full (n, V) float32 log-probabilities, valid for any fine-tune;
+    - top-K: per position the K largest base log-probabilities, their token ids,
+      and the log of the remaining tail mass. KL between the coarse-grained
+      distributions (K tokens + one tail bucket) is a lower bound on the true KL
+      (data-processing inequality) and exact when K is the vocabulary size;
+      entropy, top-1 and data loss stay exact. ~2 KB per position at K=256
+      instead of V*4 bytes (196 KB for a 49k vocabulary).
+    """
+
+    sequences: tuple[Sequence, ...]
+    entropy: np.ndarray
+    """(n_targets,) float64 base entropy per position (always exact)."""
+    top1: np.ndarray
+    """(n_targets,) int64 argmax of the base distribution."""
+    logp: np.ndarray | None = None
+    """Exact mode: (n_targets, vocab) float32 log-probabilities, a read-only memmap."""
+    topk_idx: np.ndarray | None = None
+    """Top-K mode: (n_targets, K) int32 token ids of the K most likely tokens."""
+    topk_logp: np.ndarray | None = None
+    """Top-K mode: (n_targets, K) float32 their base log-probabilities."""
+    tail_logp: np.ndarray | None = None
+    """Top-K mode: (n_targets,) float64 log of the base mass outside the top K."""
+    mean_emb: np.ndarray | None = None
+    """Hidden mode: (n_targets, d) float32 ``W^T p_b`` per position, a read-only memmap."""
+    head_check: np.ndarray | None = None
+    """Hidden mode: (V,) float32 signature of the base LM head (:func:`head_signature`)."""
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.entropy)
+
+    @property
+    def top_k(self) -> int | None:
+        return None if self.topk_idx is None else self.topk_idx.shape[1]
+
+    @property
+    def mode(self) -> str:
+        """``hidden``, ``logits`` or ``top<K>``: what this reference stores."""
+        if self.mean_emb is not None:
+            return "hidden"
+        return "logits" if self.logp is not None else f"top{self.top_k}"
+
+    @classmethod
+    def load(cls, directory: Path, sequences: tuple[Sequence, ...]) -> BaseReference:
+        meta = dict(np.load(directory / "meta.npz"))
+        for name, field in (("logp.npy", "logp"), ("mean_emb.npy", "mean_emb")):
+            if (directory / name).is_file():
+                meta[field] = np.load(directory / name, mmap_mode="r")
+        ref = cls(sequences, **meta)
+        if ref.n_tokens != sum(s.n_targets for s in sequences):
+            raise RuntimeError(f"base reference {directory} does not match its corpus")
+        return ref
+
+
+def compute_reference(
+    model: PreTrainedModel,
+    sequences: list[Sequence],
+    batch_size: int,
+    out: Path,
+    top_k: int | None = None,
+    mode: str = "logits",
+) -> BaseReference:
+    """Run the base model once over the corpus and write its predictions to ``out``.
+
+    Args:
+        mode: ``hidden`` or ``logits`` for an exact reference (ignored when ``top_k``
+            is set below the vocabulary size). ``hidden`` falls back to ``logits``
+            when the model's logits are not a bias-free linear function of its final
+            hidden states (a soft-capped or scaled head) or its head is not float32;
+            the result's ``mode`` says which.
+
+    Every mode is written batch by batch, so only one batch of logits is ever in memory.
+    """
+    if mode not in REFERENCE_MODES:
+        raise ValueError(f"reference mode {mode!r}: expected one of {REFERENCE_MODES}")
+    n = sum(s.n_targets for s in sequences)
+    vocab = _vocab_size(model)
+    out.mkdir(parents=True, exist_ok=True)
+    exact = top_k is None or top_k >= vocab
+    if exact and mode == "hidden":
+        try:
+            return _compute_hidden_reference(model, sequences, batch_size, out, n)
+        except _HiddenUnsupported:
+            for f in out.iterdir():
+                f.unlink()
+    k = vocab if exact else int(top_k)
+    meta = {"entropy": np.empty(n, np.float64), "top1": np.empty(n, np.int64)}
+    if exact:
+        logp_mm = np.lib.format.open_memmap(out / "logp.npy", "w+", np.float32, (n, vocab))
+    else:
+        meta |= {
+            "topk_idx": np.empty((n, k), np.int32),
+            "topk_logp": np.empty((n, k), np.float32),
+            "tail_logp": np.empty(n, np.float64),
+        }
+    for batch_rows, logits, _targets, _h in forward_batches(model, sequences, batch_size):
+        for rows, z in chunks(batch_rows, logits):
+            logq = logprobs(z)
+            meta["entropy"][rows] = (-(logq.exp() * logq).sum(-1)).numpy()
+            meta["top1"][rows] = z.argmax(-1).numpy()
+            if exact:
+                logp_mm[rows] = logq.float().numpy()
+            else:
+                vals, idx = logq.topk(k, dim=-1)
+                meta["topk_idx"][rows] = idx.numpy()
+                meta["topk_logp"][rows] = vals.float().numpy()
+                meta["tail_logp"][rows] = log_tail_mass(logq, idx).numpy()
+    if exact:
+        logp_mm.flush()
+        del logp_mm
+    np.savez(out / "meta.npz", **meta)
+    return BaseReference.load(out, tuple(sequences))
+
+
+def mean_embedding(z: torch.Tensor, weight64: torch.Tensor) -> torch.Tensor:
+    """``mu = W^T softmax(z)`` per row, (n, d) fp32 on the CPU: what a hidden reference stores.
+
+    Normalised and accumulated over the whole vocabulary in float64 (``weight64`` is the LM
+    head's weight in float64), then rounded once. In fp32 the accumulation over 49k entries
+    left forget_kl, a small difference of ~20-nat terms, 1.2e-6 relative from the full-logit
+    reference on SmolLM2; in float64, 3.3e-7 (measured on the bench's 64 sequences).
+    """
+    p = torch.softmax(z.double(), -1).to(weight64.device)
+    return (p @ weight64).float().cpu()
+
+
+class _HiddenUnsupported(Exception):
+    """The model's logits are not ``W h`` for its LM head ``W`` and final hidden state ``h``."""
+
+
+def _compute_hidden_reference(
+    model: PreTrainedModel, sequences: list[Sequence], batch_size: int, out: Path, n: int
+) -> BaseReference:
+    head = model.get_output_embeddings()
+    # fp32 only: in bf16 the logits' own rounding (~0.4%) would not cancel against mu . h
+    if not isinstance(head, torch.nn.Linear) or head.bias is not None or head.weight.dtype != torch.float32:
+        raise _HiddenUnsupported
+    weight = head.weight.detach()
+    weight64 = weight.double()  # once per reference: 226 MB for SmolLM2's head
+    d = weight.shape[1]
+    meta = {
+        "entropy": np.empty(n, np.float64),
+        "top1": np.empty(n, np.int64),
+        "head_check": head_signature(model),
+    }
+    mu_mm = np.lib.format.open_memmap(out / "mean_emb.npy", "w+", np.float32, (n, d))
+    checked = False
+    for batch_rows, logits, _targets, hidden in forward_batches(model, sequences, batch_size, hidden=True):
+        if not checked:  # the hidden mode's premise, checked on real data: logits = W h
+            direct = F.linear(hidden[:METRIC_CHUNK].to(weight.device), weight).cpu()
+            scale = float(logits[:METRIC_CHUNK].abs().max()) + 1e-30
+            if not torch.allclose(direct, logits[:METRIC_CHUNK], rtol=1e-4, atol=1e-4 * scale):
+                raise _HiddenUnsupported
+            checked = True
+        # the same chunks, in the same order, as measure() uses: at identity both see the same numbers
+        for rows, z, h in chunks(batch_rows, logits, hidden):
+            mu = mean_embedding(z, weight64)
+            mu_mm[rows] = mu.numpy()
+            meta["entropy"][rows] = hidden_ce(mu, h, z).numpy()  # H_b is the CE of p_b against itself
+            meta["top1"][rows] = z.argmax(-1).numpy()
+    mu_mm.flush()
+    del mu_mm
+    np.savez(out / "meta.npz", **meta)
+    return BaseReference.load(out, tuple(sequences))
+
+
+HEAD_SIGNATURE_SEED = 1234
+
+
+def head_signature(model: PreTrainedModel) -> np.ndarray:
+    """(V,) float32: the model's output layer applied to a fixed random vector.
+
+    Calls the module itself, so a LoRA or ``modules_to_save`` copy of the head,
+    a trained tied embedding or a merged adapter all show. Two heads that differ
+    in any row give different signatures (a change orthogonal to a random vector
+    has probability zero).
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError("the model has no output embeddings (LM head)")
+    d = head.weight.shape[1] if hasattr(head, "weight") else model.config.hidden_size
+    probe = torch.randn(1, d, generator=torch.Generator().manual_seed(HEAD_SIGNATURE_SEED))
+    was_training = head.training
+    head.eval()
+    try:
+        with torch.inference_mode():
+            param = next(head.parameters())
+            return head(probe.to(param.device, param.dtype)).float().cpu().numpy()[0]
+    finally:
+        head.train(was_training)
+
+
+def same_head(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two :func:`head_signature` values come from the same head.
+
+    Tolerates matmul rounding on another device (1e-5 relative); a trained head
+    moves it by far more (one Adam step at lr 1e-6 moves each entry ~5e-5), and a
+    change below it would move the metrics by less than that relative amount.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= 1e-5 * np.abs(b) + 1e-6 * np.abs(b).max()))
+
+
+def head_module_name(model: PreTrainedModel) -> str | None:
+    """The short name (``lm_head``) of the model's output layer, as LoRA ``target_modules`` names it."""
+    head = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        if module is head:
+            return name.rsplit(".", 1)[-1]
+    return None
+
+
+def hidden_ce(mu: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Per-position ``-sum_v p_b(v) log q(v)`` from ``mu = W^T p_b``, the evaluated model's final hidden
+    state ``h`` and its logits ``z = W h``: ``logsumexp(z) - mu . h``, in float64.
+
+    Written as ``(max z - mu . h) + log sum exp(z - max z)``: the two large terms (~20 nats
+    each for a real LM) cancel before anything is rounded to their scale.
+    """
+    m, log_s = lse_parts(z)
+    return (m - (mu.double() * h.double()).sum(-1)) + log_s
+
+
+def log_tail_mass(logq: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Log of the probability mass outside columns ``idx``, per row, summed over the tail itself.
+
+    Not ``log(1 - sum(top))``: with a large K the top mass of fp32 log-probs can
+    round to 1 or above, and the tail then came out as -inf (an infinite KL).
+    """
+    return logq.scatter(-1, idx, float("-inf")).logsumexp(-1)
+
+
+def _vocab_size(model: PreTrainedModel) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
+# ----------------------------------------------------------------------------- the disk cache
+
+
+def reference_mode(run: RunConfig, model: Any) -> str:
+    """The exact reference mode a run gets: ``forgetting.reference``, except that a LoRA on the LM
+    head changes the head, so the hidden mode (valid only for the base's head) falls back to logits."""
+    if run.forgetting.reference == "hidden" and head_module_name(model) in run.lora.target_modules:
+        return "logits"
+    return run.forgetting.reference
+
+
+def reference_key(
+    model_fingerprint: str, tok: Any, seqs: list[Sequence], dtype: str, top_k: int | None, mode: str = "logits"
+) -> str:
+    """The cache key of a base reference: everything its numbers depend on.
+
+    Shared by studies, ``forgetscale forgetting`` and :class:`forgetscale.ForgettingCallback`,
+    so that each reuses a reference any of them computed.
+    """
+    return "-".join(
+        [
+            model_fingerprint.split(":")[-1][:16],
+            tokenizer_fingerprint(tok),
+            fingerprint(seqs),
+            dtype,
+            f"k{top_k}-tail2" if top_k else ("exact" if mode == "logits" else mode),  # tail2: the tail summed directly
+        ]
+    )
+
+
+PER_POSITION = ("entropy", "top1", "logp", "topk_idx", "topk_logp", "tail_logp", "mean_emb")
+"""BaseReference arrays with one row per target position."""
+
+
+def cached_reference(directory: Path, seqs: list[Sequence]) -> BaseReference | None:
+    """The base reference cached in ``directory``; None when there is none, or when it is damaged
+    (truncated or garbage files, rows that do not fit the corpus): it is a cache, so a damaged
+    entry is discarded (with a warning logged), to be computed again, rather than failing the command."""
+    if not directory.exists():
+        return None
+    try:
+        # the zip's own CRCs first: np.load also leaves its file open when the archive is damaged
+        with zipfile.ZipFile(directory / "meta.npz") as z:
+            bad = z.testzip()
+        if bad is not None:
+            raise ValueError(f"meta.npz member {bad} fails its CRC check")
+        ref = BaseReference.load(directory, tuple(seqs))
+        for name in PER_POSITION:
+            a = getattr(ref, name, None)
+            if a is not None and (a.ndim == 0 or a.shape[0] != ref.n_tokens):
+                raise ValueError(f"{name} has {a.shape} rows for {ref.n_tokens} positions")
+        if not np.isfinite(ref.entropy).all():
+            raise ValueError("non-finite base entropy")
+        stored = [n for n in ("logp", "mean_emb", "topk_idx") if getattr(ref, n, None) is not None]
+        if len(stored) != 1:  # a file of the reference is missing (or one too many)
+            raise ValueError(f"the base distribution is stored as {stored or 'nothing'}")
+        parts = {"topk_idx": ("topk_logp", "tail_logp"), "mean_emb": ("head_check",)}.get(stored[0], ())
+        if any(getattr(ref, n, None) is None for n in parts):
+            raise ValueError(f"{stored[0]} without {', '.join(parts)}")
+        return ref
+    except Exception as e:  # whatever is wrong with a cache entry, it is recomputed
+        log.warning(f"base reference cache {directory.name} is damaged ({type(e).__name__}: {e}); computing it again")
+        discard(directory)
+        return None
+
+
+def save_reference(
+    model: Any, seqs: list[Sequence], batch_size: int, directory: Path, top_k: int | None, mode: str = "logits"
+) -> BaseReference:
+    """Compute a base reference into ``directory`` and load it; a half-written one never carries the final name
+    (when another process finished the same reference first, theirs is kept)."""
+    publish_dir(directory, lambda tmp: compute_reference(model, seqs, batch_size, tmp, top_k, mode), replace=False)
+    return BaseReference.load(directory, tuple(seqs))
+
+
+def first_sequences(ref: BaseReference, n_sequences: int) -> BaseReference:
+    """The reference restricted to the corpus' first ``n_sequences`` sequences (a quick check of a cached one)."""
+    seqs = ref.sequences[:n_sequences]
+    n = sum(s.n_targets for s in seqs)
+    cut = {f.name: getattr(ref, f.name)[:n] for f in fields(ref) if f.name in PER_POSITION
+           and isinstance(getattr(ref, f.name), np.ndarray)}  # fmt: skip
+    return replace(ref, sequences=seqs, **cut)

@@ -1,0 +1,139 @@
+"""One run from step 0: attach a fresh LoRA, train, measure on schedule, hand every row to a sink.
+
+:func:`execute_run` is the same code whatever the executor: the local executor gives it the
+study's store, a Ray task a stand-in that streams each call to the driver. Both satisfy
+:class:`RunSink`, the seam between a run and where its results go.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from forgetscale import train
+from forgetscale.config import RunConfig
+from forgetscale.data.encode import fingerprint
+from forgetscale.forgetting import held_out_loss, measure
+from forgetscale.merge import merged
+from forgetscale.mitigation import scaled_rows
+from forgetscale.precision import resolve as resolve_precision
+from forgetscale.reference import BaseReference
+from forgetscale.schema import Measurement
+from forgetscale.workspace import Workspace
+
+
+class RunSink(Protocol):
+    """Where a run's status and rows go (:class:`forgetscale.store.Store` is one)."""
+
+    def start_run(self, run_id: str, P: int, provenance: Mapping[str, Any]) -> None: ...
+
+    def add_measurement(self, run_id: str, row: Mapping[str, Any]) -> None: ...
+
+    def finish_run(self, run_id: str, timings: Mapping[str, float]) -> None: ...
+
+    def fail_run(self, run_id: str, error: str) -> None: ...
+
+
+class Reporter(Protocol):
+    """Told of each scheduled measurement as it is taken (:class:`forgetscale.console.Progress` is one)."""
+
+    def step(self, step: int, steps: int, row: Mapping[str, Any]) -> None: ...
+
+
+def execute_run(
+    run: RunConfig, ws: Workspace, sink: RunSink, adapter_dir: Path, progress: Reporter | None = None
+) -> None:
+    """Train one run from scratch, handing ``sink`` a measurement row at every scheduled step.
+
+    The adapter is saved to ``adapter_dir`` before ``sink.finish_run``; a run that raises is
+    ``sink.fail_run`` and the exception goes on. The base model is handed back unchanged.
+    """
+    lm = ws.model(run)
+    train_seqs, held = ws.data(run)
+    ref = ws.reference(run)
+    bs = run.forgetting.batch_size
+    replay = ws.replay(run) if run.mitigation.kind == "replay" else None  # sampled by the base, unadapted
+    peft_model = train.attach_lora(lm.model, run.lora, run.train.seed)
+    try:
+        P = train.trainable_parameters(peft_model)
+        precision = resolve_precision(run.train.precision)
+        sink.start_run(run.run_id, P, provenance(lm.fingerprint, ws.data_fingerprint(run), ref, precision))
+
+        def metrics(model: Any) -> dict[str, float]:
+            with merged(model):  # W + s BA once per evaluation, not two extra matmuls per layer and call
+                return {**held_out_loss(model, held, bs), **measure(model, ref, bs)}
+
+        def evaluate(model: Any, step: int, tokens: int) -> None:
+            if step == 0 and train.is_identity(model):
+                m = ws.base_evaluation(run, lambda: metrics(model))
+            else:
+                m = metrics(model)
+            if not all(math.isfinite(m[k]) for k in ("ft_loss", "forget_ce", "forget_kl")):
+                raise train.Diverged(
+                    f"run {run.run_id}: training diverged (non-finite outputs at step {step}); lower train.lr"
+                )
+            n_tokens = int(m.pop("n_tokens"))
+            row = Measurement(step=step, tokens=tokens, n_eval_tokens=n_tokens, **m)  # ft_loss(_se), forgetting
+            sink.add_measurement(run.run_id, row)
+            if progress is not None:
+                progress.step(step, run.train.steps, row)
+            for scaled in scaled_rows(run, model, step, tokens, metrics):  # mitigation.kind: rescale
+                sink.add_measurement(run.run_id, scaled)
+
+        try:
+            timings = train.train(peft_model, lm.tokenizer, run, train_seqs, evaluate, replay)
+            train.save_adapter(peft_model, adapter_dir)
+        except BaseException as e:
+            sink.fail_run(run.run_id, f"{type(e).__name__}: {e}")
+            raise
+        sink.finish_run(run.run_id, timings)
+    finally:
+        train.detach_lora(peft_model)
+
+
+def provenance(model_fp: str, data_fp: str, ref: BaseReference, precision: str) -> dict[str, Any]:
+    """What produced a run's numbers: versions, git state, device, fingerprints."""
+    versions = {}
+    for pkg in ("forgetscale", "torch", "transformers", "peft", "accelerate", "numpy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "versions": versions,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
+        "train_precision": precision,
+        "git": git_state(),
+        "model_fingerprint": model_fp,
+        "data_fingerprint": data_fp,
+        "corpus_fingerprint": fingerprint(ref.sequences),
+        "corpus_tokens": ref.n_tokens,
+    }
+
+
+def git_state() -> str | None:
+    """The commit of the forgetscale checkout running, ``-dirty`` when it has changes; None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

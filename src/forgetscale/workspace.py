@@ -1,0 +1,135 @@
+"""The Workspace: each base model, dataset, base reference and replay set loaded once per process.
+
+Every stage that needs a study's inputs (preparation, the runs, the probes) asks the Workspace,
+which loads on first use and hands the same object out afterwards. One base model is kept in
+memory at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forgetscale.config import RunConfig, canonical_json
+from forgetscale.data.corpus import build_corpus
+from forgetscale.data.encode import Sequence, encode_example, fingerprint
+from forgetscale.data.sources import load_splits
+from forgetscale.errors import UserError
+from forgetscale.mitigation import replay_sequences
+from forgetscale.models import LoadedModel, load_model
+from forgetscale.reference import BaseReference, cached_reference, reference_key, reference_mode, save_reference
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Workspace:
+    """Loads each base model, dataset, base reference and replay set once per process and hands them out.
+
+    Args:
+        cache: the cache directory (converted models, references, sampled corpora).
+    """
+
+    cache: Path
+    phases: dict[str, float] = field(default_factory=dict, kw_only=True)
+    """Wall seconds spent per set-up phase in this process (for the benchmark's breakdown)."""
+    _models: dict[str, LoadedModel] = field(default_factory=dict, kw_only=True)
+    _data: dict[str, tuple[list[Sequence], list[Sequence]]] = field(default_factory=dict)
+    _refs: dict[str, BaseReference] = field(default_factory=dict)
+    _raw: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = field(default_factory=dict)
+    _base_evals: dict[str, dict[str, float]] = field(default_factory=dict)
+    _replay: dict[str, list[Sequence]] = field(default_factory=dict)
+
+    def _phase(self, name: str, since: float) -> None:
+        self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - since
+
+    def model(self, run: RunConfig) -> LoadedModel:
+        key = canonical_json(run.model)
+        if key not in self._models:
+            self._models.clear()  # one base model in memory at a time
+            t = time.perf_counter()
+            self._models[key] = load_model(run.model)
+            self._phase("load_model", t)
+            log.info(f"loaded base model {run.model.name} in {time.perf_counter() - t:.1f}s")
+        return self._models[key]
+
+    def data(self, run: RunConfig) -> tuple[list[Sequence], list[Sequence]]:
+        """Encoded (train, held-out) sequences for the run's dataset."""
+        key = self._data_key(run)
+        if key not in self._data:
+            d = run.data
+            train, held = self.raw_data(run)
+            tok = self.model(run).tokenizer
+            enc = []
+            for name, part in (("train", train), ("held-out", held)):
+                seqs = [s for s in (encode_example(e, tok, run.train.seq_len) for e in part) if s is not None]
+                if not seqs:
+                    raise UserError(f"dataset {d.dataset}: no {name} example has a token to train on")
+                enc.append(seqs)
+            self._data[key] = (enc[0], enc[1])
+        return self._data[key]
+
+    @staticmethod
+    def _data_key(run: RunConfig) -> str:
+        """What the encoded (train, held-out) sequences depend on."""
+        return json.dumps([canonical_json(run.data), run.train.seq_len, canonical_json(run.model)])
+
+    def raw_data(self, run: RunConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(train, held-out) examples before tokenization: checks the dataset without loading a model."""
+        d = run.data
+        key = canonical_json(d)
+        if key not in self._raw:
+            self._raw[key] = load_splits(d.dataset, d.n_train, d.n_heldout, d.seed, d.split)
+        return self._raw[key]
+
+    def reference(self, run: RunConfig) -> BaseReference:
+        """The base reference for the run's (model, corpus), from the disk cache when present."""
+        memo = canonical_json(run.model) + canonical_json(run.forgetting) + json.dumps(run.lora.target_modules)
+        if memo in self._refs:
+            return self._refs[memo]
+        lm = self.model(run)
+        f = run.forgetting
+        mode = reference_mode(run, lm.model)
+        t = time.perf_counter()
+        seqs = build_corpus(f, lm.tokenizer, lm.model, lm.fingerprint, self.cache)
+        self._phase("forgetting_corpus", t)
+        key = reference_key(lm.fingerprint, lm.tokenizer, seqs, run.model.dtype, f.top_k, mode)
+        directory = self.cache / "refs" / key
+        ref = cached_reference(directory, seqs)
+        if ref is None:
+            t = time.perf_counter()
+            ref = save_reference(lm.model, seqs, f.batch_size, directory, f.top_k, mode)
+            self._phase("base_reference", t)
+            log.info(f"base reference: {sum(s.n_targets for s in seqs)} tokens in {time.perf_counter() - t:.1f}s")
+        self._refs[memo] = ref
+        return ref
+
+    def replay(self, run: RunConfig) -> list[Sequence]:
+        """The run's encoded replay examples (``mitigation.kind: replay``), sampled by the unadapted base."""
+        m = run.mitigation
+        key = json.dumps([canonical_json(run.model), m.replay_source, m.replay_examples, run.train.seq_len,
+                          run.data.seed, canonical_json(run.forgetting)])  # fmt: skip
+        if key not in self._replay:
+            lm = self.model(run)
+            self._replay[key] = replay_sequences(run, lm.tokenizer, lm.model, lm.fingerprint, self.cache)
+        return self._replay[key]
+
+    def base_evaluation(self, run: RunConfig, compute: Callable[[], dict[str, float]]) -> dict[str, float]:
+        """The step-0 measurement shared by every run on the same (model, data, corpus).
+
+        A fresh LoRA adapter is the identity (B = 0), so every run of a sweep on
+        one dataset starts from the same numbers: ``compute`` runs once per key.
+        """
+        key = self._data_key(run) + canonical_json(run.forgetting)  # the held-out data and the base reference
+        if key not in self._base_evals:
+            self._base_evals[key] = compute()
+        return dict(self._base_evals[key])
+
+    def data_fingerprint(self, run: RunConfig) -> str:
+        train, held = self.data(run)
+        return fingerprint(train + held)
