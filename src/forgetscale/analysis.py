@@ -16,7 +16,7 @@ import numpy as np
 
 from forgetscale.errors import UserError
 
-RELIABLE_ERROR = 0.10  # = laws.study.RELIABLE_ERROR, repeated so the CLI need not import the laws
+RELIABLE_ERROR = 0.15  # = laws.select.RELIABLE_ERROR, repeated so the CLI need not import the laws
 
 
 def _open(out: Path):  # noqa: ANN202 - returns a Store; imported lazily
@@ -63,12 +63,12 @@ def fit_directory(
     """
     from forgetscale.config import FitConfig
     from forgetscale.laws import fit_study
-    from forgetscale.laws.study import comparison_table
+    from forgetscale.laws.select import comparison_table
 
     with _open(out) as store:
         meta = store.get_meta("study") or {}
         cfg = FitConfig.model_validate(meta.get("fit", {}))
-        rows = study_rows(store)
+        rows = _with_data_order(store, study_rows(store))
         if not rows and study_rows(store, mitigated=True):  # only replay/kl runs: no plain LoRA to fit laws to
             reason = "only mitigated (replay, kl) runs: the laws describe plain LoRA; see `forgetscale compare`"
             datasets = sorted({r["dataset"] for r in study_rows(store, mitigated=True)})
@@ -98,9 +98,20 @@ def fit_directory(
         }
 
 
+def _with_data_order(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with ``seed``: their run's data order (data and training seeds; runs that share it saw the same
+    batches, so their points at a step share a step shock). Rows of runs without a config share one order."""
+    order = {}
+    for r in store.runs():
+        cfg = r.get("config") or {}
+        seeds = ((cfg.get("data") or {}).get("seed"), (cfg.get("train") or {}).get("seed"))
+        order[r["run_id"]] = "/".join("-" if v is None else str(v) for v in seeds)
+    return [{**r, "seed": order.get(r["run_id"], "-/-")} for r in rows]
+
+
 def _findings(store: Any, rows: list[dict[str, Any]], fits: dict[str, Any], min_step: int) -> list[dict[str, Any]]:
     from forgetscale.laws.findings import findings
-    from forgetscale.laws.study import rows_to_arrays
+    from forgetscale.laws.rows import rows_to_arrays
 
     dataset_of = {r["run_id"]: r["dataset"] for r in store.runs()}
     items: dict[str, list[dict[str, Any]]] = {}
@@ -158,11 +169,12 @@ def summary_lines(out: Path) -> list[str]:
             rows = [r for r in result.get("comparison") or [] if r["dataset"] == ds and r["target"] == target]
             best = next((r for r in rows if r["reliable"]), None)
             if best:
-                lines.append(f"  {target}: {best['law']} (held-out error {best['heldout_error_of_change']:.1%} "
-                             "of the change since step 0)")
+                err, floor = _pct(best["heldout_error_of_change"]), _pct(best.get("noise_floor"))
+                lines.append(f"  {target}: {best['law']} reliable (held-out error {err} of the change since step 0, "
+                             f"noise floor {floor})")
             elif rows:
-                lines.append(f"  {target}: no reliable law (best held-out error of change: "
-                             f"{_g(rows[0]['heldout_error_of_change'])} by {rows[0]['law']})")
+                lines.append(f"  {target}: no reliable law (best: {rows[0]['law']}, {rows[0].get('state')}: "
+                             f"{rows[0].get('reliability')})")
         for f in result.get("findings") or []:
             if f["dataset"] == ds:
                 lines.append(f"  {f['finding']} {f['verdict']}: {finding_text(f)}")
@@ -195,6 +207,10 @@ def finding_text(f: dict[str, Any]) -> str:
     if "reason" in ev:
         parts.append(str(ev["reason"]))
     return "; ".join(parts) or "-"
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{v:.1%}"
 
 
 def _g(v: Any) -> str:
@@ -282,11 +298,11 @@ def predict_directory(
 ) -> dict[str, Any]:
     """Predicted fine-tuning loss and forgetting at a new rank/P and step count, from reliable laws only.
 
-    Each quantity has a 95% prediction interval for a new run, the law used and
-    whether the point extrapolates; with no reliable law its value is None with
-    a ``reason`` (not an error).
+    Each quantity has a 95% prediction interval for a new run with its coverage check and units, the
+    law used, its reliability state and whether the point extrapolates (``laws.predict.predict``); with
+    no reliable law its value is None with a ``reason`` (not an error).
     """
-    from forgetscale.laws.study import predict
+    from forgetscale.laws.predict import predict
 
     if steps <= 0 or (rank is not None and rank <= 0) or (params is not None and params <= 0):
         raise UserError("--steps, --rank and --params must be positive")
@@ -301,10 +317,12 @@ def predict_directory(
 
 
 def plan_directory(
-    out: Path, max_forgetting: float, dataset: str | None = None, metric: str = "forget_ce", bound: str = "upper"
+    out: Path, max_forgetting: float, dataset: str | None = None, metric: str = "forget_ce", bound: str = "upper",
+    extrapolate: bool = False,
 ) -> dict[str, Any]:
-    """The (rank, steps) with the lowest predicted fine-tuning loss within a forgetting budget."""
-    from forgetscale.laws.study import PlanError, plan
+    """The (rank, steps) with the lowest predicted fine-tuning loss within a forgetting budget, chosen within
+    the studied ranks and steps unless ``extrapolate``."""
+    from forgetscale.laws.predict import PlanError, plan
 
     if not math.isfinite(max_forgetting) or max_forgetting <= 0:
         raise UserError("--max-forgetting must be a positive number of nats")
@@ -312,7 +330,7 @@ def plan_directory(
         dataset, fits = _dataset_fits(store, dataset)
         try:
             result = plan(fits, max_forgetting, params_per_rank(store, dataset), metric=metric, bound=bound,
-                          base_entropy=base_entropy(store, dataset))
+                          base_entropy=base_entropy(store, dataset), extrapolate=extrapolate)
         except (PlanError, ValueError) as e:
             raise UserError(f"plan: {e}") from None
     return {"dataset": dataset, **result}

@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--metric", choices=["forget_ce", "forget_kl"], default="forget_ce")
     pl.add_argument("--bound", choices=["upper", "mean"], default="upper", help="which estimate must fit the budget")
     pl.add_argument("--dataset")
+    pl.add_argument("--extrapolate", action="store_true",
+                    help="also consider ranks and steps beyond the studied ones (flagged 'extrapolated')")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
 
@@ -209,8 +211,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
             for law, fit in by_law.items():
                 _print_fit(f"{ds} / {law}", fit)
         print_rows(result["comparison"], ["dataset", "target", "law", "r2", "heldout_P_error_of_change",
-                                          "heldout_N_error_of_change", "heldout_error_of_change", "reliable"])
-        print(f"reliable: held-out error of change <= {analysis.RELIABLE_ERROR:.0%} on both splits")
+                                          "heldout_N_error_of_change", "heldout_error_of_change", "noise_floor",
+                                          "state", "coverage", "units"])
+        print(f"reliable: held-out error of change <= {analysis.RELIABLE_ERROR:.0%} of the change since step 0 on "
+              "both splits; unreliable: above by more than its noise floor (the error run and step variation alone "
+              "give a correct law, 90th percentile), or a refit failed; undecided: in between")
+        for r in result["comparison"]:
+            if r["state"] != "reliable":
+                print(f"  {r['dataset']} {r['target']} {r['law']}: {r['state']}: {r['reliability']}")
         for f in result.get("findings") or []:
             print(f"{f['dataset']} {f['finding']} {f['verdict']}: {analysis.finding_text(f)}")
     return 0
@@ -239,16 +247,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"  {t:>10} {d.get('reason', 'no reliable law')}")
             continue
         ci = f"[{fmt(d['lo'])}, {fmt(d['hi'])}]"
-        extra = "  (extrapolated)" if d["extrapolated"] else ""
+        extra = f"  (extrapolated, {d['distance']:.2f} log units beyond the data)" if d["extrapolated"] else ""
         via = f" via {d['derived_from']}" if d.get("derived_from") else ""
-        print(f"  {t:>10} {fmt(d['value'])}  95% prediction interval {ci}  law {d['law']}{via}{extra}")
+        print(f"  {t:>10} {fmt(d['value'])}  {_interval_text(d)} {ci}  law {d['law']}{via} ({d['state']}){extra}")
+        if d.get("widened_for"):
+            print(f"  {'':>10} {d['law_choice']}")
+    given = {(result.get(t) or {}).get("conditional_on") for t in ("ft_loss", "forget_ce", "forget_kl")} - {None}
+    for c in sorted(given):
+        print(f"  intervals conditional on {c}")
     return 0
+
+
+def _interval_text(d: dict[str, Any]) -> str:
+    """What an interval is: its level, its leave-one-run-out check, the level its runs can vouch for, its units."""
+    cov = "-" if d.get("coverage") is None else f"{d['coverage']:.0%}"
+    sup = "" if d.get("supported_level") is None else f", {d['supported_level']:.0%} without the normal model"
+    return f"{d.get('level', 0.95):.0%} prediction interval (checked coverage {cov}, {d.get('units')} runs{sup})"
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from forgetscale import analysis
 
-    result = analysis.plan_directory(args.dir, args.max_forgetting, args.dataset, args.metric, args.bound)
+    result = analysis.plan_directory(args.dir, args.max_forgetting, args.dataset, args.metric, args.bound,
+                                     args.extrapolate)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -256,27 +277,38 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if result.get("rank") is None:
         print(f"dataset {result['dataset']}: no plan: {result.get('reason')}")
         return 0
+    ext = " (extrapolated)" if result.get("extrapolated") else ""
+    where = "any rank and steps (--extrapolate)" if result.get("extrapolate") else "the studied ranks and steps"
     print(
-        f"dataset {result['dataset']}: best within {m} <= {args.max_forgetting:g} ({result['bound']} bound): "
-        f"rank {result['rank']}, {result['steps']} steps -> ft_loss {fmt(result['ft_loss']['value'])}, "
-        f"{m} {fmt(result[m]['value'])} [{fmt(result[m]['lo'])}, {fmt(result[m]['hi'])}]"
+        f"dataset {result['dataset']}: best within {m} <= {args.max_forgetting:g} ({result['bound']} bound), "
+        f"among {where}: rank {result['rank']}, {result['steps']} steps{ext}"
     )
+    for t in ("ft_loss", m):
+        d, about = result[t], (result.get("intervals") or {}).get(t) or {}
+        print(f"  {t:>10} {fmt(d['value'])}  {_interval_text(about)} [{fmt(d['lo'])}, {fmt(d['hi'])}]  "
+              f"law {result['laws'][t]} ({about.get('state')})")
     rows = [
         {"rank": t["rank"], "steps": t["steps"], "ft_loss": (t.get("ft_loss") or {}).get("value"),
-         m: (t.get(m) or {}).get("value")}
+         m: (t.get(m) or {}).get("value"), f"{m}_hi": (t.get(m) or {}).get("hi"),
+         "extrapolated": t.get("extrapolated")}
         for t in result["tradeoff"]
     ]  # fmt: skip
-    print_rows(rows, ["rank", "steps", "ft_loss", m])
+    print_rows(rows, ["rank", "steps", "ft_loss", m, f"{m}_hi", "extrapolated"])
     return 0
 
 
 def _print_fit(title: str, fit: dict[str, Any]) -> None:
-    flag = "" if fit.get("reliable", True) else "  [UNRELIABLE: " + "; ".join(fit.get("warnings", [])) + "]"
+    flag = "" if fit.get("fit_clean", True) else "  [fit warnings: " + "; ".join(fit.get("warnings", [])) + "]"
     r2 = ", ".join(f"{t} {fmt(v)}" for t, v in (fit.get("r2") or {}).items())
     rmse = ", ".join(f"{t} {fmt(v)}" for t, v in (fit.get("rmse") or {}).items())
     print(f"{title}: R2 {r2}; RMSE {rmse}{flag}")
+    inf = fit.get("inference") or {}
+    if inf:
+        print(f"    95% intervals: t over {inf.get('units')} runs and {inf.get('n_cells')} (data order, step) cells, "
+              f"conditional on {inf.get('conditional_on')}")
     for name, p in fit["params"].items():
-        print(f"    {name:>9} = {fmt(p['value'])}  95% [{fmt(p['lo'])}, {fmt(p['hi'])}]")
+        note = "  (pinned: gauge)" if p.get("pinned") else ""
+        print(f"    {name:>9} = {fmt(p['value'])}  95% [{fmt(p['lo'])}, {fmt(p['hi'])}]{note}")
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:

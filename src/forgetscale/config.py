@@ -203,8 +203,17 @@ class FitConfig(_Frozen):
     min_step: int = Field(1, ge=1)
     """Exclude steps below this from law fits (the paper excluded the first 50)."""
     laws: tuple[str, ...] | None = None
-    n_boot: int = Field(50, ge=0)
-    delta: float = Field(1e-3, gt=0)
+    n_boot: int = Field(1000, ge=0)
+    """Parameter draws kept per fit (bands of the fitted mean); the intervals are t intervals (laws/intervals.py)."""
+    delta: float | Literal["auto"] = "auto"
+    """Huber threshold on log residuals; ``auto``: 1.345 x their robust sd (laws/fit.py)."""
+
+    @field_validator("delta")
+    @classmethod
+    def _delta_positive(cls, v: float | str) -> float | str:
+        if v != "auto" and not v > 0:
+            raise ValueError("must be 'auto' or a positive number")
+        return v
 
 
 class ProbesConfig(_Frozen):

@@ -4,11 +4,14 @@
     paper.py      paper (Eq. 5 + 6), reported in its fitting gauge, scales bounded
     power.py      kl_power and additive (Chinchilla)
     optimize.py   Huber-on-log-residual objective, L-BFGS-B from data-driven starts
-    validate.py   bootstrap over runs, held-out splits and their error of change
-    intervals.py  prediction intervals for a new run, calibrated on leave-one-run-out errors
+    intervals.py  intervals over runs and data orders: parameters, and prediction intervals for a new run
+    validate.py   held-out splits, their error of change, and its noise floor
     fit.py        fit_law and FitResult
-    study.py      measurement rows -> fits per dataset, comparison table, reliability, predict, plan
+    rows.py       measurement rows -> fits per dataset (fit_study)
+    select.py     reliability (reliable / unreliable / undecided), comparison table, choice of law
+    predict.py    predict and plan from reliable laws
     findings.py   the paper's findings F1-F5 as verdicts with evidence
+    frontier.py   mitigations against plain LoRA's line
 """
 
 from forgetscale.laws.findings import findings
@@ -16,20 +19,16 @@ from forgetscale.laws.fit import FitError, FitResult, fit_law
 from forgetscale.laws.forms import LAWS, LawForm, get_law, register_law
 from forgetscale.laws.paper import paper_gauge
 from forgetscale.laws.power import additive_varpro
-from forgetscale.laws.study import (
+from forgetscale.laws.predict import PlanError, plan, predict
+from forgetscale.laws.rows import LawSpec, fit_study, law_specs, rows_to_arrays
+from forgetscale.laws.select import (
     RELIABLE_ERROR,
-    LawSpec,
-    PlanError,
+    Reliability,
     choose_law,
     comparison_table,
-    fit_study,
     heldout_error,
     heldout_errors,
-    law_specs,
-    plan,
-    predict,
     reliability,
-    rows_to_arrays,
 )
 
 __all__ = [
@@ -40,11 +39,12 @@ __all__ = [
     "LawForm",
     "LawSpec",
     "PlanError",
+    "Reliability",
     "additive_varpro",
     "choose_law",
     "comparison_table",
-    "fit_law",
     "findings",
+    "fit_law",
     "fit_study",
     "get_law",
     "heldout_error",

@@ -31,9 +31,9 @@ InitFn = Callable[[Array, Array, Mapping[str, float]], list[Array]]  # (x, y, pi
 PinFn = Callable[[Array, Array], dict[str, float]]  # (x, y) -> gauge values
 GaugeFn = Callable[[Array], Array]  # theta -> the same law in the reporting gauge
 
-_HUGE = 1e200  # magnitude bound for scale parameters that may legitimately be tiny or huge
+HUGE = 1e200  # magnitude bound for scale parameters that may legitimately be tiny or huge
 _TERM_BOUND = 50.0  # |log| of a power term at the data's centre: e^50 is beyond any sane law
-_EXP_BOUNDS = (1e-4, 5.0)  # exponents of power terms: positive (a term that shrinks), at most 5
+EXP_BOUNDS = (1e-4, 5.0)  # exponents of power terms: positive (a term that shrinks), at most 5
 
 
 class FitError(ValueError):
@@ -310,12 +310,12 @@ def get_law(name: str | LawForm) -> LawForm:
 
 # ---------------------------------------------------------------------------- helpers
 
-def _col(theta: Array, i: int) -> Array:
+def col(theta: Array, i: int) -> Array:
     # parameter i as (..., 1) so it broadcasts against points (n,)
     return theta[..., i, None]
 
 
-def _wls(design: Array, y: Array) -> tuple[Array, Array]:
+def wls(design: Array, y: Array) -> tuple[Array, Array]:
     """Weighted least squares ``y ≈ design @ coef`` for ``m`` candidate designs at once.
 
     ``design`` is ``(m, n, k)``, ``y`` is ``(n,)``. Weights are ``1/y`` (relative
@@ -332,7 +332,7 @@ def _wls(design: Array, y: Array) -> tuple[Array, Array]:
         return coef, np.einsum("mni,mi->mn", design, coef)
 
 
-def _rel_rss(pred: Array, y: Array) -> Array:
+def rel_rss(pred: Array, y: Array) -> Array:
     with np.errstate(all="ignore"):
         rss = (((pred - y) / y) ** 2).sum(-1)
     return np.where(np.isfinite(rss), rss, np.inf)
@@ -341,12 +341,12 @@ def _rel_rss(pred: Array, y: Array) -> Array:
 # ---------------------------------------------------------------------------- linear (Eq. 4)
 
 def _linear(theta: Array, x: Array) -> Array:
-    c, s = _col(theta, 0), _col(theta, 1)
+    c, s = col(theta, 0), col(theta, 1)
     return (-c * x[0] + s)[..., None, :]
 
 
 def _linear_init(x: Array, y: Array, pinned: Mapping[str, float]) -> list[Array]:
-    coef, _ = _wls(np.stack([-x[0], np.ones_like(x[0])], axis=-1)[None], y[0])
+    coef, _ = wls(np.stack([-x[0], np.ones_like(x[0])], axis=-1)[None], y[0])
     return [coef[0]] if np.all(np.isfinite(coef)) else []
 
 

@@ -46,7 +46,7 @@ _SCREEN_ITERS = 100  # short polish per data-driven start ...
 _KEEP = 2  # ... after which only this many best starts are run to convergence
 # Bootstrap refits start at the full fit; one that needs more than this is crawling along
 # a direction the resample does not determine, and is counted as not converged.
-_BOOT_MAXITER = 1000
+BOOT_MAXITER = 1000
 
 
 @functools.lru_cache(maxsize=1)
@@ -63,7 +63,7 @@ def _scipy_openblas() -> ctypes.CDLL | None:
 
 
 @contextlib.contextmanager
-def _blas_single_thread() -> Iterator[None]:
+def blas_single_thread() -> Iterator[None]:
     """Run scipy's BLAS on one thread, in this thread only, restoring it afterwards.
 
     L-BFGS-B calls BLAS on tiny vectors; waking OpenBLAS's worker threads costs
@@ -105,13 +105,16 @@ def _huber(r: Array, delta: float) -> Array:
 
 
 @dataclass
-class _Best:
+class Best:
+    """One optimum: parameters (natural units), objective, coordinates, and what to say about it."""
+
     theta: Array
     objective: float
     coords: Coords
     converged: bool
     pinned: dict[str, float]
     notes: list[str]
+    on_bound: tuple[int, ...] = ()  # parameter indices the data push onto a declared bound
 
 
 def _polish(
@@ -154,10 +157,10 @@ def _polish(
     return np.asarray(res.x), float(res.fun), converged
 
 
-def _fit_point(
+def fit_point(
     form: LawForm, x: Array, y: Array, delta: float, search: Search, max_starts: int,
-    warm: _Best | None = None, also: _Best | None = None, maxiter: int | None = None,
-) -> _Best:
+    warm: Best | None = None, also: Best | None = None, maxiter: int | None = None,
+) -> Best:
     """Fit once: from ``warm`` only, or from the search's starts (plus ``also``)."""
     pinned = form.pin(x, y) if form.pin else {}
     if any(not math.isfinite(v) for v in pinned.values()):
@@ -191,14 +194,16 @@ def _fit_point(
         runs.sort(key=lambda r: r[2])
         runs = [(c, *_polish(c, z, x, y, delta)) for c, z, _, _ in runs[:_KEEP]]
     coords, z, f, conv = min(runs, key=lambda r: r[2])
-    best = _Best(coords.decode(z), f, coords, conv, pinned, [])
+    best = Best(coords.decode(z), f, coords, conv, pinned, [])
     if not best.converged:
         best.notes.append("optimiser did not converge")
-    best.notes += _bound_warnings(best)
+    notes, flagged = _bound_warnings(best)
+    best.notes += notes
+    best.on_bound = tuple(sorted(flagged))
     return best
 
 
-def _transfer(best: _Best, pinned: dict[str, float]) -> Array:
+def _transfer(best: Best, pinned: dict[str, float]) -> Array:
     c = best.coords
     return Coords(c.form, pinned, c.signs, c.centres).decode(c.encode(best.theta))
 
@@ -216,7 +221,7 @@ def _grid(form: LawForm, pinned: Mapping[str, float]) -> list[Array]:
 
 
 
-def _bound_warnings(best: _Best) -> list[str]:
+def _bound_warnings(best: Best) -> tuple[list[str], set[int]]:
     """A parameter on (or, which decoding prevents, beyond) its declared bound, by name.
 
     Checked twice: in the optimiser's coordinates (a box the search stopped
@@ -245,4 +250,4 @@ def _bound_warnings(best: _Best) -> list[str]:
         elif min(v - lo, hi - v) <= 1e-9 * max(1.0, abs(lo), abs(hi)):
             flagged.add(i)
     out += [f"{form.params[i]} = {best.theta[i]:.6g} is on its bound" for i in sorted(flagged)]
-    return out
+    return out, flagged

@@ -28,14 +28,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from forgetscale.laws.forms import (
-    _EXP_BOUNDS,
+    EXP_BOUNDS,
     LAWS,  # noqa: F401 - the doctest looks the form up
     Array,
     LawForm,
-    _col,
-    _rel_rss,
-    _wls,
+    col,
     register_law,
+    rel_rss,
+    wls,
 )
 
 _SCALE_BOUNDS = (1e-100, 1e100)  # a, b of (a/P)^alpha, (b/N)^beta: wide, and finite in any arithmetic
@@ -46,7 +46,7 @@ _PAPER = ("c_fft", "s_fft", "a_f", "a_ft", "b_f", "b_ft", "c_ft", "s_ft",
 
 def _paper(theta: Array, x: Array) -> Array:
     c_fft, s_fft, a_f, a_ft, b_f, b_ft, c_ft, s_ft, al_f, al_ft, be_f, be_ft, rho = (
-        _col(theta, i) for i in range(13)
+        col(theta, i) for i in range(13)
     )
     lp, ln = np.log(x[0]), np.log(x[1])
     # (a/P)^α as exp(α (log a - log P)): no overflow for the huge/tiny a the gauge allows
@@ -126,14 +126,14 @@ def _paper_init(x: Array, y: Array, pinned: Mapping[str, float]) -> list[Array]:
     for rho in _RHO_GRID:
         g, meta = _shape_candidates(lp, ln, rho)
         design = np.stack([g, np.ones_like(g)], axis=-1)
-        coef_ft, pred = _wls(design, y[0])
+        coef_ft, pred = wls(design, y[0])
         c_ft, s_ft = coef_ft.T
-        rss_ft = np.where(c_ft > 0, _rel_rss(pred, y[0]), np.inf)
+        rss_ft = np.where(c_ft > 0, rel_rss(pred, y[0]), np.inf)
         k_ft = int(np.argmin(rss_ft))
         # forget = off + coef * w^ρ with u_f = s * w and coef = -c_fft * c_ft * s^ρ
-        coef_f, pred_f = _wls(design, y[1])
+        coef_f, pred_f = wls(design, y[1])
         scale = -coef_f[:, 0] / (c_fft * c_ft[k_ft])
-        rss_f = np.where(scale > 0, _rel_rss(pred_f, y[1]), np.inf)
+        rss_f = np.where(scale > 0, rel_rss(pred_f, y[1]), np.inf)
         k_f = int(np.argmin(rss_f))
         if not (np.isfinite(rss_ft[k_ft]) and np.isfinite(rss_f[k_f])):
             continue
@@ -161,7 +161,7 @@ register_law(LawForm(
     bounds={**dict.fromkeys(("c_fft", "s_fft", "s_ft"), (-1e6, 1e6)),
             **dict.fromkeys(("a_f", "a_ft", "b_f", "b_ft"), _SCALE_BOUNDS),
             "c_ft": (1e-200, 1e200),
-            **dict.fromkeys(("alpha_f", "alpha_ft", "beta_f", "beta_ft"), _EXP_BOUNDS),
+            **dict.fromkeys(("alpha_f", "alpha_ft", "beta_f", "beta_ft"), EXP_BOUNDS),
             "rho": (1e-2, 50.0)},
     grid={
         "s_fft": (2.0,), "a_f": (1e-3, 1.0), "a_ft": (1e-3, 1.0), "b_f": (1.0,), "c_ft": (0.1,),

@@ -6,11 +6,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from forgetscale.laws.forms import _EXP_BOUNDS, _HUGE, Array, LawForm, _col, _wls, register_law
+from forgetscale.laws.forms import EXP_BOUNDS, HUGE, Array, LawForm, col, register_law, wls
 
 
 def _kl_power(theta: Array, x: Array) -> Array:
-    big_a, a, b = _col(theta, 0), _col(theta, 1), _col(theta, 2)
+    big_a, a, b = col(theta, 0), col(theta, 1), col(theta, 2)
     return (big_a * np.exp(a * np.log(x[0]) + b * np.log(x[1])))[..., None, :]
 
 
@@ -27,7 +27,7 @@ register_law(LawForm(
     outputs=("forget_kl",),
     params=("A", "a", "b"),
     fn=_kl_power,
-    bounds={"A": (1 / _HUGE, _HUGE), "a": (-10.0, 10.0), "b": (-10.0, 10.0)},
+    bounds={"A": (1 / HUGE, HUGE), "a": (-10.0, 10.0), "b": (-10.0, 10.0)},
     grid={"A": (1e-6, 1e-3, 1.0), "a": (0.0, 0.3, 1.0), "b": (0.0, 0.3, 1.0)},
     log_params=frozenset({"A"}),
     init=_kl_power_init,
@@ -39,7 +39,7 @@ register_law(LawForm(
 # ---------------------------------------------------------------------------- additive (Chinchilla)
 
 def _additive(theta: Array, x: Array) -> Array:
-    e, big_a, big_b, al, be = (_col(theta, i) for i in range(5))
+    e, big_a, big_b, al, be = (col(theta, i) for i in range(5))
     return (e + big_a * np.exp(-al * np.log(x[0])) + big_b * np.exp(-be * np.log(x[1])))[..., None, :]
 
 
@@ -71,7 +71,7 @@ def additive_varpro(x: Array, y: Array, pinned: Mapping[str, float] | None = Non
     """
     al, be = (a.ravel() for a in np.meshgrid(_VP_EXPONENTS, _VP_EXPONENTS, indexing="ij"))
     g1, g2 = np.exp(-al[:, None] * np.log(x[0])), np.exp(-be[:, None] * np.log(x[1]))
-    coef, pred = _wls(np.stack([np.ones_like(g1), g1, g2], axis=-1), y[0])
+    coef, pred = wls(np.stack([np.ones_like(g1), g1, g2], axis=-1), y[0])
     with np.errstate(all="ignore"):
         loss = np.abs(np.log(pred) - np.log(y[0])).mean(-1)  # rank by the L1 of log-residuals
     valid = (coef[:, 0] > 0) & np.all(pred > 0, axis=-1) & np.isfinite(loss)
@@ -85,8 +85,8 @@ register_law(LawForm(
     outputs=("y",),
     params=("E", "A", "B", "alpha", "beta"),
     fn=_additive,
-    bounds={"E": (1e-12, 1e6), "A": (-_HUGE, _HUGE), "B": (-_HUGE, _HUGE),
-            "alpha": _EXP_BOUNDS, "beta": _EXP_BOUNDS},
+    bounds={"E": (1e-12, 1e6), "A": (-HUGE, HUGE), "B": (-HUGE, HUGE),
+            "alpha": EXP_BOUNDS, "beta": EXP_BOUNDS},
     # Epoch AI's Chinchilla replication grid (4,500 starts; positive A, B only)
     grid={
         "E": tuple(np.exp(np.arange(-1.0, 1.5, 0.5))),

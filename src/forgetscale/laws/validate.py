@@ -1,106 +1,145 @@
-"""Validation of a fit: bootstrap over runs, and held-out splits scored against the change since step 0.
+"""Held-out splits scored against the change since step 0, and the error that noise alone would give.
 
 Held-out splits (DESIGN.md section 8, issue 11). For a split key (P, N), the
-points where the key is largest are left out, the law refitted on the rest and
-scored on them. Besides the RMSE and the mean relative error, each split gets
-its **error of change**: the mean absolute error over the held-out points
+points where the key is largest are left out, the law refitted on the rest
+(from the data-driven starts only: the full fit has seen the held-out points)
+and scored on them. Besides the RMSE and the mean relative error, each split
+gets its **error of change**: the mean absolute error over the held-out points
 divided by the mean absolute change of the target since step 0 at those points
 (for ``forget_ce`` that change is ``forget_kl``; for ``ft_loss`` it is
 ``ft_loss(0) - ft_loss(N)``). A ratio of means, not a mean of ratios: a
 point early in a run, where the change is tiny, would otherwise dominate.
 A prediction that is not finite makes the error infinite; a split that cannot
-be refitted has no number. Both count against the law (``study.py``).
+be refitted has no number; a refit that did not converge says so. All three
+count against the law (``select.py``).
+
+Noise floor. One held-out split is one draw: its error mixes the law's misfit
+with the noise of the points it left out. :func:`noise_floor` simulates that
+noise for a correctly specified law: each held-out point's log error is the
+sum of a run effect (``τ²``, when its run was left out whole), a step shock
+(``σ²_step``, when no training point shared its data order and step), point
+noise (``σ²_w``) and the refit's own uncertainty there (its sandwich
+variance, one draw shared by the split), with the variances from the
+prediction-interval calibration (``intervals.py``). The floor is the 90th
+percentile of the larger of the splits' simulated errors.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from forgetscale.laws.forms import FitError, LawForm
-from forgetscale.laws.optimize import _BOOT_MAXITER, Search, _Best, _fit_point
+from forgetscale.laws.intervals import Design, mean_variance, param_covariance
+from forgetscale.laws.optimize import Search, fit_point
 
 Array = np.ndarray
-
-
-def bootstrap(
-    form: LawForm, x: Array, y: Array, gid: Array, best: _Best, delta: float, n_boot: int, seed: int,
-) -> tuple[Array, int, int]:
-    """Refit on ``n_boot`` resamples of whole groups, each warm-started at the full fit.
-
-    A resample that cannot support the fit (e.g. every drawn run has the same
-    P) is redrawn, as in any bootstrap conditioned on estimability.
-
-    Returns:
-        ``(samples, n_failed, n_not_converged)``; samples in the fit's gauge.
-    """
-    rng = np.random.default_rng(seed)
-    labels = np.unique(gid)
-    members = [np.flatnonzero(gid == g) for g in labels]
-    out, failed, stalled, draws = [], 0, 0, 0
-    while len(out) + failed < n_boot and draws < 20 * n_boot:
-        draws += 1
-        idx = np.concatenate([members[k] for k in rng.integers(0, len(labels), len(labels))])
-        xb, yb = x[:, idx], y[:, idx]
-        try:
-            form.check(xb, yb)
-        except FitError:
-            continue
-        try:
-            b = _fit_point(form, xb, yb, delta, "varpro", 1, warm=best, maxiter=_BOOT_MAXITER)
-        except FitError:
-            failed += 1
-            continue
-        out.append(b.theta)
-        stalled += not b.converged
-    samples = np.array(out) if out else np.zeros((0, form.n_params))
-    return samples, n_boot - len(out), stalled
+NOISE_QUANTILE = 0.90
+NOISE_DRAWS = 2000
 
 
 def heldout_split(
     form: LawForm, x: Array, y: Array, key: Array, targets: tuple[str, ...], delta: float,
-    search: Search, full: _Best, change: Array | None = None,
-) -> dict[str, Any]:
+    search: Search, change: Array | None = None, dz: Design | None = None, offset: Array | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Refit without the points where ``key`` is largest; score the fit on them.
-
-    The refit starts from the best data-driven start of the training points and
-    from the full fit, and keeps the better optimum of the two.
 
     Args:
         change: ``(n_targets, n)`` change of each target since step 0 of its run
             (None: no ``error_of_change``).
+        dz: the points' runs and cells (for the refit's uncertainty at the held-out points).
+        offset: ``(n_targets,)`` subtracted before logs (see ``intervals.py``).
 
     Returns:
-        ``{"value", "n", "rmse", "mre", "error_of_change"}`` (per target), or
-        ``{"value", "n", "error"}`` when the refit is impossible. An
-        ``error_of_change`` of ``inf`` (``null`` in JSON) marks a non-finite
-        prediction, listed in ``"nonfinite"``.
+        ``(result, null)``. ``result``: ``{"value", "n", "distance", "converged", "rmse", "rmse_log",
+        "mre", "error_of_change", "nonfinite"}`` per target, or ``{"value", "n", "error"}`` when the
+        refit is impossible; ``distance`` is the log gap from the largest training value to the held-out
+        one. ``null``: what :func:`noise_floor` needs (None without a refit).
     """
     if key.shape != (x.shape[1],) or not np.all(np.isfinite(key)):
         raise ValueError("holdout keys need one finite value per point")
     top = key.max()
     test = key == top
     if test.all():
-        return {"error": "a single distinct value: nothing to hold out"}
+        return {"error": "a single distinct value: nothing to hold out"}, None
     train = ~test
+    off = np.zeros(len(targets)) if offset is None else np.asarray(offset, float)
     try:
         form.check(x[:, train], y[:, train])
-        b = _fit_point(form, x[:, train], y[:, train], delta, search, 1, also=full)
+        b = fit_point(form, x[:, train], y[:, train], delta, search, 1)
     except FitError as e:
-        return {"value": float(top), "n": int(test.sum()), "error": str(e)}
+        return {"value": float(top), "n": int(test.sum()), "error": str(e)}, None
     pred = form.predict(b.theta, x[:, test])
     err = pred - y[:, test]
+    second = key[train].max()
+    with np.errstate(all="ignore"):
+        log_err = np.log(pred - off[:, None]) - np.log(y[:, test] - off[:, None])
+        dist = float(abs(math.log(top / second))) if top > 0 and second > 0 else None
     out: dict[str, Any] = {
-        "value": float(top), "n": int(test.sum()),
+        "value": float(top), "n": int(test.sum()), "distance": dist, "converged": bool(b.converged),
         "rmse": {t: float(np.sqrt(np.mean(err[i] ** 2))) for i, t in enumerate(targets)},
+        "rmse_log": {t: float(np.sqrt(np.mean(log_err[i] ** 2))) if np.all(np.isfinite(log_err[i])) else None
+                     for i, t in enumerate(targets)},
         "mre": {t: float(np.mean(np.abs(err[i]) / np.abs(y[i, test]))) for i, t in enumerate(targets)},
     }
     if change is not None:
         out["error_of_change"] = {t: error_of_change(pred[i], y[i, test], change[i, test])
                                   for i, t in enumerate(targets)}
         out["nonfinite"] = [t for i, t in enumerate(targets) if not np.all(np.isfinite(pred[i]))]
+    null = None
+    if dz is not None:
+        sub = Design(dz.run[train], dz.cell[train], dz.n_orders)
+        pc = param_covariance(form, b, x[:, train], y[:, train], sub, delta)
+        sd = np.sqrt(mean_variance(form, b.theta, pc, x[:, test], off))
+        null = {"test": test, "sd_pred": np.where(np.isfinite(sd), np.minimum(sd, 5.0), 5.0),
+                "new_run": ~np.isin(dz.run[test], dz.run[train]), "new_cell": ~np.isin(dz.cell[test], dz.cell[train])}
+    return out, null
+
+
+def noise_floor(
+    nulls: Mapping[str, Mapping[str, Any] | None], y: Array, change: Array, dz: Design,
+    calibration: Mapping[str, Any], targets: tuple[str, ...], seed: int = 0,
+) -> dict[str, dict[str, float | None]]:
+    """The held-out error of change that noise alone gives a correct law (see the module docstring).
+
+    Returns:
+        ``{"noise_floor": {target: 90th percentile}, "noise_median": {target: median}}`` of the larger
+        of the splits' simulated errors; None where the calibration has no variances.
+    """
+    out: dict[str, dict[str, float | None]] = {"noise_floor": dict.fromkeys(targets),
+                                               "noise_median": dict.fromkeys(targets)}
+    rng = np.random.default_rng(seed)
+    for i, t in enumerate(targets):
+        tau2 = (calibration.get("tau2") or {}).get(t)
+        if tau2 is None:
+            continue
+        w2, s2 = calibration["within2"][t], calibration["step2"][t]
+        off = (calibration.get("offset") or {}).get(t) or 0.0
+        worst = np.zeros(NOISE_DRAWS)
+        for null in nulls.values():
+            if null is None:
+                continue
+            test = null["test"]
+            level, ch = y[i, test] - off, change[i, test]
+            scale = float(np.mean(np.abs(ch)))
+            if not (np.all(np.isfinite(ch)) and scale > 0):
+                continue
+            runs = np.unique(dz.run[test], return_inverse=True)[1]
+            cells = np.unique(dz.cell[test], return_inverse=True)[1]
+            eps = rng.normal(0.0, math.sqrt(w2), (NOISE_DRAWS, level.size))
+            eps += rng.normal(0.0, math.sqrt(tau2), (NOISE_DRAWS, runs.max() + 1))[:, runs] * null["new_run"]
+            if dz.shared:
+                eps += rng.normal(0.0, math.sqrt(s2), (NOISE_DRAWS, cells.max() + 1))[:, cells] * null["new_cell"]
+            eps += rng.standard_normal((NOISE_DRAWS, 1)) * null["sd_pred"][i]
+            # a miss by more than e^5 = 148x is as bad as any; the cap keeps the arithmetic finite
+            err = np.mean(np.abs(level * np.expm1(np.clip(eps, -5, 5))), axis=1) / scale
+            worst = np.maximum(worst, err)
+        if worst.any():
+            out["noise_floor"][t] = float(np.quantile(worst, NOISE_QUANTILE))
+            out["noise_median"][t] = float(np.median(worst))
     return out
 
 

@@ -35,7 +35,7 @@ class Headline:
     Attributes:
         dataset: dataset name.
         n_runs: finished runs of the study on this dataset.
-        linear: the Eq. 4 fit (``{"c_fft", "s_fft": {value, lo, hi}, "r2", "reliable", "warnings"}``) or None.
+        linear: the Eq. 4 fit (``{"c_fft", "s_fft": {value, lo, hi}, "r2", "fit_clean", "warnings"}``) or None.
         laws: per predicted quantity, the (P, N) law predictions use (reliable first,
             then the smallest held-out error): target, law, held-out error,
             reliability and its exponents with intervals.
@@ -71,7 +71,7 @@ class ReportData:
         rows: measurement rows of the study's finished runs (the laws' input).
         fits: ``{dataset: {law label: FitResult dict}}`` as stored (with bootstrap samples);
             datasets sorted, then ``linear``, ``paper``, ``kl_power`` and the rest by label.
-        comparison: ``laws.study.comparison_table`` rows (best held-out error first).
+        comparison: ``laws.select.comparison_table`` rows (best held-out error first).
         runs: one row per run of the study: id, dataset, rank, P, status, error,
             final step and metrics, seconds.
         other_runs: runs in the store that the current study does not list.
@@ -145,7 +145,7 @@ def gather(out: Path) -> ReportData:
     for m in measurements:  # ordered by step within a run: the last one wins
         last[m["run_id"]] = m
 
-    from forgetscale.laws.study import comparison_table
+    from forgetscale.laws.select import comparison_table
 
     return ReportData(
         directory=str(out),
@@ -218,14 +218,14 @@ def _headline(
     out: Path, ds: str, rows: list[dict[str, Any]], fits: Mapping[str, Any], objects: Mapping[str, Any]
 ) -> Headline:
     from forgetscale import analysis
-    from forgetscale.laws.study import choose_law, heldout_error, reliability
+    from forgetscale.laws.select import choose_law, heldout_error, reliability
 
     mine = [r for r in rows if r["dataset"] == ds]
     lin = fits.get("linear")
     linear = None
     if lin is not None:
         linear = {p: lin["params"][p] for p in ("c_fft", "s_fft") if p in lin["params"]}
-        linear.update(r2=(lin.get("r2") or {}).get("forget_ce"), reliable=lin.get("reliable"),
+        linear.update(r2=(lin.get("r2") or {}).get("forget_ce"), fit_clean=lin.get("fit_clean", lin.get("reliable")),
                       warnings=list(lin.get("warnings") or []))
     laws = []
     for target in PREDICTED:
@@ -234,10 +234,11 @@ def _headline(
             continue
         d = fits[label]
         err = heldout_error(objects[label], target)
-        ok, why = reliability(objects[label], target)
+        rel = reliability(objects[label], target)
         laws.append({
             "target": target, "law": label, "heldout_error_of_change": err if math.isfinite(err) else None,
-            "r2": (d.get("r2") or {}).get(target), "reliable": ok, "reliability": why,
+            "r2": (d.get("r2") or {}).get(target), "reliable": bool(rel), "state": rel.state,
+            "reliability": rel.reason, "noise_floor": rel.noise_floor,
             "coverage": ((d.get("calibration") or {}).get("coverage") or {}).get(target),
             "exponents": [(p, d["params"][p]) for p in _exponents(d, target)],
             "warnings": list(d.get("warnings") or []),

@@ -83,7 +83,7 @@ def forgetting_vs_ft_loss(rows: Rows, fits: Fits) -> Any:
 def steps_curves(rows: Rows, fits: Fits) -> Any:
     """Forgetting (top) and fine-tuning loss (bottom) against steps, per rank, with the fitted law.
 
-    The law per quantity is the one predictions use (``laws.study.choose_law``:
+    The law per quantity is the one predictions use (``laws.select.choose_law``:
     reliable first, then the smallest held-out error), e.g. ``paper`` or
     ``additive:forget_ce``. Steps are on a log axis, so step 0 is drawn as a
     dashed line at its value.
@@ -416,7 +416,7 @@ def _fit(fits: Fits, ds: str, label: str) -> Any:
 
 
 def _choose(objs: Mapping[str, Any], target: str) -> str | None:
-    from forgetscale.laws.study import choose_law
+    from forgetscale.laws.select import choose_law
 
     return choose_law(objs, target, reliable_only=False) if objs else None
 

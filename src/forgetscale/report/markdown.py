@@ -97,15 +97,16 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
             lin = h.linear
             out += [f"**Linear law:** forget = -{fmt(lin['c_fft']['value'])} · ft_loss + {fmt(lin['s_fft']['value'])}; "
                     f"c_fft = {fmt_ci(lin['c_fft'])}, s_fft = {fmt_ci(lin['s_fft'])}, R² = {fmt(lin['r2'])}"
-                    + ("" if lin["reliable"] else " (unreliable: " + esc("; ".join(lin["warnings"])) + ")"), ""]
+                    + ("" if lin["fit_clean"] else " (fit warnings: " + esc("; ".join(lin["warnings"])) + ")"), ""]
         else:
             out += ["Linear law: no fit.", ""]
         if h.laws:
-            out += ["Laws used for predictions (reliable: held-out error ≤ 10% of the change since step 0 on both "
-                    "splits; 95% prediction intervals for a new run, with their leave-one-run-out coverage):", ""]
+            out += ["Laws used for predictions (reliable: held-out error ≤ 15% of the change since step 0 on both "
+                    "splits; undecided: above, but within what run and step noise alone give; 95% prediction "
+                    "intervals for a new run, with their leave-one-run-out coverage):", ""]
             out += _table(
                 ["quantity", "law", "held-out error of change", "coverage", "R²", "exponents [95%]"],
-                [[law["target"], esc(law["law"]) + ("" if law["reliable"] else " (unreliable)"),
+                [[law["target"], esc(law["law"]) + ("" if law["reliable"] else f" ({law.get('state', 'unreliable')})"),
                   fmt_pct(law["heldout_error_of_change"]), fmt_pct(law["coverage"]), fmt(law["r2"]),
                   "; ".join(f"{esc(n)} = {fmt_ci(p, 3)}" for n, p in law["exponents"])]
                  for law in h.laws],
@@ -142,7 +143,8 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
     for ds, by_law in d.fits.items():
         for label, f in by_law.items():
             r2 = ", ".join(f"{esc(t)} {fmt(v)}" for t, v in sorted(f["r2"].items()))
-            out += [f"### {esc(ds)} · {esc(label)}" + ("" if f["reliable"] else " (unreliable)"), "",
+            clean = f.get("fit_clean", f.get("reliable"))
+            out += [f"### {esc(ds)} · {esc(label)}" + ("" if clean else " (fit warnings)"), "",
                     f"{f['n_points']} points from {f['n_groups']} runs; R² {r2}.", ""]
             out += _table(["parameter", "value", "95% low", "95% high", ""],
                           [[esc(n), fmt(p["value"], 6), fmt(p["lo"], 6), fmt(p["hi"], 6),
