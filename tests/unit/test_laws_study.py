@@ -13,11 +13,13 @@ from forgetscale.laws import (
     RELIABLE_ERROR,
     FitError,
     PlanError,
+    Reliability,
     comparison_table,
     fit_study,
     law_specs,
     plan,
     predict,
+    reliability,
     rows_to_arrays,
 )
 
@@ -244,8 +246,99 @@ def test_comparison_rows_carry_the_error_of_change_and_its_parts(fits):
             continue
         parts = [r["heldout_P_error_of_change"], r["heldout_N_error_of_change"]]
         assert r["heldout_error_of_change"] == max(parts)
-        assert r["reliable"] == (r["heldout_error_of_change"] <= RELIABLE_ERROR)
-        assert r["coverage"] is not None
+        assert r["reliable"] == (r["state"] == "reliable")
+        if r["reliable"]:
+            assert r["heldout_error_of_change"] <= RELIABLE_ERROR
+        assert r["coverage"] is not None and r["units"] == len(RANKS)
     # the generating law itself predicts its held-out runs within 10% of the change
     paper = [r for r in comparison_table(fits) if r["law"] == "paper"]
     assert all(r["reliable"] for r in paper), [(r["dataset"], r["target"], r["reliability"]) for r in paper]
+
+
+# ---------------------------------------------------------------------------- reliability states
+
+def _with_error(fit, target, err, floor, **held):
+    heldout = {k: {**h, "error_of_change": {target: err}, **held} for k, h in fit.heldout.items()}
+    return replace(fit, heldout=heldout, calibration={**fit.calibration, "noise_floor": {target: floor}})
+
+
+def test_reliability_has_three_states_with_reasons(fits):
+    f = fits["instruct"]["kl_power"]
+    ok = reliability(_with_error(f, "forget_kl", 0.10, 0.08), "forget_kl")
+    assert ok.state == "reliable" and bool(ok) and ok.limit == RELIABLE_ERROR == 0.15
+    within = reliability(_with_error(f, "forget_kl", 0.20, 0.08), "forget_kl")  # 5 points over, floor 8
+    assert within.state == "undecided" and not within and "cannot decide" in within.reason
+    assert within.error == 0.20 and within.noise_floor == 0.08
+    beyond = reliability(_with_error(f, "forget_kl", 0.30, 0.08), "forget_kl")
+    assert beyond.state == "unreliable" and "more than the noise" in beyond.reason
+    stalled = reliability(_with_error(f, "forget_kl", 0.05, 0.08, converged=False), "forget_kl")
+    assert stalled.state == "unreliable" and "did not converge" in stalled.reason
+    uncalibrated = replace(_with_error(f, "forget_kl", 0.05, 0.08), calibration={"note": "2 runs (< 3)"})
+    r = reliability(uncalibrated, "forget_kl")
+    assert r.state == "unreliable" and "uncalibrated" in r.reason
+    assert isinstance(r, Reliability) and set(r.to_dict()) == {"state", "reason", "error", "noise_floor", "limit"}
+
+
+def test_stored_fits_have_one_reliable_flag(fits):
+    d = fits["news"]["paper"].to_dict()
+    assert "reliable" not in d and "fit_clean" in d  # warnings-based cleanliness is not reliability
+    assert all(r["state"] in ("reliable", "unreliable", "undecided") for r in comparison_table(fits))
+
+
+# ---------------------------------------------------------------------------- intervals
+
+def test_intervals_say_what_they_are(fits):
+    out = predict(fits["instruct"], 4e5, 50.0, base_entropy=H["instruct"])
+    for q in ("ft_loss", "forget_ce", "forget_kl"):
+        d = out[q]
+        assert d["level"] == 0.95 and d["units"] == len(RANKS) and d["coverage"] is not None
+        assert d["supported_level"] == pytest.approx(len(RANKS) / (len(RANKS) + 1))
+        assert "batch order" in d["conditional_on"] and d["state"] == "reliable"
+    f = fits["instruct"]["kl_power"]
+    assert f.inference["units"] == len(RANKS) and f.inference["redrawn"] == 0
+    assert all(df >= 1 for df in f.inference["df"].values())
+
+
+def test_forgetting_intervals_never_give_negative_kl(fits):
+    # a forget_ce law's interval lives on log(forget_ce - H): at the smallest rank and step KL is tiny
+    f = fits["instruct"]
+    out = predict(f, 1e5, 2.0, laws={"forget_ce": "additive:forget_ce"}, base_entropy=H["instruct"])
+    assert out["forget_kl"]["lo"] >= 0 and out["forget_ce"]["lo"] >= H["instruct"]
+    assert out["forget_kl"]["lo"] <= out["forget_kl"]["value"] <= out["forget_kl"]["hi"]
+    assert f["additive:forget_ce"].calibration["scale"]["forget_ce"] == "log(y - offset)"
+
+
+def test_intervals_grow_beyond_the_data(fits):
+    f = fits["news"]
+    inside = predict(f, 8e5, 64.0, base_entropy=H["news"])["ft_loss"]
+    far = predict(f, 8e5 * 64, 64.0 * 16, base_entropy=H["news"])["ft_loss"]
+    assert not inside["extrapolated"] and far["extrapolated"] and far["distance"] > 3
+    assert (far["hi"] - far["lo"]) / far["value"] > 1.5 * (inside["hi"] - inside["lo"]) / inside["value"]
+
+
+def test_law_choice_is_carried_or_said(fits):
+    out = predict(fits["news"], 8e5, 64.0, base_entropy=H["news"])
+    for q in ("ft_loss", "forget_ce"):
+        d = out[q]
+        assert isinstance(d["widened_for"], list) and d["law_choice"]
+        for other in d["widened_for"]:  # a rival as good within the noise: its prediction is inside
+            label, _, t = other.partition("@")
+            v = predict(fits["news"], 8e5, 64.0, laws={t or q: label}, base_entropy=H["news"])[q]["value"]
+            assert d["lo"] <= v <= d["hi"]
+    assert out["line_gap"] is not None  # distance of the predicted pair from the linear law
+
+
+# ---------------------------------------------------------------------------- plan extrapolation
+
+def test_plan_stays_within_the_studied_ranks_unless_asked(fits):
+    f = fits["instruct"]
+    kept = plan(f, 3.0, P_PER_RANK, base_entropy=H["instruct"], bound="mean")
+    assert max(e["rank"] for e in kept["tradeoff"]) == max(RANKS) and not kept["extrapolated"]
+    assert kept["extrapolate"] is False and kept["intervals"]["ft_loss"]["units"] == len(RANKS)
+    assert kept["ft_loss"]["lo"] <= kept["ft_loss"]["value"] <= kept["ft_loss"]["hi"]
+    wide = plan(f, 3.0, P_PER_RANK, base_entropy=H["instruct"], bound="mean", extrapolate=True)
+    assert max(e["rank"] for e in wide["tradeoff"]) == 256
+    assert any(e.get("extrapolated") for e in wide["tradeoff"] if e["steps"] is not None)
+    # explicit ranks beyond the study are predicted, but not chosen, without extrapolate
+    only_big = plan(f, 3.0, P_PER_RANK, ranks=[16, 32, 64, 128], base_entropy=H["instruct"], bound="mean")
+    assert only_big["rank"] <= max(RANKS)
