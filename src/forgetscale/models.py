@@ -16,13 +16,14 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
+from forgetscale import hub
 from forgetscale.errors import UserError
 from forgetscale.fsutil import publish_dir
 
@@ -130,7 +131,7 @@ def _from_pretrained(what: str, cfg: ModelConfig, kind: str, path: Path | None, 
         _check_hub(cfg, key)
         src, extra = cfg.name, {"revision": cfg.revision}
     try:
-        with _quiet_hub():
+        with _quiet_hub(), hub.reach() if kind == "hub" else nullcontext():  # an unreachable hub: cache only
             if what == "tokenizer":
                 return AutoTokenizer.from_pretrained(src, trust_remote_code=cfg.trust_remote_code, **extra)
             # safetensors only, unless the user opted into remote code (and so into trusting the repo)
@@ -350,8 +351,9 @@ def _check_hub(cfg: ModelConfig, key: str) -> None:
     name, rev = cfg.name, cfg.revision or "main"
     what = f"model {name!r} ({key})"
     download = f"`hf download {name}`" + (f" --revision {cfg.revision}" if cfg.revision else "")
+    why = None
     try:
-        with _quiet_hub():
+        with _quiet_hub(), hub.reach() as why:  # no answer: look in the cache only, with no retries
             hf_hub_download(name, "config.json", revision=cfg.revision)
     except GatedRepoError:
         raise UserError(
@@ -364,6 +366,11 @@ def _check_hub(cfg: ModelConfig, key: str) -> None:
     except RevisionNotFoundError:
         raise UserError(f"{what} has no revision {rev!r} on the Hugging Face Hub (model.revision)") from None
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
+        if why:
+            raise UserError(
+                f"{what}: cannot reach the Hugging Face Hub ({why}) and the model is not in the local cache; "
+                f"check your connection (or HF_ENDPOINT), or download it once ({download})"
+            ) from None
         if constants.HF_HUB_OFFLINE or isinstance(e, OfflineModeIsEnabled):
             raise UserError(
                 f"{what} is not in the local Hugging Face cache and offline mode is on (HF_HUB_OFFLINE); "

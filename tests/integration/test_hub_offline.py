@@ -4,8 +4,10 @@ Every fixture is built here, in the layout the hub and ``datasets`` leave on dis
 a model as the huggingface_hub cache stores it (``models--org--name/{blobs,snapshots/<rev>,refs/main}``),
 a dataset repository directory (README configs + parquet files) and the ``datasets`` cache that
 loading such a repository from the hub leaves (``org___name/<config>/<version>/<hash>/*.arrow``).
-The suite runs with HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set (tests/conftest.py): nothing is fetched.
-When the hub cannot serve a name (offline, unreachable, no such repo), the user gets one line and exit 2.
+The suite runs with HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set (the root conftest.py): nothing is fetched.
+When the hub cannot serve a name (offline, unreachable, no such repo), the user gets one line and exit 2,
+and an unreachable hub is not retried: the last tests run the CLI against a local endpoint that accepts
+each connection and closes it, and count the connections.
 """
 
 from __future__ import annotations
@@ -14,10 +16,16 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from forgetscale import hub
 from forgetscale.cli import main
 from forgetscale.errors import UserError
 from tests.helpers import TEXT, one_error_line
@@ -182,6 +190,7 @@ def test_hub_model_failures_online_are_one_line(
         raise _http_error(cls[error], "404 Client Error")
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "unreachable", lambda: None)  # the hub answers (and no request leaves this machine)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fail)
     out = isolated / "study"
     rc = main(["run", "--out", str(out), "--set", "model.name=org/some-model", "--set", "train.precision=fp32"])
@@ -277,6 +286,7 @@ def test_hf_dataset_failures_online_are_one_line(
     monkeypatch.setattr(datasets, "load_dataset", fail)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "unreachable", lambda: None)  # the hub answers (and no request leaves this machine)
     with pytest.raises(UserError) as info:
         load_splits("hf:org/x", 4, 1, seed=0)
     msg = str(info.value)
@@ -326,3 +336,88 @@ def test_wikitext_offline_and_not_cached_is_one_line(isolated: Path, tiny_model:
     one_error_line(capsys, rc, "wikitext", "forgetting.corpus", "offline")
     assert not out.exists()
     assert os.listdir(isolated / "cwd") == []
+
+
+# ----------------------------------------------------------------------------- an unreachable hub fails fast
+
+
+@pytest.fixture
+def dead_hub() -> Iterator[tuple[str, list[int]]]:
+    """A hub endpoint on this machine that accepts each connection and closes it without a word (a
+    ``RemoteProtocolError``, which huggingface_hub retries like a refused or timed-out connection), and
+    counts the connections: ``(url, [count])``."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    count, stop = [0], threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            count[0] += 1
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", count
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+
+
+def _online(endpoint: str, cwd: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Python ``code`` in a fresh process with offline mode off and the hub at ``endpoint`` (the libraries
+    read both at import); the caches are this test's (``isolated``)."""
+    offline = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")  # each one turns offline mode on
+    env = {**{k: v for k, v in os.environ.items() if k not in offline}, "HF_ENDPOINT": endpoint}
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+
+
+def _one_line(p: subprocess.CompletedProcess[str], *needles: str) -> None:
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr  # no "Retrying in 1s [Retry 1/5]" above it
+    assert lines[0].startswith("forgetscale: error: ") and "cannot reach the Hugging Face Hub" in lines[0], p.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["forgetting", "--base", "MODEL", "--model", "MODEL", "--data", "wikitext"], ["wikitext", "--data"]),
+        (["forgetting", "--base", "some-org/absent", "--model", "MODEL", "--data", "CORPUS"], ["--base"]),
+        (["run", "--out", "STUDY", "--set", "model.name=MODEL", "--set", "sweep.data.dataset=[hf:some-org/absent]",
+          "--set", "train.precision=fp32", "--set", "probes.enabled=false"], ["'hf:some-org/absent'"]),
+    ],
+    ids=["wikitext", "hub-model", "run-hf-dataset"],
+)
+def test_an_unreachable_hub_is_asked_once_and_fails_in_one_line(
+    isolated: Path, tiny_model: Path, dead_hub: tuple[str, list[int]], args: list[str], needles: list[str]
+) -> None:
+    endpoint, count = dead_hub
+    (isolated / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    subs = {"MODEL": str(tiny_model), "CORPUS": str(isolated / "corpus.txt"), "STUDY": str(isolated / "study")}
+    cli = "import sys; from forgetscale.cli import main; sys.exit(main(sys.argv[1:]))"
+    p = _online(endpoint, isolated / "cwd", cli, *[subs.get(a, a).replace("MODEL", str(tiny_model)) for a in args])
+    _one_line(p, *needles)
+    # one reachability request, then the caches only; huggingface_hub alone would have made 7 (a first
+    # request, then 1 + 5 retries over 1 + 2 + 4 + 8 + 8 s)
+    assert count[0] == 1
+    assert not (isolated / "study").exists()
+
+
+def test_a_cached_dataset_loads_with_the_hub_unreachable(isolated: Path, dead_hub: tuple[str, list[int]]) -> None:
+    """No offline mode set, the hub gives no answer: what the datasets cache holds still loads, at once."""
+    endpoint, count = dead_hub
+    repo = dataset_repo(isolated / "orca", {"default": {"train": chat_rows(30)}})
+    datasets_cache(repo, "default", isolated / "datasets", "some-org/orca")
+    code = ("from forgetscale.data.sources import load_splits; "
+            "train, held = load_splits('hf:some-org/orca', 12, 3, seed=1); print(len(train), len(held))")  # fmt: skip
+    p = _online(endpoint, isolated / "cwd", code)
+    assert p.returncode == 0 and p.stdout.split() == ["12", "3"], p.stderr
+    assert count[0] == 1

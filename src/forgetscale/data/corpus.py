@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from forgetscale import hub
 from forgetscale.data.encode import Sequence, encode_example, text_blocks
 from forgetscale.errors import UserError
 from forgetscale.fsutil import atomic_write
@@ -197,10 +198,17 @@ def hub_text(spec: str) -> str:
     documents joined by blank lines, for the text-corpus protocol."""
     import datasets
 
+    from forgetscale.data.sources import hub_error
+
     name, config, split = (spec.split(":") + ["", ""])[:3]
+    why = None
     try:
-        ds = datasets.load_dataset(name, config or None, split=split or "test")
+        with hub.reach() as why:  # an unreachable hub: the datasets cache only, no retries
+            ds = datasets.load_dataset(name, config or None, split=split or "test")
     except Exception as e:  # the hub raises many kinds; each means "cannot use this corpus"
+        what = f"forgetting corpus hf:{spec}"
+        if why and (message := hub_error(e, what, name, config, split, "forgetting.corpus", why)):
+            raise UserError(message) from None
         raise UserError(f"forgetting corpus hf:{spec}: cannot load it ({type(e).__name__}: {e})") from None
     if "text" not in ds.column_names:
         raise UserError(f"forgetting corpus hf:{spec}: no 'text' column (columns: {', '.join(ds.column_names)})")
@@ -223,12 +231,14 @@ def _wikitext() -> str:
     from forgetscale.data.sources import hub_error
 
     repo, config, split = WIKITEXT
+    why = None
     try:
-        ds = datasets.load_dataset(repo, config, split=split)
+        with hub.reach() as why:  # an unreachable hub: the datasets cache only, no retries
+            ds = datasets.load_dataset(repo, config, split=split)
         return "".join(ds["text"])
     except Exception as e:
         message = hub_error(e, f"forgetting corpus 'wikitext' ({repo} {config}; forgetting.corpus)", repo, config,
-                            split, "forgetting.corpus")  # fmt: skip
+                            split, "forgetting.corpus", why)  # fmt: skip
         if message is None:
             raise
         raise UserError(message) from None

@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from forgetscale import hub
 from forgetscale.errors import UserError
 
 Example = dict[str, Any]
@@ -104,7 +105,8 @@ def to_example(record: Any) -> Example:
 def _hub(name: str, split: str, limit: int) -> list[Example]:
     """Up to ``limit`` examples of a hub dataset (``NAME`` or a local dataset directory, ``:CONFIG``).
 
-    Offline, ``datasets`` serves a dataset from its own cache when it was loaded once before.
+    Offline, or with the hub unreachable (:func:`forgetscale.hub.reach`: no retries), ``datasets`` serves a
+    dataset from its own cache when it was loaded once before.
 
     Raises:
         UserError: offline or unreachable, no such dataset/config/split, unreadable data files.
@@ -113,28 +115,33 @@ def _hub(name: str, split: str, limit: int) -> list[Example]:
 
     repo, _, config = name.partition(":")
     out = []
+    why = None
     try:
-        # streaming: OpenOrca is millions of rows and a study needs thousands
-        ds = datasets.load_dataset(repo, config or None, split=split, streaming=True)
-        for record in ds:
-            try:
-                out.append(to_example(record))
-            except ValueError:
-                continue
-            if len(out) >= limit:
-                break
+        with hub.reach() as why:
+            # streaming: OpenOrca is millions of rows and a study needs thousands
+            ds = datasets.load_dataset(repo, config or None, split=split, streaming=True)
+            for record in ds:
+                try:
+                    out.append(to_example(record))
+                except ValueError:
+                    continue
+                if len(out) >= limit:
+                    break
     except Exception as e:
-        message = hub_error(e, f"dataset 'hf:{name}' (data.dataset)", repo, config, split, "data.split")
+        message = hub_error(e, f"dataset 'hf:{name}' (data.dataset)", repo, config, split, "data.split", why)
         if message is None:
             raise
         raise UserError(message) from None
     return out
 
 
-def hub_error(e: BaseException, what: str, repo: str, config: str, split: str, split_key: str) -> str | None:
+def hub_error(
+    e: BaseException, what: str, repo: str, config: str, split: str, split_key: str, unreachable: str | None = None
+) -> str | None:
     """One line for an error ``datasets.load_dataset`` raised, or None when it looks like a bug.
 
-    ``what`` names the dataset and its config key; the line says what to do.
+    ``what`` names the dataset and its config key; the line says what to do. ``unreachable``: why the hub
+    gave no answer (:func:`forgetscale.hub.reach`), when the load ran from the cache for that reason.
     """
     from datasets.exceptions import DatasetNotFoundError
 
@@ -142,7 +149,12 @@ def hub_error(e: BaseException, what: str, repo: str, config: str, split: str, s
 
     msg = first_line(e)
     if isinstance(e, ConnectionError):
-        if _offline():
+        if unreachable:
+            return (
+                f"{what}: cannot reach the Hugging Face Hub ({unreachable}) and it is not in the local datasets "
+                "cache; check your connection (or HF_ENDPOINT)"
+            )
+        if hub.offline():
             return (
                 f"{what}: not in the local datasets cache and offline mode is on (HF_DATASETS_OFFLINE/HF_HUB_OFFLINE); "
                 f"load it once with network access (`datasets` then caches it) or use a local file"
@@ -161,12 +173,3 @@ def hub_error(e: BaseException, what: str, repo: str, config: str, split: str, s
     if is_load_error(e) or any(c.__name__ == "ArrowException" for c in type(e).__mro__):
         return f"{what}: cannot read its data files ({type(e).__name__}: {msg})"
     return None
-
-
-def _offline() -> bool:
-    try:
-        import datasets.config
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover - both are dependencies
-        return False
-    return bool(datasets.config.HF_HUB_OFFLINE or constants.HF_HUB_OFFLINE)
