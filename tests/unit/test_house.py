@@ -1,4 +1,10 @@
-"""The shape of the package: no import cycle among its modules, no module over 600 lines (STYLE.md 1)."""
+"""The shape of the package (STYLE.md 1, 11): no import cycle among its modules, type-only imports counted;
+no module over 600 lines; no private (``_underscored``) name imported from another module.
+
+The rules are those of ``../shared/tools/house_check.py``: a package ``__init__.py`` that only hands names
+on (imports, re-exports, a lazy ``__getattr__``) is a face, left out of the graph; one that defines a
+function or class is a module like any other.
+"""
 
 from __future__ import annotations
 
@@ -20,29 +26,34 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement: module level, inside functions (a lazy import that closes a circle is
+    still a circle) and under ``if TYPE_CHECKING:`` (a type-only import that points up is still a layer
+    pointing the wrong way: the executors <-> study circle hid there)."""
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
+
+
+_LAZY = {"__getattr__", "__dir__"}  # a lazy re-export still only hands names on
+
+
+def is_face(path: Path) -> bool:
+    """A package ``__init__.py`` that defines no function or class of its own: it only hands names on."""
+    if path.name != "__init__.py":
+        return False
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return not any(
+        isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and n.name not in _LAZY for n in tree.body
     )
 
 
-def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
-    """Every import statement that can run: module level *and* inside functions (a lazy import that
-    closes a circle is still a circle), but not those under ``if TYPE_CHECKING:``, which never run."""
-    found: list[ast.Import | ast.ImportFrom] = []
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            found.append(node)
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
-    return found
+def _base(node: ast.ImportFrom, name: str, is_package: bool) -> str:
+    """The absolute module a ``from ... import`` reads from, relative imports resolved."""
+    if not node.level:
+        return node.module or ""
+    package = name if is_package else name.rpartition(".")[0]
+    parts = package.split(".")
+    anchor = parts[: len(parts) - (node.level - 1)]
+    return ".".join([*anchor, *([node.module] if node.module else [])])
 
 
 def _ancestors(name: str) -> list[str]:
@@ -51,26 +62,25 @@ def _ancestors(name: str) -> list[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the package modules importing it executes.
+    """Module -> the package modules importing it executes, faces (:func:`is_face`) left out.
 
     Importing ``a.b.c`` from outside package ``a.b`` also runs ``a/b/__init__.py`` first, so that is an
     edge too; from inside ``a.b`` the package is already being imported, so it is not.
     """
     modules = _modules()
+    faces = {m for m, p in modules.items() if is_face(p)}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
+        if name in faces:
+            continue
         is_package = path.name == "__init__.py"
-        package = name if is_package else name.rpartition(".")[0]
         own = {*_ancestors(name), name}
         targets: set[str] = set()
         for node in _imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if isinstance(node, ast.Import):
                 targets.update(a.name for a in node.names)
                 continue
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join([*anchor, *([base] if base else [])])
+            base = _base(node, name, is_package)
             for a in node.names:  # `from pkg import mod` imports the submodule pkg.mod
                 targets.add(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base)
         edges = set()
@@ -79,9 +89,27 @@ def import_graph() -> dict[str, set[str]]:
                 t = t.rpartition(".")[0]
             if not t:
                 continue
-            edges.update(x for x in [*_ancestors(t), t] if x not in own)
+            edges.update(x for x in [*_ancestors(t), t] if x not in own and x not in faces)
         graph[name] = edges
     return graph
+
+
+def private_imports() -> dict[str, list[str]]:
+    """Module -> the ``_private`` names it imports from another module of the package (dunders aside)."""
+    modules = _modules()
+    out: dict[str, list[str]] = {}
+    for name, path in modules.items():
+        found = []
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = _base(node, name, path.name == "__init__.py")
+            if base not in modules or base == name:
+                continue
+            found += [f"{base}.{a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+        if found:
+            out[str(path.relative_to(SRC.parent))] = sorted(set(found))
+    return out
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -107,14 +135,32 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_cycle_finder_finds_lazy_back_imports_and_ignores_type_only_ones():
+def test_the_cycle_finder_finds_lazy_and_type_only_back_imports():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     tree = ast.parse(
         "import os\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import x.typed\n"
         "def f():\n    from x import lazy\n"
     )
-    assert [getattr(n, "module", None) or n.names[0].name for n in _imports(tree)] == ["os", "typing", "x"]
+    names = sorted(getattr(n, "module", None) or n.names[0].name for n in _imports(tree))
+    assert names == ["os", "typing", "x", "x.typed"]
+
+
+def test_a_face_hands_names_on_and_a_package_that_defines_things_is_a_module(tmp_path):
+    face = tmp_path / "face" / "__init__.py"
+    face.parent.mkdir()
+    face.write_text("from a import b\n__all__ = ['b']\ndef __getattr__(name):\n    return name\n")
+    module = tmp_path / "module" / "__init__.py"
+    module.parent.mkdir()
+    module.write_text("from a import b\ndef helper():\n    return b\n")
+    assert is_face(face) and not is_face(module) and not is_face(tmp_path / "plain.py")
+
+
+def test_relative_imports_resolve_to_the_module_they_read():
+    node = ast.parse("from ..x import _y").body[0]
+    assert isinstance(node, ast.ImportFrom)
+    assert _base(node, "pkg.sub.mod", is_package=False) == "pkg.x"
+    assert _base(node, "pkg.sub", is_package=True) == "pkg.x"
 
 
 def test_the_graph_sees_the_package_modules():
@@ -126,6 +172,11 @@ def test_the_graph_sees_the_package_modules():
 def test_no_import_cycle_among_package_modules():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """A name its module marked ``_private`` and another module uses is internal API: spell it public."""
+    assert not private_imports(), private_imports()
 
 
 def test_no_module_over_600_lines():
