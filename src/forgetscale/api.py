@@ -194,6 +194,9 @@ def run_study(
 ) -> StudyRun:
     """Run a forgetting study, resumably, then probe, fit the laws and write the report: ``forgetscale run``.
 
+    Progress (one line per run and scheduled step, with its ETA) goes to the ``forgetscale`` loggers at
+    level INFO; :func:`forgetscale.console.log_to_stderr` shows it as the command does.
+
     Args:
         config: a :class:`forgetscale.config.StudyConfig`, or a study YAML file; None: ``preset``.
         out: the study directory (default ``runs/<study name>``).
