@@ -39,7 +39,8 @@ def test_f4_size_when_f4_is_true(design):
     """F4 true (forgetting a function of ft_loss alone) but curved, KL ∝ (ft0 - ft)^1.2, with shared
     step shocks and ft_loss noise: the review measured not_supported in 84-94% of such studies.
     60 studies: at a true rate of 5% the observed rate's sd is 2.8%, so <= 10% fails a true rate
-    above ~10% with probability > 1/2 and a true 2% almost never (measured: 0/60 in both designs)."""
+    above ~10% with probability > 1/2 and a true 2% almost never. Measured: 0/60 in both designs (default:
+    36 supported, 24 undecided; 2 seeds: 60 supported); the code before issue 20: 27/60 and 24/60."""
     verdicts = Counter()
     for s in range(60):
         rows, truth = synthetic_study(np.random.default_rng(s), law="curved", **DESIGNS[design], **NOISE)
@@ -53,7 +54,7 @@ def test_a_plain_level_posing_as_a_mitigation_stays_on_the_line(design):
     """A level of 2 new plain runs at rank 8 (the study's data order(s), so the same step shocks) judged
     against the plain runs' line: off the line (beats_line or worse) at most 10% of the time. The review
     measured 40-47% with one run and 18% with three for the old confidence-band test. 200 studies: sd of
-    a 5% rate is 1.5%; measured 3.5% (default) and 5.5% (2 seeds)."""
+    a 5% rate is 1.5%; measured 8/200 (default) and 3/200 (2 seeds); the old test, 11/60 and 2/60."""
     design_kw = DESIGNS[design]
     off = Counter()
     for s in range(200):
@@ -74,11 +75,11 @@ def test_a_plain_level_posing_as_a_mitigation_stays_on_the_line(design):
     assert (off["beats_line"] + off["worse"]) / 200 <= 0.10, off
 
 
-def _probe(rng: np.random.Generator, n_items: int, p_change: float, p_loss: float, n_runs: int = 3,
+def _probe(rng: np.random.Generator, n_items: int, p_change: float, p_loss: float, p_gain: float, n_runs: int = 3,
            base_acc: float = 0.6) -> list[dict[str, Any]]:
     """Items the base gets right with probability ``base_acc``; in each run an answer changes with
     probability ``p_change``; a changed right answer becomes wrong with probability ``p_loss``, a changed
-    wrong answer becomes right with probability ``(1 - p_loss) / 2``."""
+    wrong answer becomes right with probability ``p_gain``."""
     base = rng.random(n_items) < base_acc
     out = []
     for r in range(n_runs):
@@ -86,7 +87,7 @@ def _probe(rng: np.random.Generator, n_items: int, p_change: float, p_loss: floa
             changed = rng.random() < p_change
             correct = bool(base[i])
             if changed:
-                correct = (rng.random() >= p_loss) if base[i] else (rng.random() < (1 - p_loss) / 2)
+                correct = (rng.random() >= p_loss) if base[i] else (rng.random() < p_gain)
             out.append({"probe": "knowledge", "run_id": f"r{r}", "id": f"k{i}", "agree": not changed,
                         "correct": correct, "base_correct": bool(base[i])})
     return out
@@ -98,11 +99,13 @@ def test_f5_can_fail_and_is_not_always_supported():
     wrong answers that change to other wrong ones, so the base must be mostly right for the claim to fail
     cleanly (base accuracy 0.95; the ~1.5% of wrong-to-other-wrong changes still put some intervals across
     the 0.05 margin: undecided). 40 studies of 100 items x 3 runs each way; measured 34/40 not_supported
-    (6 undecided, 0 supported) and 40/40 supported; the bounds leave ~2 sd of Monte Carlo room."""
+    (6 undecided, 0 supported) and 40/40 supported; the bounds leave ~2 sd of Monte Carlo room. The F5
+    before issue 20 called the answers-only-get-wrong case supported in 17/40."""
     lost, kept = Counter(), Counter()
     for s in range(40):
         rng = np.random.default_rng(2000 + s)
-        lost[f5("d", _probe(rng, 100, 0.3, 1.0, base_acc=0.95), seed=s)["verdict"]] += 1
-        kept[f5("d", _probe(rng, 100, 0.3, 0.05), seed=s)["verdict"]] += 1
+        lost[f5("d", _probe(rng, 100, 0.3, 1.0, 0.0, base_acc=0.95), seed=s)["verdict"]] += 1
+        # the paper's case: many answers change, accuracy flat (losses 0.6 x 0.1 = gains 0.4 x 0.15)
+        kept[f5("d", _probe(rng, 100, 0.3, 0.1, 0.15), seed=s)["verdict"]] += 1
     assert lost["not_supported"] >= 28 and lost["supported"] == 0, lost
     assert kept["supported"] >= 36 and kept["not_supported"] == 0, kept
