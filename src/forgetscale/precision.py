@@ -89,6 +89,12 @@ def measured(cache: Path) -> str:
     return entry["choice"]
 
 
+def kernel_record(cache: Path) -> dict[str, Any] | None:
+    """This machine's cached measurement (choice, fp32_seconds, bf16_seconds), or None if not measured yet."""
+    entry = _read(cache / "precision.json").get(machine_key())
+    return entry if isinstance(entry, dict) and isinstance(entry.get("fp32_seconds"), float) else None
+
+
 def machine_key() -> str:
     """What the answer depends on: the device, its thread count, torch's version."""
     import torch

@@ -21,13 +21,14 @@ from forgetscale.analysis import fit_directory
 from forgetscale.config import RunConfig, StudyConfig
 from forgetscale.data.corpus import check_corpus
 from forgetscale.errors import UserError
+from forgetscale.estimate import Estimate, estimate
 from forgetscale.executors import check as check_executor
 from forgetscale.executors import make_executor
 from forgetscale.fsutil import atomic_write
 from forgetscale.lock import check_free, hold
 from forgetscale.mitigation import check_replay
 from forgetscale.models import cache_dir, resolve
-from forgetscale.precision import pin_for_study
+from forgetscale.precision import kernel_record, pin_for_study
 from forgetscale.probes.runner import probe_study
 from forgetscale.report.command import write_report
 from forgetscale.store import Store, check_store, open_store
@@ -95,6 +96,7 @@ def run_study(
     with hold(out):  # one runner per study directory
         with open_store(out) as store:
             todo = register_runs(config, runs, store)
+            log.info(_plan(config, runs, todo, ws, cache).line())
             executor.run(todo, ws, store, out)
             store.set_meta("phases", dict(ws.phases))
             table = summary_table(store, [r.run_id for r in runs])
@@ -180,6 +182,16 @@ def summary_table(store: Store, run_ids: list[str]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _plan(config: StudyConfig, runs: list[RunConfig], todo: list[RunConfig], ws: Workspace, cache: Path) -> Estimate:
+    """The plan of what is left to run and its estimated time on this machine (:mod:`forgetscale.estimate`)."""
+    kernel = kernel_record(cache) or {}
+    fp32 = kernel.get("fp32_seconds")
+    bf16 = kernel.get("bf16_seconds")
+    bf16_factor = bf16 / fp32 if fp32 and bf16 and config.train.precision == "bf16" else 1.0
+    tokens = [ws.reference(r).n_tokens for r in todo] or [0]
+    return estimate(config, todo, len(runs), round(sum(tokens) / len(tokens)), fp32, bf16_factor=bf16_factor)
 
 
 def _timed(fn: Callable[[], Any]) -> float:
