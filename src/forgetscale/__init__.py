@@ -5,8 +5,11 @@ The public API, loaded on first use so that ``import forgetscale`` stays light (
 - :class:`ForgettingCallback`: forgetting inside a ``transformers.Trainer`` / TRL ``SFTTrainer`` run;
 - :func:`measure_forgetting`: an adapter or fine-tuned model against its base (:class:`ForgettingResult`);
 - :func:`run_study`: a whole study (sweep, probes, fits, report), as ``forgetscale run``;
+- :func:`probe`: behaviour probes of a study's base model and adapters, as ``forgetscale probe``;
 - :func:`load_results`: a study's rows, fits, runs and probes as tables; :func:`fit_laws`: the scaling laws on rows;
-- :func:`predict`, :func:`plan`, :func:`write_report`: the fitted laws of a study directory, and its report;
+- :func:`fit`, :func:`fit_csv`, :func:`findings`, :func:`predict`, :func:`plan`, :func:`compare`,
+  :func:`write_report`: a study directory's laws, findings, predictions, plans, mitigations and report,
+  one function per command (:mod:`forgetscale.api` lists them);
 - :func:`load_base`: a base model and tokenizer, the built-in default included.
 """
 
@@ -21,12 +24,17 @@ __all__ = [
     "ForgettingResult",
     "Results",
     "__version__",
+    "compare",
+    "findings",
+    "fit",
+    "fit_csv",
     "fit_laws",
     "load_base",
     "load_results",
     "measure_forgetting",
     "plan",
     "predict",
+    "probe",
     "run_study",
     "write_report",
 ]
@@ -37,12 +45,17 @@ if TYPE_CHECKING:
         ForgettingCallback,
         ForgettingResult,
         Results,
+        compare,
+        findings,
+        fit,
+        fit_csv,
         fit_laws,
         load_base,
         load_results,
         measure_forgetting,
         plan,
         predict,
+        probe,
         run_study,
         write_report,
     )

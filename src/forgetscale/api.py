@@ -1,9 +1,24 @@
-"""The public Python API: measure forgetting, run a study, read its results, fit, predict and plan.
+"""The public Python API: one function per ``forgetscale`` command, and the pieces to use in your own training.
 
-Re-exported from :mod:`forgetscale` (``forgetscale.measure_forgetting`` and so on). Each
-``forgetscale`` command is one call here. Importing this module loads no torch:
-:func:`measure_forgetting`, :func:`run_study`, :func:`load_base` and :class:`ForgettingCallback`
-import it when used; reading and fitting a study never needs it.
+Re-exported from :mod:`forgetscale` (``forgetscale.measure_forgetting`` and so on). Each command is
+one call here:
+
+========================  =============================================================
+``forgetscale run``       :func:`run_study` (sweep, probes, fits, report)
+``forgetscale forgetting``  :func:`measure_forgetting`
+``forgetscale probe``     :func:`probe`
+``forgetscale fit``       :func:`fit` (a study directory) or :func:`fit_csv` (a CSV file)
+``forgetscale predict``   :func:`predict`
+``forgetscale plan``      :func:`plan`
+``forgetscale compare``   :func:`compare`
+``forgetscale report``    :func:`write_report`
+========================  =============================================================
+
+Besides: :func:`load_results` (a study's tables), :func:`fit_laws` (the laws on rows you hold),
+:func:`findings` (F1-F5 of a fitted study), :class:`ForgettingCallback` and :func:`load_base`.
+The study-directory functions live in :mod:`forgetscale.results`. Importing this module loads no
+torch: :func:`measure_forgetting`, :func:`run_study`, :func:`probe`, :func:`load_base` and
+:class:`ForgettingCallback` import it when used; reading and fitting a study never needs it.
 """
 
 from __future__ import annotations
@@ -16,16 +31,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from forgetscale.analysis import plan_directory as plan
-from forgetscale.analysis import predict_directory as predict
-from forgetscale.analysis import study_rows
 from forgetscale.config import ForgettingConfig, ModelConfig, RunConfig, StudyConfig, load_config
 from forgetscale.console import format_metrics
 from forgetscale.errors import UserError
 from forgetscale.laws import fit_study
 from forgetscale.models import cache_dir
 from forgetscale.report.command import write_report
-from forgetscale.store import read_store
+from forgetscale.results import (
+    Results,
+    compare,
+    findings,
+    fit,
+    fit_csv,
+    flatten_fit,
+    load_results,
+    plan,
+    predict,
+)
 
 if TYPE_CHECKING:
     from forgetscale.callback import ForgettingCallback
@@ -36,6 +58,10 @@ __all__ = [
     "ForgettingCallback",
     "ForgettingResult",
     "Results",
+    "compare",
+    "findings",
+    "fit",
+    "fit_csv",
     "fit_laws",
     "flatten_fit",
     "load_base",
@@ -43,13 +69,11 @@ __all__ = [
     "measure_forgetting",
     "plan",
     "predict",
+    "probe",
     "run_study",
     "write_report",
 ]
 log = logging.getLogger(__name__)
-
-# predict(dir, steps, rank=None, params=None, dataset=None) and plan(dir, max_forgetting, dataset=None,
-# metric="forget_ce", bound="upper") are the study-directory functions of forgetscale.analysis, as they are.
 
 
 def __getattr__(name: str) -> Any:
@@ -222,6 +246,51 @@ def run_study(
     return run(config, directory, cache=Path(cache) if cache is not None else None, dry_run=dry_run)
 
 
+def probe(
+    directory: str | Path,
+    probes: Sequence[str] | None = None,
+    *,
+    runs: Sequence[str] | None = None,
+    max_items: int | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int | None = None,
+    force: bool = False,
+    lm_eval: Sequence[str] | None = None,
+    cache: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """Behaviour probes on a study's base model and each finished run's adapter: ``forgetscale probe``.
+
+    The base is probed once, then each adapter swapped onto it; results go to the study's store, and
+    results already stored with the same settings are reused.
+
+    Args:
+        directory: the study directory.
+        probes: probe kinds (``knowledge``, ``reasoning``, ``safety``); None: the study's ``probes.kinds``.
+        runs: run ids to probe; None: every finished run; ``["base"]``: only the base.
+        max_items, max_new_tokens, batch_size: override the study's ``probes`` settings (None: keep them).
+        force: recompute results already stored with the same settings.
+        lm_eval: instead of the probes, these lm-evaluation-harness tasks (needs ``forgetscale[lm-eval]``).
+        cache: the cache directory (default ``FORGETSCALE_CACHE`` or the user cache).
+
+    Returns:
+        One summary row per (run, probe), the base's first: ``run_id, probe, n, accuracy, agreement, ...``.
+
+    Raises:
+        UserError: no study in ``directory``, an unknown or unfinished run, a bad setting, lm-eval missing.
+    """
+    from forgetscale.probes.runner import lm_eval_study, load_probes_config, probe_study
+    from forgetscale.workspace import Workspace
+
+    kinds = tuple(dict.fromkeys(probes)) if probes else None
+    cfg = load_probes_config(Path(directory), kinds=kinds, max_items=max_items, max_new_tokens=max_new_tokens,
+                             batch_size=batch_size)  # fmt: skip
+    ws = Workspace(Path(cache) if cache is not None else cache_dir())
+    chosen = None if runs is None else list(runs)
+    if lm_eval is not None:
+        return lm_eval_study(Path(directory), ws, list(lm_eval), chosen, cfg.batch_size, cfg.max_items)
+    return probe_study(Path(directory), ws, cfg, chosen, force=force)
+
+
 def load_base(name: str = "smollm2-135m-instruct", dtype: str = "float32") -> tuple[Any, Any]:
     """Load a base model and its tokenizer the way forgetscale does (the built-in default needs no download).
 
@@ -235,73 +304,6 @@ def load_base(name: str = "smollm2-135m-instruct", dtype: str = "float32") -> tu
 
     lm = load_model(ModelConfig(name=name, dtype=dtype))
     return lm.model, lm.tokenizer
-
-
-@dataclass(frozen=True)
-class Results:
-    """A study's results as tables: lists of dicts, or pandas DataFrames with ``load_results(..., as_frame=True)``.
-
-    Attributes:
-        rows: one measurement per (run, step) of the finished runs: ``run_id, step, tokens,
-            ft_loss, ft_loss_se, forget_ce, forget_kl, base_entropy, forget_top1_ce, data_loss,
-            dataset, rank, P, ...`` (:class:`forgetscale.schema.Measurement`).
-        fits: one row per stored fit (dataset, law): fit quality and each parameter with its
-            95% interval (``<name>``, ``<name>_lo``, ``<name>_hi``).
-        runs: one row per run: ``run_id, dataset, rank, P, status, error, config, timings, provenance``.
-        probes: one row per (run, probe): ``run_id, probe`` and the probe's summary (``accuracy``, ...).
-    """
-
-    rows: Any
-    fits: Any
-    runs: Any
-    probes: Any
-
-
-def load_results(directory: str | Path, *, as_frame: bool = False) -> Results:
-    """Read a study directory's store (``forgetscale run --out DIR`` or a callback's ``store=DIR``).
-
-    Args:
-        directory: the study directory (``study.sqlite`` inside).
-        as_frame: pandas DataFrames (pandas required) instead of lists of dicts.
-
-    Returns:
-        A :class:`Results`.
-
-    Raises:
-        UserError: no study in ``directory``.
-
-    Example::
-
-        >>> r = forgetscale.load_results("runs/default", as_frame=True)  # doctest: +SKIP
-        >>> r.rows.groupby("rank").forget_kl.max()  # doctest: +SKIP
-    """
-    with read_store(Path(directory)) as store:
-        rows = study_rows(store)
-        runs = store.runs()
-        fits = [flatten_fit(ds, label, fit) for (ds, label), fit in store.fits().items()]
-        probes = [{"run_id": p["run_id"], "probe": p["probe"], **p["summary"]} for p in store.probes()]
-    return Results(*(_table(t, as_frame) for t in (rows, fits, runs, probes)))
-
-
-def flatten_fit(dataset: str, label: str, fit: Mapping[str, Any]) -> dict[str, Any]:
-    """One flat row for a stored fit: quality per target, parameters with their intervals.
-
-    >>> f = {"law": "linear", "n_points": 9, "reliable": True, "r2": {"forget_ce": 0.9}, "rmse": {"forget_ce": 0.01},
-    ...      "params": {"c_fft": {"value": 1.7, "lo": 1.5, "hi": 1.9}}}
-    >>> row = flatten_fit("news", "linear", f)
-    >>> row["law"], row["r2_forget_ce"], row["c_fft"], row["c_fft_lo"], row["c_fft_hi"]
-    ('linear', 0.9, 1.7, 1.5, 1.9)
-    """
-    out: dict[str, Any] = {"dataset": dataset, "law": label}
-    for k in ("n_points", "n_groups", "reliable"):
-        if k in fit:
-            out[k] = fit[k]
-    for k in ("r2", "rmse"):
-        for target, v in (fit.get(k) or {}).items():
-            out[f"{k}_{target}"] = v
-    for name, p in (fit.get("params") or {}).items():
-        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = p.get("value"), p.get("lo"), p.get("hi")
-    return out
 
 
 def fit_laws(
@@ -356,11 +358,3 @@ def _records(rows: Any) -> list[dict[str, Any]]:
     for r in rows if isinstance(rows, Iterable) else []:
         out.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in dict(r).items()})
     return out
-
-
-def _table(records: list[dict[str, Any]], as_frame: bool) -> Any:
-    if not as_frame:
-        return records
-    import pandas as pd  # not a dependency: asked for explicitly
-
-    return pd.DataFrame.from_records(records)

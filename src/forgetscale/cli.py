@@ -127,15 +127,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from forgetscale.api import run_study
-    from forgetscale.config import load_config
+    from forgetscale.summary import summary_lines
 
-    config = load_config(args.study, args.preset, [*args.overrides, *_executor_sets(args)])
-    out = args.out or Path("runs") / config.name
     if not args.dry_run:
         quiet_libraries()
-    done = run_study(config, out, dry_run=args.dry_run)
+    done = run_study(args.study, args.out, preset=args.preset, overrides=[*args.overrides, *_executor_sets(args)],
+                     dry_run=args.dry_run)  # fmt: skip
     if args.dry_run:
-        print(f"study {done.config.name!r}: {len(done.runs)} runs -> {out}")
+        print(f"study {done.config.name!r}: {len(done.runs)} runs -> {done.out}")
         for r in done.runs:
             print(
                 f"  {r.run_id}  model={r.model.name} data={r.data.dataset} rank={r.lora.rank} "
@@ -145,10 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         return 0
     _print_table(done.table)
-    from forgetscale.analysis import summary_lines
-
-    print("\n".join(summary_lines(out)))
-    print(f"results: {out / 'study.sqlite'}")
+    print("\n".join(summary_lines(done.fits)))
+    print(f"results: {done.out / 'study.sqlite'}")
     return 0
 
 
@@ -187,15 +184,14 @@ def cmd_forgetting(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from forgetscale import analysis
+    from forgetscale import api
+    from forgetscale.summary import RELIABILITY_LEGEND, finding_text
 
     if args.from_csv is not None:
         if not (args.x and args.y and args.law and len(args.law) == 1):
             raise UserError("fit --from-csv needs --x, --y and exactly one --law")
-        result = analysis.fit_csv(
-            args.from_csv, args.x.split(","), args.y.split(","), args.law[0], args.group,
-            n_boot=200 if args.n_boot is None else args.n_boot,
-        )  # fmt: skip
+        result = api.fit_csv(args.from_csv, args.x.split(","), args.y.split(","), args.law[0], args.group,
+                             n_boot=200 if args.n_boot is None else args.n_boot)  # fmt: skip
         if args.json:
             print(json.dumps(result, indent=2))
         else:
@@ -203,40 +199,29 @@ def cmd_fit(args: argparse.Namespace) -> int:
         return 0
     if args.dir is None:
         raise UserError("fit needs a study directory or --from-csv FILE")
-    result = fit_and_save(args.dir, args.law, args.min_step, args.n_boot)
+    result = api.fit(args.dir, args.law, min_step=args.min_step, n_boot=args.n_boot)
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        for ds, by_law in result["fits"].items():
-            for law, fit in by_law.items():
-                _print_fit(f"{ds} / {law}", fit)
-        print_rows(result["comparison"], ["dataset", "target", "law", "r2", "heldout_P_error_of_change",
-                                          "heldout_N_error_of_change", "heldout_error_of_change", "noise_floor",
-                                          "state", "coverage", "units"])
-        print(f"reliable: held-out error of change <= {analysis.RELIABLE_ERROR:.0%} of the change since step 0 on "
-              "both splits; unreliable: above by more than its noise floor (the error run and step variation alone "
-              "give a correct law, 90th percentile), or a refit failed; undecided: in between")
-        for r in result["comparison"]:
-            if r["state"] != "reliable":
-                print(f"  {r['dataset']} {r['target']} {r['law']}: {r['state']}: {r['reliability']}")
-        for f in result.get("findings") or []:
-            print(f"{f['dataset']} {f['finding']} {f['verdict']}: {analysis.finding_text(f)}")
+        return 0
+    for ds, by_law in result["fits"].items():
+        for law, fit in by_law.items():
+            _print_fit(f"{ds} / {law}", fit)
+    print_rows(result["comparison"], ["dataset", "target", "law", "r2", "heldout_P_error_of_change",
+                                      "heldout_N_error_of_change", "heldout_error_of_change", "noise_floor",
+                                      "state", "coverage", "units"])  # fmt: skip
+    print(RELIABILITY_LEGEND)
+    for r in result["comparison"]:
+        if r["state"] != "reliable":
+            print(f"  {r['dataset']} {r['target']} {r['law']}: {r['state']}: {r['reliability']}")
+    for f in result.get("findings") or []:
+        print(f"{f['dataset']} {f['finding']} {f['verdict']}: {finding_text(f)}")
     return 0
 
 
-def fit_and_save(
-    out: Path, laws: list[str] | None = None, min_step: int | None = None, n_boot: int | None = None
-) -> dict[str, Any]:
-    """:func:`forgetscale.study.fit_and_save`, imported when called (it loads the run path)."""
-    from forgetscale.study import fit_and_save as fit
-
-    return fit(out, laws, min_step, n_boot)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from forgetscale import analysis
+    from forgetscale.api import predict
 
-    result = analysis.predict_directory(args.dir, args.steps, args.rank, args.params, args.dataset)
+    result = predict(args.dir, args.steps, rank=args.rank, params=args.params, dataset=args.dataset)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -266,10 +251,10 @@ def _interval_text(d: dict[str, Any]) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from forgetscale import analysis
+    from forgetscale.api import plan
 
-    result = analysis.plan_directory(args.dir, args.max_forgetting, args.dataset, args.metric, args.bound,
-                                     args.extrapolate)
+    result = plan(args.dir, args.max_forgetting, dataset=args.dataset, metric=args.metric, bound=args.bound,
+                  extrapolate=args.extrapolate)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

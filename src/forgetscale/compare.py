@@ -1,6 +1,7 @@
 """`forgetscale compare`: does each mitigation of a study beat plain LoRA's learning-forgetting line?
 
-Heavy imports happen inside the command, so ``forgetscale --help`` stays instant.
+The command parses, makes one call (:func:`forgetscale.api.compare`) and prints; the API is imported
+inside it, so ``forgetscale --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from forgetscale.analysis import frontier_data
+    from forgetscale.api import compare
 
-    rows = frontier_data(args.dir, min_step=args.min_step)["rows"]
+    rows = compare(args.dir, min_step=args.min_step)["rows"]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

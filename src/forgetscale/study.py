@@ -9,7 +9,6 @@ evaluation into the store, and the stages after them read the store alone.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,20 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forgetscale.analysis import fit_directory
 from forgetscale.config import RunConfig, StudyConfig
 from forgetscale.data.corpus import check_corpus
 from forgetscale.errors import UserError
 from forgetscale.estimate import Estimate, estimate
 from forgetscale.executors import check as check_executor
 from forgetscale.executors import make_executor
-from forgetscale.fsutil import atomic_write
 from forgetscale.lock import check_free, hold
 from forgetscale.mitigation import check_replay
 from forgetscale.models import cache_dir, resolve
 from forgetscale.precision import kernel_record, pin_for_study
 from forgetscale.probes.runner import probe_study
 from forgetscale.report.command import write_report
+from forgetscale.results import fit
 from forgetscale.store import Store, check_store, open_store
 from forgetscale.train import check_targets
 from forgetscale.workspace import Workspace
@@ -52,6 +50,8 @@ class StudyRun:
         table: one row per run (:data:`SUMMARY_COLUMNS`): its last measurement, status and seconds;
             empty for a dry run.
         phases: wall seconds of the stages after the runs (``probes``, ``fit``, ``report``).
+        fits: what the fit stage returned (:func:`forgetscale.results.fit`, as ``out/fits.json`` holds it);
+            empty for a dry run.
     """
 
     config: StudyConfig
@@ -59,6 +59,7 @@ class StudyRun:
     runs: list[RunConfig]
     table: list[dict[str, Any]] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
+    fits: dict[str, Any] = field(default_factory=dict)
 
 
 def run_study(
@@ -103,12 +104,12 @@ def run_study(
         phases: dict[str, float] = {}
         if config.probes.enabled:  # before the fit, so that the findings include F5
             probed = None if config.probes.runs == "all" else [r.run_id for r in config.probed_runs()]
-            phases["probes"] = _timed(lambda: probe_study(out, ws, config.probes, run_ids=probed))
-        phases["fit"] = _timed(lambda: fit_and_save(out))
-        phases["report"] = _timed(lambda: write_report(out, "html"))
+            _timed(phases, "probes", lambda: probe_study(out, ws, config.probes, run_ids=probed))
+        fits = _timed(phases, "fit", lambda: fit(out))
+        _timed(phases, "report", lambda: write_report(out, "html"))
         with open_store(out) as store:
             store.set_meta("phases", {**(store.get_meta("phases") or {}), **phases})
-    return StudyRun(config, out, runs, table, phases)
+    return StudyRun(config, out, runs, table, phases, fits)
 
 
 def prepare_study(study: StudyConfig, ws: Workspace) -> list[RunConfig]:
@@ -150,15 +151,6 @@ def register_runs(study: StudyConfig, runs: list[RunConfig], store: Store) -> li
     return todo
 
 
-def fit_and_save(
-    out: Path, laws: list[str] | None = None, min_step: int | None = None, n_boot: int | None = None
-) -> dict[str, Any]:
-    """Fit a study's laws, store them, and write ``out/fits.json`` (atomically); return what was written."""
-    result = fit_directory(out, laws, min_step, n_boot)
-    atomic_write(Path(out) / "fits.json", json.dumps(result, indent=2))
-    return result
-
-
 def summary_table(store: Store, run_ids: list[str]) -> list[dict[str, Any]]:
     """One row per run: its last measurement and timings (:data:`SUMMARY_COLUMNS`)."""
     runs = {r["run_id"]: r for r in store.runs()}
@@ -194,7 +186,9 @@ def _plan(config: StudyConfig, runs: list[RunConfig], todo: list[RunConfig], ws:
     return estimate(config, todo, len(runs), round(sum(tokens) / len(tokens)), fp32, bf16_factor=bf16_factor)
 
 
-def _timed(fn: Callable[[], Any]) -> float:
+def _timed(phases: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``, its wall seconds recorded as ``phases[name]``."""
     t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+    value = fn()
+    phases[name] = time.perf_counter() - t
+    return value

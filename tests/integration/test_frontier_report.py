@@ -36,7 +36,7 @@ def test_compare_recovers_the_planted_offsets(study: Path, capsys):
         assert r["lo"] <= r["residual"] <= r["hi"] and r["dataset"] == "news"
     # the plain fits never saw the mitigated runs nor the scaled rows
     with open_store(study) as store:
-        from forgetscale.analysis import study_rows
+        from forgetscale.results import study_rows
 
         assert not any("-kl-" in r["run_id"] or "-replay-" in r["run_id"] for r in study_rows(store))
         assert all("scale" not in r for r in study_rows(store, mitigated=True))

@@ -145,14 +145,6 @@ def test_paper_fit_reports_every_parameter_within_its_bounds():
     assert np.isfinite(fit.predict({"P": [1e6], "N": [64.0]})[0]).all()
 
 
-@pytest.mark.parametrize("target", ["forget_ce"])
-def test_the_cli_threshold_matches_the_laws(target):
-    from forgetscale import analysis
-    from forgetscale.laws import RELIABLE_ERROR
-
-    assert analysis.RELIABLE_ERROR == RELIABLE_ERROR
-
-
 def test_f2_f3_are_undecided_unless_the_law_is_reliable_whichever_way_the_interval_points(monkeypatch):
     import importlib
     from types import SimpleNamespace

@@ -1,6 +1,7 @@
 """`forgetscale probe`: behaviour probes (or lm-evaluation-harness tasks) on a study's base model and adapters.
 
-Heavy imports happen inside the command, so ``forgetscale --help`` stays instant.
+The command parses, makes one call (:func:`forgetscale.api.probe`) and prints; the API is imported
+inside it, so ``forgetscale --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -59,32 +60,12 @@ def add_probe_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from forgetscale.probes import runner
+    from forgetscale.api import probe
 
-    cfg = runner.load_probes_config(
-        args.dir,
-        kinds=tuple(dict.fromkeys(args.probes)) if args.probes else None,
-        max_items=args.max_items,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-    )
-    if args.lm_eval is not None:
-        # fail on a missing lm-eval before any model is loaded
-        try:
-            import lm_eval  # noqa: F401
-        except ImportError:
-            from forgetscale.errors import UserError
-
-            raise UserError("--lm-eval needs lm-evaluation-harness: pip install 'forgetscale[lm-eval]'") from None
     quiet_libraries()
-    from forgetscale.models import cache_dir
-    from forgetscale.workspace import Workspace
-
-    ws = Workspace(cache_dir())
-    if args.lm_eval is not None:
-        rows = runner.lm_eval_study(args.dir, ws, args.lm_eval.split(","), args.runs, cfg.batch_size, cfg.max_items)
-    else:
-        rows = runner.probe_study(args.dir, ws, cfg, args.runs, force=args.force)
+    rows = probe(args.dir, args.probes, runs=args.runs, max_items=args.max_items, max_new_tokens=args.max_new_tokens,
+                 batch_size=args.batch_size, force=args.force,
+                 lm_eval=None if args.lm_eval is None else args.lm_eval.split(","))  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forgetscale import results
 from forgetscale.errors import UserError
+from forgetscale.store import read_store
+from forgetscale.summary import finding_text
 
 EXPONENTS = ("alpha", "beta", "alpha_f", "alpha_ft", "beta_f", "beta_ft", "rho", "a", "b")
 """Parameters shown as a law's exponents in the headline."""
@@ -40,10 +43,10 @@ class Headline:
             then the smallest held-out error): target, law, held-out error,
             reliability and its exponents with intervals.
         predictions: at the study's largest rank and at 2x and 4x it, at the last
-            step (``analysis.predict_directory`` output plus ``label``).
+            step (:func:`forgetscale.results.predict` output plus ``label``).
         prediction_error: why there are no predictions, or None.
         budget: the forgetting budget of the default plan (median observed ``forget_ce``).
-        plan: ``analysis.plan_directory`` output for that budget, or None.
+        plan: :func:`forgetscale.results.plan` output for that budget, or None.
         plan_error: why no plan could be made, or None.
     """
 
@@ -82,7 +85,7 @@ class ReportData:
         findings: the paper's findings F1-F5 per dataset (``{dataset, finding, verdict,
             evidence}``, with ``text``: one line of evidence), as ``forgetscale fit`` states them.
         notes: things the reader should know (fits that could not be read...).
-        frontier: when the study has mitigated runs, ``analysis.frontier_data``: ``rows`` (what
+        frontier: when the study has mitigated runs, :func:`forgetscale.results.compare`: ``rows`` (what
             ``forgetscale compare`` prints), ``lines`` (plain LoRA's line per dataset), ``points``.
     """
 
@@ -117,19 +120,14 @@ def gather(out: Path) -> ReportData:
     Raises:
         UserError: there is no store in ``out``.
     """
-    from forgetscale import __version__, analysis
-    from forgetscale.store import open_store
+    from forgetscale import __version__
 
     out = Path(out)
-    try:
-        store = open_store(out, create=False)
-    except FileNotFoundError:
-        raise UserError(f"{out}: no study.sqlite here; run `forgetscale run --out {out}` first") from None
-    with store:
+    with read_store(out) as store:
         study = store.get_meta("study") or {}
         current = list(store.get_meta("run_ids") or [])
         all_runs = store.runs()
-        rows = analysis.study_rows(store)
+        rows = results.study_rows(store)
         stored_fits = store.fits()
         probe_rows = store.probes()
         measurements = store.measurements()
@@ -172,28 +170,24 @@ def gather(out: Path) -> ReportData:
 
 def _frontier(out: Path, runs: list[dict[str, Any]], notes: list[str]) -> dict[str, Any] | None:
     """The frontier test (``forgetscale compare``) when the study has a mitigated run, else None."""
-    from forgetscale import analysis
-
-    if all(analysis.mitigation_of(r)[0] == "none" or r["status"] != "done" for r in runs):
+    if all(results.mitigation_of(r)[0] == "none" or r["status"] != "done" for r in runs):
         return None
     try:
-        return analysis.frontier_data(out)
+        return results.compare(out)
     except UserError as e:
         notes.append(f"mitigations: {e}")
         return None
 
 
 def _findings(out: Path, fits: Mapping[str, Any], notes: list[str]) -> list[dict[str, Any]]:
-    from forgetscale import analysis
-
     if not fits:
         return []
     try:
-        found = analysis.study_findings(out)
+        found = results.findings(out)
     except (KeyError, TypeError, ValueError) as e:
         notes.append(f"the findings could not be computed ({e}); refit the study")
         return []
-    return [{**f, "text": analysis.finding_text(f)} for f in found]
+    return [{**f, "text": finding_text(f)} for f in found]
 
 
 def _law_order(label: str) -> tuple[int, str]:
@@ -217,7 +211,6 @@ def _fit_objects(fits: Mapping[str, Mapping[str, Mapping[str, Any]]], notes: lis
 def _headline(
     out: Path, ds: str, rows: list[dict[str, Any]], fits: Mapping[str, Any], objects: Mapping[str, Any]
 ) -> Headline:
-    from forgetscale import analysis
     from forgetscale.laws.select import choose_law, heldout_error, reliability
 
     mine = [r for r in rows if r["dataset"] == ds]
@@ -257,7 +250,7 @@ def _headline(
         try:
             for mult, what in ((1, "largest rank of the study"), (2, "2x the largest rank"),
                                (4, "4x the largest rank")):
-                res = analysis.predict_directory(out, float(n), rank=float(top * mult), dataset=ds)
+                res = results.predict(out, float(n), rank=float(top * mult), dataset=ds)
                 predictions.append({"label": what, **res})
         except UserError as e:
             prediction_error, predictions = str(e), []
@@ -271,7 +264,7 @@ def _headline(
         plan_error = "no fits stored for this dataset"
     else:
         try:
-            plan = analysis.plan_directory(out, budget, dataset=ds)
+            plan = results.plan(out, budget, dataset=ds)
         except UserError as e:
             plan_error = str(e)
         if plan is not None and plan.get("rank") is None:

@@ -301,7 +301,7 @@ MITIGATION_COLOURS = {"replay": "tab:blue", "kl": "tab:orange", "rescale": "tab:
 
 
 def frontier_figure(frontier: Mapping[str, Any]) -> Any:
-    """Plain LoRA's points and line with every mitigated point (``analysis.frontier_data`` output).
+    """Plain LoRA's points and line with every mitigated point (:func:`forgetscale.results.compare` output).
 
     Returns:
         A Figure with one panel per dataset that has a line.

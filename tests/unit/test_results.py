@@ -1,0 +1,55 @@
+"""forgetscale.results: the rows the laws see, and a stored fit as one flat row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forgetscale.laws import fit_law
+from forgetscale.results import flatten_fit, load_results, study_rows
+from forgetscale.store import open_store
+
+
+def _run(store, rid, *, data_seed=0, train_seed=0, mitigation="none", done=True):
+    config = {"data": {"dataset": "news", "seed": data_seed}, "train": {"seed": train_seed},
+              "mitigation": {"kind": mitigation, "kl_weight": 0.1}}  # fmt: skip
+    store.register_run(rid, config, "news", 4)
+    store.start_run(rid, 4000, {})
+    for step in (0, 8):
+        store.add_measurement(rid, {"step": step, "tokens": 10 * step, "ft_loss": 2.0, "forget_ce": 1.5,
+                                    "forget_kl": 0.1, "base_entropy": 1.4, "n_eval_tokens": 10})  # fmt: skip
+    if done:
+        store.finish_run(rid, {"total": 1.0})
+    else:
+        store.fail_run(rid, "boom")
+
+
+def test_study_rows_carry_each_runs_data_order(tmp_path):
+    with open_store(tmp_path) as store:
+        _run(store, "a", train_seed=0)
+        _run(store, "b", train_seed=1)
+        _run(store, "c", data_seed=2, train_seed=1)  # other examples: another data order
+        _run(store, "kl", train_seed=1, mitigation="kl")
+        _run(store, "failed", train_seed=1, done=False)
+        _run(store, "old", train_seed=5)  # not in the study last run here
+        store.set_meta("run_ids", ["a", "b", "c", "kl", "failed"])
+        plain = study_rows(store)
+        every = study_rows(store, mitigated=True)
+    assert {(r["run_id"], r["seed"]) for r in plain} == {("a", "0/0"), ("b", "0/1"), ("c", "2/1")}
+    assert len(plain) == 6  # two steps per finished plain run
+    assert {r["run_id"] for r in every} == {"a", "b", "c", "kl"}
+    assert {r["seed"] for r in load_results(tmp_path).rows} == {"0/0", "0/1", "2/1"}  # the public tables too
+
+
+def test_flatten_fit_carries_fit_clean_and_each_targets_reliability():
+    P, N = np.repeat([1e4, 4e4, 16e4, 64e4], 5), np.tile([8, 12, 16, 24, 32.0], 4)
+    kl = 1e-3 * P**0.2 * N**0.8 * np.exp(0.02 * np.random.default_rng(0).standard_normal(P.size))
+    fit = fit_law("kl_power", {"P": P, "N": N}, kl, groups=np.repeat(np.arange(4), 5), targets=("forget_kl",),
+                  n_boot=0)  # fmt: skip
+    row = flatten_fit("news", "kl_power", fit.to_dict())
+    assert row["fit_clean"] is fit.fit_clean and "reliable" not in row
+    assert row["state_forget_kl"] in ("reliable", "unreliable", "undecided")
+    assert row["heldout_error_forget_kl"] is None or row["heldout_error_forget_kl"] >= 0
+    assert row["a"] == pytest.approx(fit.params["a"]) and row["a_lo"] <= row["a"] <= row["a_hi"]
+    # a fit stored before issue 20 named fit_clean "reliable"
+    assert flatten_fit("news", "linear", {"law": "linear", "reliable": False, "params": {}})["fit_clean"] is False
