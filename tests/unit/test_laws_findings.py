@@ -126,7 +126,9 @@ def test_f5_safety_counts_lost_refusals_apart_and_new_refusals_are_no_credit():
 
 def test_paper_fit_reports_every_parameter_within_its_bounds():
     # Forgetting nearly flat in P: the P exponent heads to 0 and a_f to its bound (the case
-    # that reported a_f = 3.5e307); the reported values stay inside the declared bounds.
+    # that reported a_f = 3.5e307); the reported values, their intervals and the parameter draws
+    # (t draws in interval coordinates, which can reach past a bound) stay inside the declared bounds,
+    # and an interval cut at a bound says so.
     rng = np.random.default_rng(3)
     P = np.repeat(np.array([1, 4, 16, 64.0]) * 1e4, 6)
     N = np.tile(np.array([8, 12, 16, 24, 32, 48.0]), 4)
@@ -138,10 +140,19 @@ def test_paper_fit_reports_every_parameter_within_its_bounds():
     for name, v in fit.params.items():
         lo, hi = law.bounds[name]
         assert lo <= v <= hi, (name, v)
+    for name, (lo, hi) in fit.intervals.items():
+        b_lo, b_hi = law.bounds[name]
+        assert np.isnan(lo) or b_lo <= lo <= hi <= b_hi, (name, lo, hi)
+    assert len(fit.samples) == 8
     for row in fit.samples:
         assert all(law.bounds[p][0] <= v <= law.bounds[p][1] for p, v in zip(law.params, row, strict=True))
-    on_bound = [w for w in fit.warnings if "on its bound" in w]
-    assert not on_bound or not fit.reliable  # a fit on a bound is flagged, never silent
+    cut = fit.inference["cut_at_bounds"]
+    for name, sides in cut.items():  # a cut side ends exactly at the bound, and the warnings name it
+        assert fit.intervals[name][0 if sides[0] == "lower" else 1] in law.bounds[name]
+        assert any("cut at a declared bound" in w and name in w for w in fit.warnings)
+    assert 0.0 <= fit.inference["draws_cut"] <= 1.0
+    on_bound = [w for w in fit.warnings if "on its bound" in w or "not identified" in w]
+    assert not on_bound or not fit.fit_clean  # a fit on a bound is flagged, never silent
     assert np.isfinite(fit.predict({"P": [1e6], "N": [64.0]})[0]).all()
 
 

@@ -6,8 +6,9 @@ a ``reason`` in its evidence. Every interval says over which units it was
 taken and what it is conditional on.
 
 - **F1** inverse linear relation L_f(L_ft): the ``linear`` fit's R² and slope
-  ``c_fft`` (bootstrap over runs). Supported: the slope's interval lies above 0
-  and R² >= 0.9; not supported: the interval lies at or below 0, or R² < 0.5.
+  ``c_fft`` (its 95% interval over runs and data orders, as ``FitResult.inference`` states it).
+  Supported: the slope's interval lies above 0 and R² >= 0.9; not supported: the interval lies
+  at or below 0, or R² < 0.5.
 - **F2 / F3** forgetting grows as a power law in P / in N: ``kl_power``'s
   exponent ``a`` / ``b`` (KL = A P^a N^b). ``undecided`` unless ``kl_power`` is
   ``reliable`` for ``forget_kl`` (held-out check; ``laws.select.reliability``),
@@ -37,7 +38,7 @@ Verdict = str
 F1_R2, F1_R2_FAIL = 0.9, 0.5
 FLAT_EXPONENT = 0.02
 MIN_RUNS = 4
-"""Fewer runs than this and a bootstrap over runs has too few distinct resamples for a 95% interval: F1-F3
+"""Fewer runs than this and an interval over runs rests on too few independent units to mean 95%: F1-F3
 stay undecided, whatever the point estimates say."""
 F4_MARGIN, F4_MIN_RUNS, F4_CURVES = 0.2, 4, ("spline3", "quadratic", "linear")
 F4_SIMEX = (0.5, 1.0, 1.5, 2.0)
@@ -55,6 +56,21 @@ def _ci(fit: FitResult, p: str) -> dict[str, Any]:
     return {"value": fit.params[p], "lo": lo if math.isfinite(lo) else None, "hi": hi if math.isfinite(hi) else None}
 
 
+def _interval(fit: FitResult) -> str:
+    """What a fit's parameter intervals are, from its ``inference`` record: level, method, units, conditioning.
+
+    >>> from types import SimpleNamespace
+    >>> _interval(SimpleNamespace(inference={"level": 0.95, "method": "t interval", "units": 4, "n_orders": 1,
+    ...                                      "conditional_on": "this batch order"}))
+    '95% t interval over 4 runs and 1 data order(s); conditional on this batch order'
+    """
+    inf = fit.inference or {}
+    if not inf:  # a fit stored before its inference was recorded
+        return "95% interval over runs"
+    return (f"{inf.get('level', 0.95):.0%} {inf.get('method')} over {inf.get('units')} runs and "
+            f"{inf.get('n_orders')} data order(s); conditional on {inf.get('conditional_on')}")
+
+
 def f1(ds: str, fits: Mapping[str, FitResult]) -> dict[str, Any]:
     """F1 from the ``linear`` fit."""
     lin = fits.get("linear")
@@ -62,7 +78,7 @@ def f1(ds: str, fits: Mapping[str, FitResult]) -> dict[str, Any]:
         return _finding(ds, "F1", "undecided", reason="no linear fit")
     slope, r2 = _ci(lin, "c_fft"), lin.r2["forget_ce"]
     ev = {"claim": "forgetting is an inverse linear function of fine-tuning loss", "r2": r2, "slope_c_fft": slope,
-          "n_runs": lin.n_groups, "test": "linear fit, 95% bootstrap over runs"}
+          "n_runs": lin.n_groups, "test": f"linear fit, {_interval(lin)}"}
     if slope["lo"] is None or lin.n_groups < MIN_RUNS:
         return _finding(ds, "F1", "undecided", reason=f"no interval for the slope from {lin.n_groups} runs", **ev)
     if slope["hi"] <= 0 or r2 < F1_R2_FAIL:
@@ -85,13 +101,10 @@ def f23(ds: str, fits: Mapping[str, FitResult], which: str) -> dict[str, Any]:
     if kl is None:
         return _finding(ds, name, "undecided", reason="no kl_power fit")
     state, why = law_state(kl, "forget_kl")
-    n_boot = len(kl.samples)
     ev = {"claim": f"forgetting grows with {which} as a power law", "law": "kl_power: KL = A P^a N^b",
           f"exponent_{p}": _ci(kl, p), "law_reliable": state == "reliable", "reliability": state,
           "reliability_reason": why, "n_runs": kl.n_groups,
-          "interval": f"95% percentile bootstrap over runs ({n_boot} replicates) of the exponent of {which} in "
-                      "KL (dimensionless); conditional on the study's batch order(s), which every run shares "
-                      "unless the study varies the data seed"}  # fmt: skip
+          "interval": f"{_interval(kl)}, of the exponent of {which} in KL (dimensionless)"}
     e = ev[f"exponent_{p}"]
     if state != "reliable":
         return _finding(ds, name, "undecided", reason=f"kl_power is {state} for forget_kl ({why}): its exponent "
@@ -382,7 +395,7 @@ def findings(
     """F1-F5 for every dataset (F5 only where probe items exist).
 
     Args:
-        cols: ``laws.study.rows_to_arrays`` output.
+        cols: ``laws.rows.rows_to_arrays`` output (with ``seed``, the data order, and ``ft_loss_se``).
         fits: ``{dataset: {label: FitResult}}``.
         probe_items: ``{dataset: [item records]}`` of fine-tuned runs (see :func:`f5`).
         min_step: the fits' ``min_step`` (F4 uses the same points).

@@ -34,6 +34,8 @@ from forgetscale.laws.intervals import (
     LEVEL,
     PARAM_METHOD,
     calibrate,
+    clip_draws,
+    clip_intervals,
     design,
     extrapolation_kappa,
     mean_variance,
@@ -63,7 +65,8 @@ class FitResult:
         targets: names of the modelled outputs (e.g. ``("forget_ce",)``).
         params: every parameter by its DESIGN.md name, unrounded.
         intervals: 95% interval per parameter (``intervals.py``; NaN when pinned, on a bound or
-            without an interval).
+            without an interval), never beyond the parameter's declared bounds: a side cut there is
+            named in ``warnings`` and ``inference["cut_at_bounds"]``.
         r2: in-sample R² per target, on the original scale.
         rmse: in-sample RMSE per target, on the original scale.
         n_points: points fitted.
@@ -78,7 +81,8 @@ class FitResult:
         domain: ``(min, max)`` of every input in the data: predictions outside extrapolate.
         objective: final Huber objective (mean, in units of ``delta``).
         settings: delta (and its rule), search, n_boot, seed.
-        samples: parameter draws from the intervals' t distribution, ``(n_boot, n_params)``.
+        samples: parameter draws from the intervals' t distribution, ``(n_boot, n_params)``, each
+            clipped to the declared bounds (the share of draws clipped: ``inference["draws_cut"]``).
         calibration: the prediction interval's variance components, coverage check and noise floor
             per target (``intervals.calibrate``, ``validate.noise_floor``).
         inference: how the parameter intervals were made: method, level, free parameters, their
@@ -304,13 +308,18 @@ def fit_law(
         intervals.update({p: (math.nan, math.nan) for p in unidentified})
     if not pc["identified"]:
         problems.append("the data do not identify every parameter (singular information): intervals unreliable")
-    problems += _interval_warnings(form, intervals, theta)
+    problems += _interval_warnings(form, intervals, theta)  # on the uncut intervals: their width is the news
+    cut = clip_intervals(form, intervals)
+    if cut:
+        caveats.append("95% interval cut at a declared bound, a side the data do not bound: "
+                       + ", ".join(f"{p} ({' and '.join(sides)})" for p, sides in cut.items()))
     n_groups = dz.n_runs
     if n_groups < 3:
         problems.append(f"only {n_groups} groups (runs): intervals are not meaningful")
     samples = param_draws(form, best.theta, pc, n_boot, seed)
     if form.canonical and len(samples):
         samples = form.canonical(samples)
+    samples, draws_cut = clip_draws(form, samples)
 
     keys = holdout if holdout is not None else dict(zip(inputs, xa, strict=True))
     ch = None if change is None else _as_rows(change, targets, "change")
@@ -328,6 +337,7 @@ def fit_law(
     inference = {
         "method": PARAM_METHOD, "level": LEVEL, "units": n_groups, "n_orders": dz.n_orders,
         "n_cells": pc["n_cells"], "conditional_on": dz.conditional_on(), "redrawn": 0,
+        "cut_at_bounds": cut, "draws_cut": draws_cut,
         "free": [form.params[i] for i in pc["free"]], "cov": pc["cov"].tolist(),
         "df": {form.params[i]: float(pc["df"][j]) for j, i in enumerate(pc["free"])},
     }

@@ -263,6 +263,38 @@ def param_draws(form: LawForm, theta: Array, pc: Mapping[str, Any], n: int, seed
     return from_w(form, theta, free, to_w(form, theta, free) + z)
 
 
+def clip_intervals(form: LawForm, intervals: dict[str, tuple[float, float]]) -> dict[str, list[str]]:
+    """Cut each parameter's interval at its declared bounds, in place; return the sides cut per parameter.
+
+    A t interval is symmetric in the interval coordinates and can reach past a bound the law declares
+    (an exponent below its floor, a scale beyond ``HUGE``); values there are not the law's, so the
+    interval stops at the bound, and that side is one the data do not bound.
+
+    Example:
+        >>> from forgetscale.laws.forms import LAWS
+        >>> iv = {"c_fft": (-2e6, 1.0), "s_fft": (1.0, 2.0)}
+        >>> clip_intervals(LAWS["linear"], iv), iv["c_fft"]
+        ({'c_fft': ['lower']}, (-1000000.0, 1.0))
+    """
+    cut: dict[str, list[str]] = {}
+    for name, (lo, hi) in intervals.items():
+        b_lo, b_hi = form.bounds[name]
+        sides = [side for side, out in (("lower", lo < b_lo), ("upper", hi > b_hi)) if out]  # NaN: neither
+        if sides:
+            intervals[name] = (max(lo, b_lo), min(hi, b_hi))
+            cut[name] = sides
+    return cut
+
+
+def clip_draws(form: LawForm, samples: Array) -> tuple[Array, float]:
+    """Parameter draws clipped to the declared bounds, and the share of draws that had a value clipped."""
+    if not len(samples):
+        return samples, 0.0
+    lo, hi = np.array([form.bounds[p] for p in form.params], dtype=float).T
+    outside = (samples < lo) | (samples > hi)
+    return np.clip(samples, lo, hi), float(np.mean(outside.any(axis=1)))
+
+
 # ---------------------------------------------------------------------------- prediction intervals
 
 def _pi_scale(pred: Array, offset: Array) -> Array:
