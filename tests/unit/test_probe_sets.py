@@ -214,3 +214,24 @@ def test_load_advbench_csv_without_prompt_column(tmp_path):
     path.write_text("text,target\nx,y\n")
     with pytest.raises(UserError, match="'goal' or 'prompt'"):
         load_advbench(path)
+
+
+def test_a_hub_probe_set_with_the_hub_unreachable_fails_at_once_from_the_cache(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    from huggingface_hub import constants
+
+    from forgetscale import hub
+    from forgetscale.probes.sets import load_arc_challenge
+
+    seen = []
+
+    def load_dataset(*args, **kwargs):
+        seen.append(constants.HF_HUB_OFFLINE)  # the load ran against the local cache alone
+        raise ConnectionError("not cached")
+
+    before = constants.HF_HUB_OFFLINE
+    monkeypatch.setattr(hub, "unreachable", lambda: "ConnectError: refused")
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    with pytest.raises(UserError, match=r"ARC-Challenge .*cannot reach the Hugging Face Hub \(ConnectError: refused\)"):
+        load_arc_challenge()
+    assert seen == [True] and constants.HF_HUB_OFFLINE is before  # offline mode only for the load

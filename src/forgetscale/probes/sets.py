@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from forgetscale import hub
 from forgetscale.errors import UserError
 from forgetscale.probes.scoring import LETTERS, index_to_letter, letter_to_index
 
@@ -216,12 +217,25 @@ def load_probe_file(path: str | Path, kind: ProbeKind) -> tuple[ProbeItem, ...]:
 # --------------------------------------------------------------------------- standard sets
 
 
-def _load_dataset(*args: Any, **kwargs: Any) -> Any:
+def _load_dataset(repo: str, config: str | None = None, *, split: str, what: str) -> Any:
+    """A hub dataset split, loaded as :mod:`forgetscale.data.sources` loads one: with the hub unreachable
+    (:func:`forgetscale.hub.reach`) from the local cache alone, at once and without retries; a failure is
+    one line naming ``what`` (:func:`forgetscale.data.sources.hub_error`)."""
     try:
         import datasets
     except ImportError:
         raise UserError("loading a hub probe set needs `datasets`: pip install datasets") from None
-    return datasets.load_dataset(*args, **kwargs)
+    from forgetscale.data.sources import hub_error
+
+    why = None
+    try:
+        with hub.reach() as why:
+            return datasets.load_dataset(repo, config, split=split)
+    except Exception as e:  # the hub raises many kinds; hub_error says which mean "cannot use this set"
+        message = hub_error(e, what, repo, config or "", split, "its split", why)
+        if message is None:
+            raise
+        raise UserError(message) from None
 
 
 def _arc_item(row: Mapping[str, Any]) -> ReasoningItem:
@@ -253,7 +267,7 @@ def load_arc_challenge(split: str = "test", limit: int | None = None) -> tuple[R
         split: "train", "validation" or "test".
         limit: keep the first ``limit`` items (None: all).
     """
-    rows = _load_dataset(*ARC_DATASET, split=split)
+    rows = _load_dataset(*ARC_DATASET, split=split, what=f"probe set ARC-Challenge ({ARC_DATASET[0]})")
     items = tuple(_arc_item(row) for row in rows)
     return items[:limit] if limit is not None else items
 
@@ -295,7 +309,7 @@ def load_advbench(
         except OSError as e:
             raise UserError(f"cannot read AdvBench file {path}: {e.strerror or e}") from None
     else:
-        rows = _load_dataset(str(source), split="train")
+        rows = _load_dataset(str(source), split="train", what=f"AdvBench probe set {str(source)!r}")
         column = next((c for c in ("prompt", "goal") if c in rows.column_names), None)
         if column is None:
             raise UserError(f"{source}: no 'prompt' or 'goal' column in {rows.column_names}")
