@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -53,4 +54,5 @@ def test_a_damaged_cache_is_measured_again(cpu_only, monkeypatch, tmp_path):
 
 def test_the_micro_benchmark_times_both_precisions(cpu_only):
     fp32_s, bf16_s = precision.time_kernels(m=64, k=32, n=48, reps=1, rounds=1)
-    assert 0 < fp32_s < 10 and 0 < bf16_s < 10
+    # a positive, finite time for each (how long is the machine's business, not the test's)
+    assert all(isinstance(t, float) and math.isfinite(t) and t > 0 for t in (fp32_s, bf16_s))
