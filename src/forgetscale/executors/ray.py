@@ -98,7 +98,7 @@ class RayExecutor:
             if self.cfg.address:
                 ray.init(address=self.cfg.address, log_to_driver=False, logging_level="WARNING")
             else:
-                _init_on_loopback()
+                init_on_loopback()
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = f"executor.address={self.cfg.address}" if self.cfg.address else "a local Ray cluster"
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -436,12 +436,16 @@ def _seed_files(directory: Path, files: dict[str, bytes]) -> None:
             atomic_write(path, data)
 
 
-def _init_on_loopback() -> None:
-    """Start a one-machine Ray cluster whose services listen on 127.0.0.1 alone.
+def init_on_loopback(**options: Any) -> Any:
+    """Start a one-machine Ray cluster whose services listen on 127.0.0.1 alone; return ``ray.init``'s context.
 
     ``_node_ip_address`` is the address every Ray service binds to, but Ray maps a loopback value
     back to the machine's network address unless it believes no multi-node cluster is possible
     (its own default on macOS and Windows): that belief is held for the duration of the start.
+
+    Args:
+        options: further ``ray.init`` arguments (``num_cpus``, ``object_store_memory``, ...); the
+            addresses and the dashboard are this function's.
     """
     import ray
     from ray._private import ray_constants
@@ -449,7 +453,7 @@ def _init_on_loopback() -> None:
     enabled = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, dashboard_host=LOOPBACK,
-                 log_to_driver=False, logging_level="WARNING")  # fmt: skip
+        return ray.init(**{"log_to_driver": False, "logging_level": "WARNING", **options},
+                        _node_ip_address=LOOPBACK, include_dashboard=False, dashboard_host=LOOPBACK)  # fmt: skip
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = enabled
