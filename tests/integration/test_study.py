@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -32,13 +35,31 @@ def _rows(out: Path) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def finished_study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple[Path, list[str]]:
+def first_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple[Path, list[str], str]:
+    """The tiny study run once through the CLI: its directory, its overrides and what it wrote to stderr."""
     from tests.helpers import TINY_STUDY
 
     overrides = [f"model.name={tiny_model}", *TINY_STUDY]
     out = tmp_path_factory.mktemp("study")
-    assert main(["run", "--out", str(out), *_sets(overrides)]) == 0
-    return out, overrides
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):  # the log handler writes to the current sys.stderr
+        assert main(["run", "--out", str(out), *_sets(overrides)]) == 0
+    sys.stderr.write(err.getvalue())  # still shown with a failure's captured output
+    return out, overrides, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def finished_study(first_run: tuple[Path, list[str], str]) -> tuple[Path, list[str]]:
+    return first_run[0], first_run[1]
+
+
+def test_the_plan_is_printed_before_the_first_run(first_run):
+    lines = first_run[2].splitlines()
+    plan = [i for i, line in enumerate(lines) if line.startswith("plan: ")]
+    progress = [i for i, line in enumerate(lines) if re.match(r"\[[^\]]+\] step +\d+/\d+ ", line)]
+    assert len(plan) == 1 and progress, first_run[2]
+    assert plan[0] < progress[0], first_run[2]
+    assert re.search(r"plan: 4 of 4 runs to train, \d+ steps and \d+ evaluations on \d+ corpus tokens", lines[plan[0]])
 
 
 def test_every_planned_row_is_stored(finished_study):
