@@ -3,16 +3,12 @@
 Re-exported from :mod:`forgetscale` (``forgetscale.measure_forgetting`` and so on). Each command is
 one call here:
 
-========================  =============================================================
-``forgetscale run``       :func:`run_study` (sweep, probes, fits, report)
-``forgetscale forgetting``  :func:`measure_forgetting`
-``forgetscale probe``     :func:`probe`
-``forgetscale fit``       :func:`fit` (a study directory) or :func:`fit_csv` (a CSV file)
-``forgetscale predict``   :func:`predict`
-``forgetscale plan``      :func:`plan`
-``forgetscale compare``   :func:`compare`
-``forgetscale report``    :func:`write_report`
-========================  =============================================================
+- ``forgetscale run``: :func:`run_study` (sweep, probes, fits, report);
+- ``forgetscale forgetting``: :func:`measure_forgetting`;
+- ``forgetscale probe``: :func:`probe`;
+- ``forgetscale fit``: :func:`fit` (a study directory) or :func:`fit_csv` (a CSV file);
+- ``forgetscale predict``, ``plan``, ``compare``, ``report``: :func:`predict`, :func:`plan`,
+  :func:`compare`, :func:`write_report`.
 
 Besides: :func:`load_results` (a study's tables), :func:`fit_laws` (the laws on rows you hold),
 :func:`findings` (F1-F5 of a fitted study), :class:`ForgettingCallback` and :func:`load_base`.

@@ -26,6 +26,9 @@ def test_import_does_not_load_torch():
 def test_exports():
     assert set(forgetscale.__all__) == {*forgetscale._EXPORTS, "__version__"}
     assert set(forgetscale._EXPORTS) <= set(dir(forgetscale))
+    from forgetscale import api  # the package's lazy list and the API's own cannot drift apart
+
+    assert set(forgetscale._EXPORTS) == set(api.__all__) - {"flatten_fit"}
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         forgetscale.nope  # noqa: B018
 
