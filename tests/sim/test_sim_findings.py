@@ -26,7 +26,7 @@ MIN_STEP = 8
 
 
 def _cols(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """F4's columns, as ``laws.rows.rows_to_arrays`` and ``analysis`` give them (``seed``: the data order)."""
+    """F4's columns, as ``laws.rows.rows_to_arrays`` and ``results.study_rows`` give them (``seed``: the data order)."""
     c = {k: np.array([r[k] for r in rows]) for k in ("run_id", "P", "ft_loss", "forget_ce", "ft_loss_se")}
     c["N"] = np.array([r["step"] for r in rows], float)
     c["seed"] = np.array([str(r["seed"]) for r in rows])
