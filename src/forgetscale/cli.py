@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a forgetting study (resumable)")
     r.add_argument("study", nargs="?", type=Path, help="study YAML file")
-    r.add_argument("--preset", help="default | smoke | paper (default: default, when no study file)")
+    r.add_argument("--preset", help="default | smoke | mitigations | paper (default: default, when no study file)")
     r.add_argument("--out", type=Path, help="study directory (default: runs/<study name>)")
     r.add_argument(
         "--set",

@@ -314,7 +314,7 @@ def log_schedule(steps: int, n: int) -> tuple[int, ...]:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {
-        # Chosen by measurement (README, "How the default was chosen"): lr 4e-3 ends the onset of
+        # Chosen by measurement (docs/default-study.md): lr 4e-3 ends the onset of
         # forgetting by step 8 on news, so 32 steps give six evaluations past it over a 4x span in N;
         # random order keeps batches exchangeable across steps (the length-grouped sampler is a
         # long-to-short curriculum that confounds N with length). instruct saturates inside the onset
@@ -369,16 +369,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 def _mitigations_preset() -> dict[str, Any]:
     """Plain LoRA against replay, KL-to-base and WiSE-FT rescaling, on the default's training settings.
 
-    One dataset (the default's first), its three smallest ranks, each trained as ``rescale``, ``replay``
-    and ``kl``: 9 trainings. ``rescale`` trains exactly as ``none`` (its scale-1 rows are plain LoRA's),
-    so its runs are also the plain line's: ``none`` is not trained a second time, and the scales cost
-    evaluations only. To stay near 8 minutes on this 2-core CPU (20 on slower machines) it trains half
-    the default's steps (but at least twice ``fit.min_step``, so every evaluation is past the onset),
-    evaluates at the first and last of the default's evaluation steps in that range, measures
-    forgetting on at most 32 self-sampled prompts and does not probe. Estimated, not timed: 144 training
-    steps (the default's 4 x 32 = 128; the KL runs add a no-gradient forward pass per step, a third of a
-    step, and the replay runs a fifth more examples, so about 170 steps' worth) and 28 evaluations on a
-    quarter of the default's corpus (the default: 25 on 128 prompts, then probes): less than the default.
+    One dataset (the default's first) and one data order, the default's three smallest ranks, each trained
+    as ``rescale``, ``replay`` and ``kl``: 9 trainings. ``rescale`` trains exactly as ``none`` (its scale-1
+    rows are plain LoRA's), so its runs are also the plain line's: ``none`` is not trained a second time,
+    and the scales cost evaluations only. It trains half the default's steps (but at least twice
+    ``fit.min_step``, so every evaluation is past the onset), evaluates at the first and last of the
+    default's evaluation steps in that range, measures forgetting on at most 32 self-sampled prompts and
+    does not probe. Its measured time is in docs/mitigations.md.
     """
     default = json.loads(json.dumps(PRESETS["default"]))
     sweep = default.get("sweep", {})

@@ -17,7 +17,7 @@ ft_loss forgetting does not depend on P or N. ``law="curved"`` sets ``power = 1.
 exponents are ``1.2 a`` and ``1.2 b``. ``law="escape"`` sets ``escape_P = 0.1``: at equal ft_loss
 forgetting grows with P, so F4 is false.
 
-The noise (what the default study shows, README and review §2), on the log scale of KL, which keeps
+The noise (what the default study shows, docs/default-study.md and review §2), on the log scale of KL, which keeps
 ``KL >= 0`` and ``KL = 0`` exactly at step 0 (so ``forget_ce == base_entropy`` there):
 
 - ``run_sd``: a run effect ``u_run``, one draw per run;

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.sim
 DESIGNS = {"default": {"seeds_per_rank": 1}, "2 seeds per rank": {"seeds_per_rank": 2}}
 NOISE = {"run_sd": 0.05, "step_sd": 0.05, "point_sd": 0.02, "ft_sd": 0.02}
 """Run effect, step shock shared by a data order and point noise (log KL), ft_loss measurement noise:
-the default study's sizes (README: step shocks ~10% of forget_kl; ft_loss from 8 held-out examples)."""
+the default study's sizes (docs/default-study.md: step shocks ~10% of forget_kl; ft_loss from 8 held-out examples)."""
 MIN_STEP = 8
 
 

@@ -1,7 +1,7 @@
 """Calibration of the laws' inference on simulated studies whose truth is known (issue 20 item 8).
 
 Two designs, each with run effects (sd 0.05 on log KL), step shocks shared by the runs of one data
-order (sd 0.05: the README's ~10% batch-to-batch jumps of forget_kl, half of it) and point noise
+order (sd 0.05: docs/default-study.md's ~10% batch-to-batch jumps of forget_kl, half of it) and point noise
 (sd 0.02), forgetting an exact kl_power law (``synth.py``):
 
 - ``default``: ranks 1/4/16/64, one run each, all on one data order; evaluations at 8..32;
