@@ -15,18 +15,20 @@ from dataclasses import dataclass
 
 from forgetscale.config import RunConfig, StudyConfig
 
-REF_KERNEL_SECONDS = 0.0174
-"""``precision.time_kernels()`` fp32 on the AMD EPYC family 25, quiet (best of 15 timings)."""
-TRAIN_SECONDS_PER_TOKEN = 0.0103
-"""One LoRA training token (batch x seq_len per step), fp32, ranks 1-64 (their mean)."""
-EVAL_SECONDS_PER_TOKEN = 0.0048
-"""One forgetting-corpus token per scheduled evaluation, with its held-out ft_loss pass."""
-REFERENCE_SECONDS_PER_TOKEN = 0.0069
+# Measured by the default study's `make study` on the AMD EPYC family 25, 2026-12-02 (docs/default-study.md).
+REF_KERNEL_SECONDS = 0.0248
+"""``precision.time_kernels()`` fp32 there, as ``precision`` measures and caches it."""
+TRAIN_SECONDS_PER_TOKEN = 0.0158
+"""One LoRA training token (batch x seq_len per step), fp32, the mean over ranks 1-64 (1,555 s, 98,304 tokens)."""
+EVAL_SECONDS_PER_TOKEN = 0.0113
+"""One forgetting-corpus token per scheduled evaluation, with its held-out ft_loss pass and an evaluation's
+fixed costs, measured at 2,164 corpus tokens (982 s for 40 evaluations): it overstates larger corpora."""
+REFERENCE_SECONDS_PER_TOKEN = 0.0091
 """One corpus token of the base reference (computed once per model and corpus, then cached)."""
-PROBE_SECONDS_PER_ITEM = 0.40
-"""One probe item answered by one model (the base and each probed run), 16 new tokens."""
-FIXED_SECONDS = 60.0
-"""Loading (GGUF conversion the first time), fit and report."""
+PROBE_SECONDS_PER_ITEM = 0.75
+"""One probe item answered by one model (the base and each probed run), 16 new tokens (272 s, 360 items)."""
+FIXED_SECONDS = 20.0
+"""The fit and the report."""
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,12 @@ def estimate(
         >>> from forgetscale.config import load_config
         >>> s = load_config(None, "default")
         >>> e = estimate(s, s.runs(), 8, 2164, REF_KERNEL_SECONDS)
-        >>> e.steps, e.evaluations, 20 * 60 < e.seconds < 35 * 60
-        (256, 48, True)
+        >>> e.steps, e.evaluations, 40 * 60 < e.seconds < 55 * 60
+        (256, 41, True)
     """
     steps = sum(r.train.steps for r in todo)
-    evals = sum(len(r.eval_schedule()) for r in todo)
+    # step 0 is the base model itself: measured once per study (the workspace keeps it), not once per run
+    evals = sum(len(r.eval_schedule()) - 1 for r in todo) + (1 if todo else 0)
     if kernel_seconds is None or not kernel_seconds > 0:
         return Estimate(runs, len(todo), steps, evals, corpus_tokens, None)
     train = 0.0
