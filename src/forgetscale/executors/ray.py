@@ -95,7 +95,11 @@ class RayExecutor:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine unasked
         t = time.perf_counter()
         try:
-            if self.cfg.address:
+            if self.cfg.address and on_loopback(self.cfg.address):  # a cluster on 127.0.0.1 alone (ours, a test's)
+                with _single_machine():
+                    ray.init(address=self.cfg.address, _node_ip_address=LOOPBACK, log_to_driver=False,
+                             logging_level="WARNING")  # fmt: skip
+            elif self.cfg.address:
                 ray.init(address=self.cfg.address, log_to_driver=False, logging_level="WARNING")
             else:
                 init_on_loopback()
@@ -441,19 +445,38 @@ def init_on_loopback(**options: Any) -> Any:
 
     ``_node_ip_address`` is the address every Ray service binds to, but Ray maps a loopback value
     back to the machine's network address unless it believes no multi-node cluster is possible
-    (its own default on macOS and Windows): that belief is held for the duration of the start.
+    (its own default on macOS and Windows): that belief is held for the duration of the start
+    (:func:`_single_machine`). A driver joins such a cluster at ``127.0.0.1:PORT`` the same way
+    (:meth:`RayExecutor.connect`).
 
     Args:
         options: further ``ray.init`` arguments (``num_cpus``, ``object_store_memory``, ...); the
             addresses and the dashboard are this function's.
     """
     import ray
+
+    with _single_machine():
+        return ray.init(**{"log_to_driver": False, "logging_level": "WARNING", **options},
+                        _node_ip_address=LOOPBACK, include_dashboard=False, dashboard_host=LOOPBACK)  # fmt: skip
+
+
+def on_loopback(address: str) -> bool:
+    """Whether a ``HOST:PORT`` Ray address names this machine's loopback interface.
+
+    >>> on_loopback("127.0.0.1:6379"), on_loopback("localhost:6379"), on_loopback("10.0.0.5:6379"), on_loopback("auto")
+    (True, True, False, False)
+    """
+    return address.rpartition(":")[0].strip("[]") in ("127.0.0.1", "localhost", "::1")
+
+
+@contextlib.contextmanager
+def _single_machine() -> Iterator[None]:
+    """Ray believes no multi-node cluster is possible, so it keeps loopback addresses as they are."""
     from ray._private import ray_constants
 
     enabled = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        return ray.init(**{"log_to_driver": False, "logging_level": "WARNING", **options},
-                        _node_ip_address=LOOPBACK, include_dashboard=False, dashboard_host=LOOPBACK)  # fmt: skip
+        yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = enabled
