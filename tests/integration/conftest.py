@@ -35,22 +35,18 @@ class RayCluster:
 
 @pytest.fixture(scope="session")
 def ray_cluster(_isolated_cache: None) -> Iterator[RayCluster]:
-    """A local cluster started once (its workers inherit this process's isolated cache and offline
-    settings): 2 CPUs, 2 fake GPUs (so tasks are placed on GPUs, which torch here ignores), a small
-    object store, no dashboard, no usage report."""
+    """A local cluster started once, on 127.0.0.1 alone as one forgetscale starts itself (Ray's services are
+    unauthenticated); the CLI's drivers join it at that address (``RayExecutor.connect``). Its workers
+    inherit this process's isolated cache and offline settings: 2 CPUs, 2 fake GPUs (so tasks are placed
+    on GPUs, which torch here ignores), a small object store, no dashboard, no usage report."""
     ray = pytest.importorskip("ray")
+    from forgetscale.executors.ray import init_on_loopback
+
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     t = time.perf_counter()
     with warnings.catch_warnings():  # Ray's own start-up deprecations are not this suite's to fail on
         warnings.simplefilter("ignore")
-        ctx = ray.init(
-            num_cpus=2,
-            num_gpus=2,
-            object_store_memory=80 * 2**20,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level="WARNING",
-        )
+        ctx = init_on_loopback(num_cpus=2, num_gpus=2, object_store_memory=80 * 2**20)
     cluster = RayCluster(ctx.address_info["gcs_address"], time.perf_counter() - t)
     print(f"\nray {ray.__version__}: local test cluster started in {cluster.startup_s:.1f}s")
     try:
