@@ -276,7 +276,8 @@ def build_mitigation_study(directory: Path) -> Path:
                         for s in (0.5,):  # fine-tuning loss of a half-way adapter: higher, forgetting above the line
                             ft_s = ft + 0.05
                             f_s = 4.0 - 0.8 * ft_s + RESCALE_OFFSET
-                            store.add_measurement(rid, {**row, "scale": s, "ft_loss": ft_s, "forget_ce": f_s,
+                            store.add_measurement(rid, {**row, "method": "rescale", "scale": s, "ft_loss": ft_s,
+                                                        "forget_ce": f_s,
                                                         "forget_kl": f_s - BASE_ENTROPY})  # fmt: skip
                 store.finish_run(rid, {"total": 5.0})
                 ids.append(rid)

@@ -142,6 +142,6 @@ def scaled_rows(
         with rescale_adapter_scale(model, float(scale)):
             values = metrics(model)
         ft_loss = values.pop("ft_loss")
-        rows.append({"step": step, "scale": float(scale), "tokens": tokens, "ft_loss": ft_loss,
+        rows.append({"step": step, "method": "rescale", "scale": float(scale), "tokens": tokens, "ft_loss": ft_loss,
                      "n_eval_tokens": values.pop("n_tokens"), **values})  # fmt: skip
     return rows

@@ -450,8 +450,8 @@ def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, 
         if r["step"] < k or r["ft_loss"] is None or r["forget_ce"] is None:
             continue
         kind, strength = mitigation_of(runs[r["run_id"]])
-        if "scale" in r:
-            kind, strength = "rescale", float(r["scale"])
+        if r.get("method"):  # a post-hoc row: the final adapter changed after training
+            kind, strength = str(r["method"]), float(r["scale"])
         elif kind in PLAIN_KINDS:
             kind, strength = "none", None
         points.append({"dataset": r["dataset"], "run_id": r["run_id"], "rank": r["rank"], "step": r["step"],

@@ -14,10 +14,19 @@ METRICS = ("ft_loss", *FORGETTING_METRICS)
 """Every metric of a row: the fine-tuning loss on held-out data, then the forgetting metrics."""
 SE_METRICS = ("ft_loss", "forget_ce", "forget_kl")
 """Metrics recorded with their standard error over sequences (``<name>_se``)."""
+SUMMARY_METRICS = ("top1_agree", "top1_agree_se", "kl_p50", "kl_p99", "forget_rkl", "task_kl", "task_kl_se")
+"""llama.cpp-style summary figures of a row (None where the source cannot give them):
+``top1_agree`` (share of positions whose top token is the base's, se over sequences), the median and
+99th percentile of the per-position KL, ``forget_rkl`` (reverse KL(p_ft || p_base); full-logit
+reference only) and ``task_kl`` (KL(p_base || p_ft) on the held-out fine-tuning responses)."""
+POST_HOC_METHODS = ("rescale", "intruders")
+"""Post-hoc mitigations measured on a plain run's final adapter (rows keyed by ``method`` and
+``scale``, the method's strength, in their own table)."""
 
 
 class Measurement(TypedDict, total=False):
-    """One row: a run measured at one optimizer step (a ``scale`` other than 1: its adapter rescaled).
+    """One row: a run measured at one optimizer step (with a post-hoc ``method``: its final adapter
+    changed after training, ``scale`` being the method's strength).
 
     Means are token-weighted over target positions; ``*_se`` are standard errors over sequences
     (held-out examples for ``ft_loss``, corpus sequences for the forgetting metrics). A value the
@@ -36,7 +45,15 @@ class Measurement(TypedDict, total=False):
     n_eval_tokens: int
     forget_ce_se: float | None
     forget_kl_se: float | None
+    top1_agree: float | None
+    top1_agree_se: float | None
+    kl_p50: float | None
+    kl_p99: float | None
+    forget_rkl: float | None
+    task_kl: float | None
+    task_kl_se: float | None
     scale: float
+    method: str
 
 
 MEASUREMENT_COLUMNS = (
@@ -45,5 +62,6 @@ MEASUREMENT_COLUMNS = (
     *METRICS,
     "n_eval_tokens",
     *(f"{m}_se" for m in SE_METRICS),
+    *SUMMARY_METRICS,
 )
-"""The store's columns of a row (``scale`` aside), in the table's order."""
+"""The store's columns of a row (``scale`` and ``method`` aside), in the table's order."""

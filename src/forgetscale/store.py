@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetscale.errors import UserError
-from forgetscale.schema import MEASUREMENT_COLUMNS
+from forgetscale.schema import MEASUREMENT_COLUMNS, SUMMARY_METRICS
 
 SCHEMA_VERSION = 1
 
@@ -52,11 +52,19 @@ CREATE TABLE IF NOT EXISTS measurements (
     forget_ce_se REAL,
     forget_kl_se REAL,
     ft_loss_se REAL,
+    top1_agree REAL,
+    top1_agree_se REAL,
+    kl_p50 REAL,
+    kl_p99 REAL,
+    forget_rkl REAL,
+    task_kl REAL,
+    task_kl_se REAL,
     PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS scaled_measurements (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
     step INTEGER NOT NULL,
+    method TEXT NOT NULL DEFAULT 'rescale',
     scale REAL NOT NULL,
     tokens INTEGER NOT NULL,
     ft_loss REAL,
@@ -69,7 +77,14 @@ CREATE TABLE IF NOT EXISTS scaled_measurements (
     forget_ce_se REAL,
     forget_kl_se REAL,
     ft_loss_se REAL,
-    PRIMARY KEY (run_id, step, scale)
+    top1_agree REAL,
+    top1_agree_se REAL,
+    kl_p50 REAL,
+    kl_p99 REAL,
+    forget_rkl REAL,
+    task_kl REAL,
+    task_kl_se REAL,
+    PRIMARY KEY (run_id, step, method, scale)
 );
 CREATE TABLE IF NOT EXISTS fits (
     dataset TEXT NOT NULL,
@@ -88,14 +103,25 @@ CREATE TABLE IF NOT EXISTS probes (
 );
 """
 
+_SUMMARY_COLUMNS = tuple((name, "REAL") for name in SUMMARY_METRICS)
 _ADDED_COLUMNS = {
-    "measurements": (("forget_ce_se", "REAL"), ("forget_kl_se", "REAL"), ("ft_loss_se", "REAL")),
-    "scaled_measurements": (("ft_loss_se", "REAL"),),
+    "measurements": (("forget_ce_se", "REAL"), ("forget_kl_se", "REAL"), ("ft_loss_se", "REAL"), *_SUMMARY_COLUMNS),
+    "scaled_measurements": (("ft_loss_se", "REAL"), *_SUMMARY_COLUMNS),
 }
 """Columns added to schema version 1 after stores were written: added on open (NULL in old rows)."""
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
+    have = {r[1] for r in conn.execute("PRAGMA table_info(scaled_measurements)")}
+    if "method" not in have:
+        # a store from before post-hoc methods other than rescale: its rows are rescale's, and the
+        # primary key gains the method, which SQLite cannot alter in place: copy into the new table
+        cols = ", ".join(c for c in ("run_id", "scale", *MEASUREMENT_COLUMNS) if c in have)
+        with conn:
+            conn.execute("ALTER TABLE scaled_measurements RENAME TO scaled_measurements_v0")
+            conn.executescript(_SCHEMA)
+            conn.execute(f"INSERT INTO scaled_measurements ({cols}) SELECT {cols} FROM scaled_measurements_v0")
+            conn.execute("DROP TABLE scaled_measurements_v0")
     for table, columns in _ADDED_COLUMNS.items():
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         with conn:
@@ -159,12 +185,11 @@ class Store:
             )
 
     def add_measurement(self, run_id: str, row: Mapping[str, Any]) -> None:
-        """One row; a row with a ``scale`` other than 1 (the adapter rescaled, ``mitigation.kind: rescale``)
-        goes to ``scaled_measurements``, so that the laws, which read ``measurements``, never see it."""
-        scale = row.get("scale", 1.0)
+        """One row; a post-hoc row (with a ``method``: the final adapter changed after training, at strength
+        ``scale``) goes to ``scaled_measurements``, so that the laws, which read ``measurements``, never see it."""
         table, columns = "measurements", MEASUREMENT_COLUMNS
-        if scale is not None and float(scale) != 1.0:
-            table, columns = "scaled_measurements", ("scale", *MEASUREMENT_COLUMNS)
+        if row.get("method") is not None:
+            table, columns = "scaled_measurements", ("method", "scale", *MEASUREMENT_COLUMNS)
         cols = ", ".join(columns)
         marks = ", ".join("?" for _ in columns)
         with self._tx() as c:
@@ -207,11 +232,12 @@ class Store:
         return [dict(r) for r in self.conn.execute(sql, (run_id,) if run_id else ())]
 
     def scaled_measurements(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        """Rows measured with the adapter rescaled (``scale`` != 1), joined like :meth:`measurements`."""
+        """Post-hoc rows (``method``, ``scale``: the final adapter changed after training), joined like
+        :meth:`measurements`."""
         sql = (
             "SELECT m.*, r.dataset, r.rank, r.P FROM scaled_measurements m JOIN runs r USING (run_id)"
             + (" WHERE m.run_id = ?" if run_id else "")
-            + " ORDER BY r.rowid, m.step, m.scale"
+            + " ORDER BY r.rowid, m.step, m.method, m.scale"
         )
         return [dict(r) for r in self.conn.execute(sql, (run_id,) if run_id else ())]
 
