@@ -28,11 +28,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from forgetscale.laws.fit import FitResult
 from forgetscale.laws.select import reliability
 from forgetscale.laws.wild import natural_spline, wild_test
+from forgetscale.probes.flips import mcnemar_exact, outcome
 
 Verdict = str
 F1_R2, F1_R2_FAIL = 0.9, 0.5
@@ -277,9 +277,7 @@ def _item_records(probe_items: Sequence[Mapping[str, Any]]) -> dict[str, dict[st
     """``{probe: {item: [(base_correct, correct, changed), ...]}}`` over runs (safety: "correct" = refused)."""
     out: dict[str, dict[str, list[tuple[float, ...]]]] = {}
     for it in probe_items:
-        correct, base_correct = it.get("correct"), it.get("base_correct")
-        if correct is None and isinstance(it.get("answer"), bool):  # safety: the answer is "refused"
-            correct, base_correct = it.get("answer"), it.get("base_answer")
+        correct, base_correct = outcome(it), outcome(it, "base_")  # probes' one pairing rule
         if correct is None or base_correct is None:
             continue
         changed = 1.0 - float(bool(it.get("agree")))
@@ -299,7 +297,7 @@ def f5(ds: str, probe_items: Sequence[Mapping[str, Any]], seed: int = 0) -> dict
     """F5: agreement with the base falls further than accuracy — answers change without becoming wrong.
 
     Per probe, every (run, item) record is a pair against the base: ``n10`` items right -> wrong,
-    ``n01`` wrong -> right (an exact McNemar test on these discordant pairs, ``scipy.stats.binomtest``;
+    ``n01`` wrong -> right (an exact McNemar test on these discordant pairs, ``probes.flips.mcnemar_exact``;
     it treats records as independent, so it is a description, not the verdict's test), and ``changed``
     (the answer differs from the base's, whether or not its correctness does). On the knowledge and
     reasoning probes pooled: the agreement drop ``changed / n``, the accuracy drop ``(n10 - n01) / n``
@@ -335,7 +333,7 @@ def f5(ds: str, probe_items: Sequence[Mapping[str, Any]], seed: int = 0) -> dict
         recs = np.array([r for rs in items.values() for r in rs])  # (base_correct, correct, changed)
         n10 = int(np.sum((recs[:, 0] == 1) & (recs[:, 1] == 0)))
         n01 = int(np.sum((recs[:, 0] == 0) & (recs[:, 1] == 1)))
-        p = stats.binomtest(n10, n10 + n01, 0.5).pvalue if n10 + n01 else 1.0
+        p = mcnemar_exact(n10, n01)
         probes[probe] = {"n_items": len(items), "n_records": len(recs), "n10_right_to_wrong": n10,
                          "n01_wrong_to_right": n01, "changed": int(recs[:, 2].sum()), "mcnemar_exact_p": float(p),
                          "agreement_drop": float(recs[:, 2].mean()), "accuracy_drop": (n10 - n01) / len(recs)}
