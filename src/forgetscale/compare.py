@@ -12,8 +12,8 @@ from pathlib import Path
 
 from forgetscale.console import print_rows
 
-COLUMNS = ("dataset", "mitigation", "strength", "residual", "lo", "hi", "verdict", "n_runs", "n_plain_runs", "n_points",
-           "n_outside", "reason")
+COLUMNS = ("dataset", "mitigation", "strength", "residual", "lo", "hi", "verdict", "overhead", "n_runs", "n_plain_runs",
+           "n_points", "n_outside", "reason")
 
 
 def add_compare_command(sub: argparse._SubParsersAction) -> None:
@@ -21,12 +21,15 @@ def add_compare_command(sub: argparse._SubParsersAction) -> None:
         "compare",
         help="each mitigation's forgetting against plain LoRA's line, at equal fine-tuning loss",
         description=(
-            "Fit plain LoRA's line forget_ce(ft_loss) per dataset from the study's `none` (and `rescale`) runs' "
-            "scale-1 points, then judge each (mitigation, strength) level by its runs. residual: the mean over the "
+            "Fit plain LoRA's line forget_ce(ft_loss) per dataset from the study's plainly trained runs' "
+            "own points, then judge each (mitigation, strength) level by its runs. residual: the mean over the "
             "level's runs of each run's mean residual (forget_ce minus the line at the same ft_loss; negative: it "
-            "forgets less). Trained kinds (replay, kl): lo/hi is a 95%% prediction interval for as many new plain "
-            "runs at the same ft_loss (calibrated leaving one plain run out; t on G-1 df). rescale: the paired "
-            "within-run contrast with the same run's scale-1 points at the same steps, t interval over runs. "
+            "forgets less). Trained kinds (replay, kl): lo/hi is a 95% prediction interval for as many new plain "
+            "runs at the same ft_loss (calibrated leaving one plain run out; t on G-1 df). Post-hoc kinds "
+            "(rescale, intruders: the run's final adapter changed after training): the paired within-run "
+            "contrast with the same run's own points at the same steps, t interval over runs. overhead: extra "
+            "wall time as a fraction of plain training (trained kinds: against the plain run of the same rank "
+            "and data order; post-hoc kinds: changing and measuring the adapter at one strength). "
             "Verdict: beats_line (interval below 0), on_line, worse, or undecided with its reason (one run per "
             "level, fewer than 3 plain runs). n_outside counts points whose ft_loss is outside the plain runs' "
             "range, where the line is extrapolated. Steps below fit.min_step are left out."

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from forgetscale.errors import UserError
+from forgetscale.schema import POST_HOC_METHODS
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -144,10 +145,24 @@ class MitigationConfig(_Frozen):
     """``replay``: how many replay examples (for ``self``: prompts answered, from the end of the list)."""
     kl_weight: float = Field(1.0, ge=0)
     """``kl``: lambda, the weight of the KL-to-base term."""
+    post_hoc: tuple[Literal["rescale", "intruders"], ...] = ()
+    """Post-hoc mitigations measured on a plainly trained run's final adapter, without retraining (kinds
+    ``none`` and ``rescale``, which implies its own; ``replay`` and ``kl`` ignore it): ``rescale`` at each
+    of ``scales``, ``intruders`` at each of ``intruder_lambdas``. Their rows go to their own table, keyed
+    by method and strength, and are judged against the same run's own rows."""
     scales: tuple[float, ...] = (0.25, 0.5, 0.75)
     """``rescale``: adapter scales measured besides 1 (0: the base model)."""
     rescale_steps: Literal["final", "all"] = "final"
     """``rescale``: measure the scaled adapter at the final step only, or at every scheduled step."""
+    intruder_lambdas: tuple[float, ...] = (0.75,)
+    """``intruders``: PEFT's ``mitigation_lambda`` (``reduce_intruder_dimension``), the share of each
+    intruder dimension the adapter keeps: 0 removes them; 1 changes nothing (it reproduces the run's own
+    rows through PEFT's refactoring, a check)."""
+    intruder_top_k: int = Field(10, ge=1)
+    """``intruders``: how many of a merged weight's leading singular vectors are examined for intruders."""
+    intruder_epsilon: float = Field(0.5, gt=0, le=1)
+    """``intruders``: a singular vector is an intruder when its largest |cosine| with the base weight's
+    singular vectors is below this."""
 
     @field_validator("scales")
     @classmethod
@@ -156,16 +171,51 @@ class MitigationConfig(_Frozen):
             raise ValueError("adapter scales must be >= 0")
         return tuple(sorted(set(v) - {1.0}))  # scale 1 is the run's own rows
 
+    @field_validator("post_hoc")
+    @classmethod
+    def _post_hoc(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(m for m in POST_HOC_METHODS if m in v)  # one order, so one run id
+
+    @field_validator("intruder_lambdas")
+    @classmethod
+    def _lambdas(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 <= s <= 1 for s in v):
+            raise ValueError("intruder lambdas are shares kept, in [0, 1]")
+        # lambda 1 is kept when asked for: PEFT refactors the adapter even then, so its row checks that
+        # path against the run's own row
+        return tuple(sorted(set(v)))
+
     def strength(self) -> float | None:
         """The kind's strength: replay fraction, KL weight; None for ``none`` and ``rescale`` (per row)."""
         return {"replay": self.replay_fraction, "kl": self.kl_weight}.get(self.kind)
 
+    def post_hoc_methods(self) -> tuple[str, ...]:
+        """The post-hoc methods measured on this run's final adapter, in :data:`POST_HOC_METHODS` order.
+
+        >>> MitigationConfig(kind="rescale", post_hoc=("intruders",)).post_hoc_methods()
+        ('rescale', 'intruders')
+        >>> MitigationConfig(kind="kl", post_hoc=("intruders",)).post_hoc_methods()
+        ()
+        """
+        if self.kind not in ("none", "rescale"):
+            return ()
+        methods = {*self.post_hoc, *(("rescale",) if self.kind == "rescale" else ())}
+        return tuple(m for m in POST_HOC_METHODS if m in methods)
+
     def id_fields(self) -> dict[str, Any] | None:
-        """What of this section enters a run id: only the fields its kind uses (None for ``none``, so that
-        plain runs keep the ids they had before mitigations existed)."""
+        """What of this section enters a run id: only the fields its kind and post-hoc methods use (None for
+        ``none`` without post-hoc methods, so that plain runs keep the ids they had before mitigations
+        existed; ``post_hoc`` only when set, so that ``rescale`` runs keep theirs)."""
         used = {"none": (), "replay": ("replay_fraction", "replay_source", "replay_examples"),
-                "kl": ("kl_weight",), "rescale": ("scales", "rescale_steps")}[self.kind]  # fmt: skip
-        if self.kind == "none":
+                "kl": ("kl_weight",), "rescale": ()}[self.kind]  # fmt: skip
+        methods = self.post_hoc_methods()
+        if "rescale" in methods:
+            used += ("scales", "rescale_steps")
+        if "intruders" in methods:
+            used += ("intruder_lambdas", "intruder_top_k", "intruder_epsilon")
+        if self.post_hoc and methods:
+            used += ("post_hoc",)
+        if self.kind == "none" and not methods:
             return None
         return {"kind": self.kind, **{k: v for k, v in self.model_dump(mode="json").items() if k in used}}
 
@@ -367,15 +417,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _mitigations_preset() -> dict[str, Any]:
-    """Plain LoRA against replay, KL-to-base and WiSE-FT rescaling, on the default's training settings.
+    """Plain LoRA against replay, KL-to-base, WiSE-FT rescaling and intruder reduction, on the default's
+    training settings.
 
     One dataset (the default's first) and one data order, the default's three smallest ranks, each trained
-    as ``rescale``, ``replay`` and ``kl``: 9 trainings. ``rescale`` trains exactly as ``none`` (its scale-1
-    rows are plain LoRA's), so its runs are also the plain line's: ``none`` is not trained a second time,
-    and the scales cost evaluations only. It trains half the default's steps (but at least twice
-    ``fit.min_step``, so every evaluation is past the onset), evaluates at the first and last of the
-    default's evaluation steps in that range, measures forgetting on at most 32 self-sampled prompts and
-    does not probe. Its measured time is in docs/mitigations.md.
+    as ``none``, ``replay`` and ``kl``: 9 trainings, so each trained level has 3 runs. The plain runs are
+    also measured after training (``post_hoc``): rescaled (WiSE-FT) and with their intruder dimensions
+    reduced, which costs evaluations (and SVDs) only. It trains half the default's steps (but at least
+    twice ``fit.min_step``, so every evaluation is past the onset), evaluates at the first and last of
+    the default's evaluation steps in that range, measures forgetting on at most 32 of the shipped
+    prompts and does not probe. Its measured time is in docs/mitigations.md.
     """
     default = json.loads(json.dumps(PRESETS["default"]))
     sweep = default.get("sweep", {})
@@ -391,12 +442,14 @@ def _mitigations_preset() -> dict[str, Any]:
         "data": {**default.get("data", {}), "dataset": datasets[0]},
         "train": {**default.get("train", {}), "steps": steps, "eval_steps": evals},
         "forgetting": {**default.get("forgetting", {}), "n_prompts": min(first.forgetting.n_prompts, 32)},
-        "mitigation": {"replay_fraction": 0.2, "replay_examples": 32, "kl_weight": 1.0, "scales": [0.25, 0.5, 0.75]},
+        "mitigation": {"replay_fraction": 0.2, "replay_examples": 32, "kl_weight": 1.0,
+                       "post_hoc": ["rescale", "intruders"], "scales": [0.25, 0.5, 0.75],
+                       "intruder_lambdas": [0.0, 0.75]},  # fmt: skip
         "fit": {**default.get("fit", {}), "n_boot": 20},
         "probes": {"enabled": False},
         "sweep": {
             "lora.rank": sorted(sweep.get("lora.rank") or [1, 4, 16])[:3],
-            "mitigation.kind": ["rescale", "replay", "kl"],
+            "mitigation.kind": ["none", "replay", "kl"],
         },
     }
 

@@ -1,17 +1,21 @@
-"""Mitigations of forgetting that change a run: replay data, and adapters measured at other scales.
+"""Mitigations of forgetting: replay data, and post-hoc changes of a plain run's final adapter.
 
 The KL-to-base term lives in the training loss (:class:`forgetscale.train.TargetsOnlyTrainer`);
-this module holds what the other two need: the replay source and the collator that mixes it
-into every batch (``mitigation.kind: replay``), and the rows of a run's adapter measured at
-scales other than 1 (``rescale``, WiSE-FT: for LoRA, ``W + s B A`` interpolates the weights
-between the base, s = 0, and the fine-tune, s = 1). ``forgetscale compare`` judges them against
-plain LoRA's line (:mod:`forgetscale.laws.frontier`).
+this module holds what the others need: the replay source and the collator that mixes it
+into every batch (``mitigation.kind: replay``), and the rows of a run's adapter changed after
+training (``mitigation.post_hoc``): ``rescale`` (WiSE-FT: for LoRA, ``W + s B A`` interpolates the
+weights between the base, s = 0, and the fine-tune, s = 1) and ``intruders`` (PEFT's intruder-
+dimension reduction). ``forgetscale compare`` judges them against plain LoRA's line
+(:mod:`forgetscale.laws.frontier`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,25 +127,82 @@ class ReplayCollator:
         return self.inner([*features, *extra])
 
 
-def scaled_rows(
-    run: RunConfig, model: Any, step: int, tokens: int, metrics: Callable[[Any], dict[str, float]]
-) -> list[dict[str, Any]]:
-    """``rescale``: the measurement rows of ``model``'s adapter at each of ``mitigation.scales``.
+INTRUDER_ADAPTER = "forgetscale_intruders"
+"""The name of the temporary adapter that :func:`intruders_reduced` measures (deleted on exit)."""
 
-    At the final step (or at every scheduled step but 0, with ``rescale_steps: all``). The scale is
-    PEFT's ``rescale_adapter_scale``, entered *outside* ``metrics``' :func:`forgetscale.merge.merged`,
-    which reads each layer's scaling when it folds ``W + s B A``: the folded weight is the rescaled one.
+
+@contextmanager
+def intruders_reduced(model: Any, lam: float, top_k: int, epsilon: float) -> Iterator[int]:
+    """``model`` with its active LoRA adapter's intruder dimensions scaled to ``lam``, by PEFT's own
+    ``reduce_intruder_dimension`` (Shuttleworth et al., NeurIPS 2025), for the duration of the context.
+
+    PEFT writes the reduced adapter as a new one and makes it active; on exit the original adapter is
+    active again and the new one is deleted, so training and saving see the run's own adapter. Yields
+    the number of intruder dimensions found over all layers (0: the reduced adapter is a copy).
+    """
+    from peft.tuners.lora.intruders import reduce_intruder_dimension
+
+    found: list[int] = []
+
+    def count(message: str) -> None:  # PEFT reports each layer as "<name>: Intruders: <n>" or "No intruders"
+        hit = re.search(r"Intruders: (\d+)$", message)
+        found.append(int(hit.group(1)) if hit else 0)
+
+    active = model.active_adapter
+    reduce_intruder_dimension(model, old_adapter_name=active, new_adapter_name=INTRUDER_ADAPTER, top_k=top_k,
+                              threshold_epsilon=epsilon, mitigation_lambda=float(lam), logging_sink=count)  # fmt: skip
+    try:
+        yield sum(found)
+    finally:
+        model.set_adapter(active)
+        model.delete_adapter(INTRUDER_ADAPTER)
+
+
+def post_hoc_rows(
+    run: RunConfig,
+    model: Any,
+    step: int,
+    tokens: int,
+    metrics: Callable[[Any], dict[str, float]],
+    seconds: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """The measurement rows of ``model``'s adapter changed by each post-hoc method of ``run``.
+
+    - ``rescale`` (WiSE-FT) at each of ``mitigation.scales``: PEFT's ``rescale_adapter_scale``, entered
+      *outside* ``metrics``' :func:`forgetscale.merge.merged`, which reads each layer's scaling when it
+      folds ``W + s B A``: the folded weight is the rescaled one. At the final step (or at every
+      scheduled step but 0, with ``rescale_steps: all``).
+    - ``intruders`` at each of ``mitigation.intruder_lambdas``, at the final step: :func:`intruders_reduced`;
+      the row's ``n_intruders`` counts the dimensions changed.
+
+    A row's ``method`` and ``scale`` (the strength) send it to the store's post-hoc table. ``seconds``,
+    when given, accumulates each method's wall time (changing the adapter and measuring it).
     """
     m = run.mitigation
-    if m.kind != "rescale" or step == 0 or (m.rescale_steps == "final" and step != run.train.steps):
+    methods = m.post_hoc_methods()
+    if step == 0 or not methods:
         return []
-    from peft.helpers import rescale_adapter_scale
-
+    final = step == run.train.steps
     rows = []
-    for scale in m.scales:
-        with rescale_adapter_scale(model, float(scale)):
-            values = metrics(model)
+
+    def row(method: str, strength: float, values: dict[str, float], **extra: Any) -> None:
         ft_loss = values.pop("ft_loss")
-        rows.append({"step": step, "method": "rescale", "scale": float(scale), "tokens": tokens, "ft_loss": ft_loss,
-                     "n_eval_tokens": values.pop("n_tokens"), **values})  # fmt: skip
+        rows.append({"step": step, "method": method, "scale": float(strength), "tokens": tokens, "ft_loss": ft_loss,
+                     "n_eval_tokens": values.pop("n_tokens"), **values, **extra})  # fmt: skip
+
+    clock = seconds if seconds is not None else {}
+    if "rescale" in methods and (final or m.rescale_steps == "all"):
+        from peft.helpers import rescale_adapter_scale
+
+        start = time.perf_counter()
+        for scale in m.scales:
+            with rescale_adapter_scale(model, float(scale)):
+                row("rescale", scale, metrics(model))
+        clock["rescale"] = clock.get("rescale", 0.0) + time.perf_counter() - start
+    if "intruders" in methods and final:
+        start = time.perf_counter()
+        for lam in m.intruder_lambdas:
+            with intruders_reduced(model, lam, m.intruder_top_k, m.intruder_epsilon) as n:
+                row("intruders", lam, metrics(model), n_intruders=n)
+        clock["intruders"] = clock.get("intruders", 0.0) + time.perf_counter() - start
     return rows

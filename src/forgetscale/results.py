@@ -24,7 +24,7 @@ from forgetscale.fsutil import atomic_write
 from forgetscale.laws import FitResult, fit_law, fit_study
 from forgetscale.laws.findings import findings as judge_findings
 from forgetscale.laws.forms import get_law
-from forgetscale.laws.frontier import fit_line, frontier, residuals
+from forgetscale.laws.frontier import POST_HOC, fit_line, frontier, residuals
 from forgetscale.laws.predict import PlanError
 from forgetscale.laws.predict import plan as plan_law
 from forgetscale.laws.predict import predict as predict_law
@@ -421,6 +421,35 @@ def plan(
 # ---------------------------------------------------------------------------- compare
 
 
+def overhead(runs: Mapping[str, Mapping[str, Any]], points: list[dict[str, Any]], kind: str,
+             strength: float) -> float | None:
+    """A level's extra wall time, as a fraction of plain LoRA's training time (mean over its runs).
+
+    A trained kind (``replay``, ``kl``): its run's training time over that of the plain run of the same
+    dataset, rank and data order, less 1. A post-hoc kind: the time to change the run's own final adapter
+    and measure it once (``timings['post_hoc_<kind>']`` over the strengths measured) over the run's
+    training time: what one more strength costs. None when a run lacks its plain partner or timings.
+    """
+    ids = sorted({p["run_id"] for p in points if (p["mitigation"], p["strength"]) == (kind, strength)})
+
+    def train_s(run: Mapping[str, Any]) -> float | None:
+        return (run.get("timings") or {}).get("train")
+
+    plain = {(r["dataset"], r["rank"], data_order(r)): train_s(r) for r in runs.values()
+             if mitigation_of(r)[0] in PLAIN_KINDS and r.get("status") == "done"}  # fmt: skip
+    ratios = []
+    for rid in ids:
+        r = runs[rid]
+        if kind in POST_HOC:
+            n = len({p["strength"] for p in points if p["run_id"] == rid and p["mitigation"] == kind})
+            spent, base = (r.get("timings") or {}).get(f"post_hoc_{kind}"), train_s(r)
+            ratios.append(None if spent is None or not base or not n else spent / n / base)
+        else:
+            base = plain.get((r["dataset"], r["rank"], data_order(r)))
+            ratios.append(None if not base or train_s(r) is None else train_s(r) / base - 1.0)
+    return float(np.mean(ratios)) if ratios and None not in ratios else None
+
+
 def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, Any]:
     """Each mitigation of a study against plain LoRA's learning-forgetting line: ``forgetscale compare DIR``.
 
@@ -481,7 +510,8 @@ def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, 
         judged = frontier({c: np.array([p[c] for p in plain]) for c in cols},
                           {c: np.array([p[c] for p in other]) for c in cols},
                           [(p["mitigation"], p["strength"]) for p in other])  # fmt: skip
-        table += [{"dataset": ds, **j} for j in judged]
+        table += [{"dataset": ds, **j, "overhead": overhead(runs, other, j["mitigation"], j["strength"])}
+                  for j in judged]  # fmt: skip
     if not table:
         raise UserError(f"{out}: no mitigated run to compare (sweep mitigation.kind: [none, replay, kl, rescale])")
     return {"rows": table, "lines": lines, "points": points}

@@ -21,12 +21,13 @@ import torch
 from forgetscale import train
 from forgetscale.config import RunConfig
 from forgetscale.data.encode import fingerprint
-from forgetscale.forgetting import held_out_loss, measure
+from forgetscale.forgetting import measure
 from forgetscale.merge import merged
-from forgetscale.mitigation import scaled_rows
+from forgetscale.mitigation import post_hoc_rows
 from forgetscale.precision import resolve as resolve_precision
 from forgetscale.reference import BaseReference
 from forgetscale.schema import Measurement
+from forgetscale.task import held_out_metrics
 from forgetscale.workspace import Workspace
 
 
@@ -57,8 +58,9 @@ def execute_run(
     ``sink.fail_run`` and the exception goes on. The base model is handed back unchanged.
     """
     lm = ws.model(run)
-    train_seqs, held = ws.data(run)
+    train_seqs, _ = ws.data(run)
     ref = ws.reference(run)
+    task_ref = ws.task_reference(run)  # the base on the held-out examples, before any adapter exists
     bs = run.forgetting.batch_size
     replay = ws.replay(run) if run.mitigation.kind == "replay" else None  # sampled by the base, unadapted
     peft_model = train.attach_lora(lm.model, run.lora, run.train.seed)
@@ -69,7 +71,9 @@ def execute_run(
 
         def metrics(model: Any) -> dict[str, float]:
             with merged(model):  # W + s BA once per evaluation, not two extra matmuls per layer and call
-                return {**held_out_loss(model, held, bs), **measure(model, ref, bs)}
+                return {**held_out_metrics(model, task_ref, bs), **measure(model, ref, bs)}  # ft_loss, task_kl
+
+        post_hoc_seconds: dict[str, float] = {}
 
         def evaluate(model: Any, step: int, tokens: int) -> None:
             if step == 0 and train.is_identity(model):
@@ -85,11 +89,14 @@ def execute_run(
             sink.add_measurement(run.run_id, row)
             if progress is not None:
                 progress.step(step, run.train.steps, row)
-            for scaled in scaled_rows(run, model, step, tokens, metrics):  # mitigation.kind: rescale
-                sink.add_measurement(run.run_id, scaled)
+            for changed in post_hoc_rows(run, model, step, tokens, metrics, post_hoc_seconds):  # mitigation.post_hoc
+                sink.add_measurement(run.run_id, changed)
 
         try:
             timings = train.train(peft_model, lm.tokenizer, run, train_seqs, evaluate, replay)
+            if post_hoc_seconds:  # measured inside the evaluations: counted apart, per method
+                timings["eval"] -= sum(post_hoc_seconds.values())
+                timings.update({f"post_hoc_{k}": v for k, v in post_hoc_seconds.items()})
             train.save_adapter(peft_model, adapter_dir)
         except BaseException as e:
             sink.fail_run(run.run_id, f"{type(e).__name__}: {e}")

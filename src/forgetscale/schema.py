@@ -54,6 +54,7 @@ class Measurement(TypedDict, total=False):
     task_kl_se: float | None
     scale: float
     method: str
+    n_intruders: int | None
 
 
 MEASUREMENT_COLUMNS = (

@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS scaled_measurements (
     step INTEGER NOT NULL,
     method TEXT NOT NULL DEFAULT 'rescale',
     scale REAL NOT NULL,
+    n_intruders INTEGER,
     tokens INTEGER NOT NULL,
     ft_loss REAL,
     forget_ce REAL,
@@ -106,7 +107,7 @@ CREATE TABLE IF NOT EXISTS probes (
 _SUMMARY_COLUMNS = tuple((name, "REAL") for name in SUMMARY_METRICS)
 _ADDED_COLUMNS = {
     "measurements": (("forget_ce_se", "REAL"), ("forget_kl_se", "REAL"), ("ft_loss_se", "REAL"), *_SUMMARY_COLUMNS),
-    "scaled_measurements": (("ft_loss_se", "REAL"), *_SUMMARY_COLUMNS),
+    "scaled_measurements": (("ft_loss_se", "REAL"), ("n_intruders", "INTEGER"), *_SUMMARY_COLUMNS),
 }
 """Columns added to schema version 1 after stores were written: added on open (NULL in old rows)."""
 
@@ -189,7 +190,7 @@ class Store:
         ``scale``) goes to ``scaled_measurements``, so that the laws, which read ``measurements``, never see it."""
         table, columns = "measurements", MEASUREMENT_COLUMNS
         if row.get("method") is not None:
-            table, columns = "scaled_measurements", ("method", "scale", *MEASUREMENT_COLUMNS)
+            table, columns = "scaled_measurements", ("method", "scale", "n_intruders", *MEASUREMENT_COLUMNS)
         cols = ", ".join(columns)
         marks = ", ".join("?" for _ in columns)
         with self._tx() as c:

@@ -18,8 +18,8 @@ strength) is summarised by the mean over its runs of each run's mean residual.
   variance over the same refits. Interval: ``mean ± t(G-1) · sqrt(s²/k + v)``
   for k mitigated runs and G plain runs. Under the null a plain run posing as a
   mitigation falls outside it about 5% of the time (``tests/sim``).
-- **Post-hoc kinds** (:data:`POST_HOC`: ``rescale``, measured on the plain runs'
-  own adapters): each point is paired with the same run's scale-1 point at the
+- **Post-hoc kinds** (:data:`POST_HOC`: ``rescale``, ``intruders``, measured on the plain
+  runs' own adapters): each point is paired with the same run's own point at the
   same step; the run's contrast is the mean residual difference, and the level
   the mean over its runs with a ``t(k-1)`` interval over runs (the line's
   jackknife variance added, though the slope is all that enters).
@@ -38,12 +38,14 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from forgetscale.schema import POST_HOC_METHODS
+
 Array = np.ndarray
 LEVEL = 0.95
 MIN_PLAIN_RUNS, MIN_LEVEL_RUNS = 3, 2
-POST_HOC = {"rescale"}
-"""Kinds measured on plain runs' own adapters after training (no retraining): judged by the paired
-within-run contrast with the run's scale-1 points. Extend it with new post-hoc kinds."""
+POST_HOC = set(POST_HOC_METHODS)
+"""Kinds measured on plain runs' own adapters after training (no retraining: ``rescale``,
+``intruders``): judged by the paired within-run contrast with the run's own points."""
 
 
 def fit_line(ft_loss: Array, forget_ce: Array, runs: Array | None = None) -> dict[str, Any]:
