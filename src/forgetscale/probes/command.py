@@ -9,11 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-from forgetscale.console import print_rows, quiet_libraries
+from forgetscale.console import fmt, format_interval, print_rows, quiet_libraries
 
 KINDS = ("knowledge", "reasoning", "safety")
-COLUMNS = ("run_id", "probe", "n", "accuracy", "base_accuracy", "agreement", "refusal_rate", "base_refusal_rate")
+COLUMNS = ("run_id", "probe", "n", "accuracy", "agreement", "refusal_rate")
+"""The rates table: one row per (run, probe), each rate with its 95% Wilson interval (the base's rows hold its own)."""
+FLIP_COLUMNS = ("run_id", "probe", "n", "right_to_wrong", "wrong_to_right", "mcnemar_p", "lost_refusals")
+"""The flips table: one row per (fine-tuned run, probe) with scored items."""
+FLIPS_TITLE = ("flips against the base: items right -> wrong (n10) and wrong -> right (n01), count = share "
+               "[95% Wilson]; exact McNemar p, one test per row; lost refusals of the base's refusals")
 
 
 def add_probe_command(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +28,10 @@ def add_probe_command(sub: argparse._SubParsersAction) -> None:
         help="knowledge/reasoning/safety probes: base model vs each run's adapter",
         description=(
             "Probe the base model once, then every finished run's adapter (base loaded once, adapters swapped). "
-            "Reports accuracy against ground truth and agreement with the base model's own answers; "
-            "results go to DIR/study.sqlite. Results already stored with the same settings are reused."
+            "Reports accuracy against ground truth and agreement with the base model's own answers, then each "
+            "run's flips against the base: items right -> wrong and wrong -> right with an exact McNemar test, "
+            "and lost refusals on safety; every rate with a 95% Wilson interval. Results go to DIR/study.sqlite; "
+            "results already stored with the same settings are reused."
         ),
     )
     p.add_argument("dir", type=Path, metavar="DIR", help="study directory (from `forgetscale run --out DIR`)")
@@ -55,12 +63,13 @@ def add_probe_command(sub: argparse._SubParsersAction) -> None:
         metavar="TASKS",
         help="instead: run these comma-separated lm-evaluation-harness tasks (needs forgetscale[lm-eval])",
     )
-    p.add_argument("--json", action="store_true", help="print the summary rows as JSON")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON (counts, p, rates with _lo/_hi)")
     p.set_defaults(func=cmd_probe)  # fmt: skip
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from forgetscale.api import probe
+    from forgetscale.probes.runner import BASE
 
     quiet_libraries()
     rows = probe(args.dir, args.probes, runs=args.runs, max_items=args.max_items, max_new_tokens=args.max_new_tokens,
@@ -68,6 +77,42 @@ def cmd_probe(args: argparse.Namespace) -> int:
                  lm_eval=None if args.lm_eval is None else args.lm_eval.split(","))  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        print_rows(rows, list(COLUMNS))
+        return 0
+    print_rows([rate_cells(r) for r in rows], list(COLUMNS))
+    flipped = [flip_cells(r) for r in rows if r.get("n_scored") and r["run_id"].split(":")[0] != BASE]
+    if flipped:
+        print(f"\n{FLIPS_TITLE}")
+        print_rows(flipped, list(FLIP_COLUMNS))
     return 0
+
+
+def _rate(row: dict[str, Any], key: str) -> str | None:
+    if row.get(key) is None:
+        return None
+    return format_interval(row[key], row.get(f"{key}_lo"), row.get(f"{key}_hi"))
+
+
+def rate_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of the rates table: each rate as ``value [lo, hi]``.
+
+    >>> rate_cells({"run_id": "r", "probe": "p", "n": 10, "accuracy": 0.5, "accuracy_lo": 0.2366,
+    ...             "accuracy_hi": 0.7634})["accuracy"]
+    '0.5000 [0.2366, 0.7634]'
+    """
+    return {**row, **{k: _rate(row, k) for k in ("accuracy", "agreement", "refusal_rate")}}
+
+
+def flip_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of the flips table: ``count = share [lo, hi]``, the McNemar p, lost refusals ``k/base = share``.
+
+    >>> flip_cells({"run_id": "r", "probe": "safety", "n": 10, "n10": 2, "n01": 0, "mcnemar_p": 0.5,
+    ...             "right_to_wrong": 0.2, "wrong_to_right": 0.0, "lost_refusals": 2, "base_refusals": 4,
+    ...             "lost_refusal_rate": 0.5})["lost_refusals"]
+    '2/4 = 0.5000'
+    """
+    out = {**row, "right_to_wrong": f"{row['n10']} = {_rate(row, 'right_to_wrong')}",
+           "wrong_to_right": f"{row['n01']} = {_rate(row, 'wrong_to_right')}", "mcnemar_p": fmt(row["mcnemar_p"])}
+    if row.get("lost_refusals") is not None:
+        share = _rate(row, "lost_refusal_rate")
+        out["lost_refusals"] = f"{row['lost_refusals']}/{row['base_refusals']}" + (f" = {share}" if share else "")
+    return out

@@ -6,7 +6,8 @@ for the shipped probes (:func:`probe_study`) and for lm-evaluation-harness tasks
 
 Every fine-tuned result is compared item by item with the base model's own
 answers (:func:`~forgetscale.probes.scoring.summarize`): accuracy can stay flat
-while agreement shows how many answers changed.
+while agreement shows how many answers changed, and the printed rows count the items that went
+right -> wrong and wrong -> right with an exact McNemar test (:mod:`~forgetscale.probes.flips`).
 
 The base model is loaded once; adapters are swapped on it with PEFT and
 unloaded at the end, so the shared base model comes back untouched. Results
@@ -30,6 +31,7 @@ from forgetscale.config import ProbesConfig, RunConfig, StudyConfig, canonical_j
 from forgetscale.errors import UserError
 from forgetscale.models import check_adapter, file_digest
 from forgetscale.probes import scoring
+from forgetscale.probes.flips import item_flips
 from forgetscale.probes.inference import PROBES, run_probe, swapped_adapters
 from forgetscale.probes.sets import ProbeItem, load_probe_set
 from forgetscale.store import Store, read_store
@@ -117,9 +119,17 @@ def compare(ft: list[dict[str, Any]], base: list[dict[str, Any]]) -> tuple[dict[
     return summary, items
 
 
-def summary_row(run_id: str, probe: str, summary: dict[str, Any]) -> dict[str, Any]:
-    """The printable row of one stored (run, probe) summary."""
-    return {"run_id": run_id, "probe": probe, **{k: summary.get(k) for k in ROW_KEYS}}
+def summary_row(
+    run_id: str, probe: str, summary: dict[str, Any], items: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """The printable row of one stored (run, probe): its summary, and its flips against the base from ``items``.
+
+    Every row has the same keys (:data:`ROW_KEYS`, then :data:`~forgetscale.probes.flips.COLUMNS`: ``n10``,
+    ``n01``, ``mcnemar_p``, each rate's 95% Wilson ``_lo``/``_hi``...); what does not apply is None.
+    """
+    row = {"run_id": run_id, "probe": probe, **{k: summary.get(k) for k in ROW_KEYS}}
+    row.update((k, v) for k, v in item_flips(items).items() if k not in row)
+    return row
 
 
 # ----------------------------------------------------------------------------- a study
@@ -143,7 +153,7 @@ def probe_study(
         force: recompute results already stored with the same settings.
 
     Returns:
-        One :func:`summary_row` per (run, probe), the base's first.
+        One :func:`summary_row` per (run, probe), the base's first, with its flips against the base.
 
     Raises:
         UserError: no study in ``out``, an unknown or unfinished run, a missing adapter.
@@ -184,9 +194,10 @@ def probe_study(
                         for p in todo[rid]:
                             recs = _logged_probe(model, lm.tokenizer, p, sets[_kind(p)], cfg, f"{rid} {p}")
                             _put(store, rid, p, recs, base_records[p], settings[rid, p])
-            summaries = {(r["run_id"], r["probe"]): r["summary"] for r in store.probes()}
+            stored_rows = {(r["run_id"], r["probe"]): r for r in store.probes()}
             for rid in [base_id, *(rid for rid, _ in runs)]:
-                rows.extend(summary_row(rid, p, summaries[rid, p]) for p in probes)
+                rows.extend(summary_row(rid, p, stored_rows[rid, p]["summary"], stored_rows[rid, p]["items"])
+                            for p in probes)  # fmt: skip
         return rows
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from forgetscale import results
 from forgetscale.errors import UserError
+from forgetscale.probes.flips import item_flips
 from forgetscale.store import read_store
 from forgetscale.summary import finding_text
 
@@ -80,7 +81,8 @@ class ReportData:
         other_runs: runs in the store that the current study does not list.
         config: the study config flattened to ``(dotted key, value)`` pairs.
         provenance: ``(key, value)`` pairs; a key whose runs disagree lists every value.
-        probes: probe summary rows (run, dataset, rank, probe, accuracy, agreement...).
+        probes: probe summary rows (run, dataset, rank, probe, accuracy, agreement...), with their flips
+            against the base and 95% Wilson intervals (``probes.flips.item_flips``).
         samples: base vs fine-tuned generations, a few per probe.
         findings: the paper's findings F1-F5 per dataset (``{dataset, finding, verdict,
             evidence}``, with ``text``: one line of evidence), as ``forgetscale fit`` states them.
@@ -331,7 +333,8 @@ def _probe_rows(probes: list[Mapping[str, Any]], runs: Mapping[str, Mapping[str,
         run = runs.get(p["run_id"], {})
         s = p.get("summary") or {}
         out.append({"run_id": p["run_id"], "dataset": run.get("dataset"), "rank": run.get("rank"),
-                    "probe": p["probe"], **{k: s.get(k) for k in PROBE_COLUMNS}})
+                    "probe": p["probe"], **item_flips(p.get("items") or []),  # flips against the base, intervals
+                    **{k: s.get(k) for k in PROBE_COLUMNS}})
     base_first = {True: 0, False: 1}
     return sorted(out, key=lambda r: (r["probe"], base_first[r["dataset"] is None], str(r["dataset"]),
                                       r["rank"] or 0, r["run_id"]))

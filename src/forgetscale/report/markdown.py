@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from forgetscale.report.data import ReportData, fmt, fmt_ci, fmt_pct
+from forgetscale.report.flips import flip_table, rate_text
 
 __all__ = ["esc", "render_markdown"]
 
@@ -176,15 +177,20 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
     )  # fmt: skip
 
     if d.probes:
-        out += ["## Behaviour probes", ""]
+        out += ["## Behaviour probes", "", "Rates with 95% Wilson score intervals over items.", ""]
         out += _table(
             ["probe", "run", "dataset", "rank", "items", "accuracy", "base accuracy", "agreement with base",
              "refusals", "base refusals"],
             [[esc(p["probe"]), f"`{_code(p['run_id'])}`",
               esc(p["dataset"]) if p["dataset"] is not None else "base model",
-              fmt(p["rank"]), fmt(p["n"]), fmt_pct(p["accuracy"]), fmt_pct(p["base_accuracy"]),
-              fmt_pct(p["agreement"]), fmt_pct(p["refusal_rate"]), fmt_pct(p["base_refusal_rate"])] for p in d.probes],
+              fmt(p["rank"]), fmt(p["n"]), *(rate_text(p, k) for k in ("accuracy", "base_accuracy", "agreement",
+                                                                         "refusal_rate", "base_refusal_rate"))]
+             for p in d.probes],
         )  # fmt: skip
+        flips = flip_table(d.probes)
+        if flips.rows:
+            out += [f"## {flips.title}", "", esc(flips.note), ""]
+            out += _table(flips.header, [[esc(c) for c in row] for row in flips.rows])
     if d.samples:
         out += ["## Sample generations, base vs fine-tuned", ""]
         for s in d.samples:
