@@ -1,0 +1,169 @@
+"""F6, RL's Razor: does the new task's own KL predict forgetting better than the fine-tuning loss does?
+
+Shenfeld et al. (2025) find that ``task_kl``, the forward KL between base and fine-tuned model on the
+new task's data (:mod:`forgetscale.task`), predicts forgetting whatever the algorithm (R² ≈ 0.96 in
+their controlled setting). A study records it beside ``ft_loss`` at every step of every run, so the
+two can be compared as predictors of forgetting on the corpus, by the error of predicting runs the
+fit did not see — not by R², which rewards fitting the same runs and says nothing of a new one.
+
+The comparison (:func:`f6`):
+
+- target: ``forget_kl`` on the corpus (``forget_ce`` less the base entropy, constant per corpus: the
+  same errors as ``forget_ce``), at every step from ``min_step`` on (never step 0);
+- each predictor ``x`` enters the same flexible curve, ``forget_kl ~ 1 + spline3(x)`` (a natural cubic
+  spline of 3 df, knots at the training points' quartiles-by-thirds, linear beyond them), so that
+  neither wins because forgetting happens to be more nearly linear in it;
+- leave one run out: fit on the other runs, predict the held-out run's points; its error is their
+  root mean square (nats of forget_kl). Runs are the independent units;
+- one margin, stated in advance: ``task_kl`` must cut the held-out error by at least
+  :data:`F6_MARGIN` (10%) of ``ft_loss``'s. The test statistic per run is
+  ``d = (1 - margin) e_ft - e_task``; its mean gets a t interval on G - 1 degrees of freedom over the
+  G runs (paired: both errors of a run come from the same held-out points).
+  Supported: a one-sided 5% t test rejects "mean d <= 0" (the 90% interval lies above 0); not supported:
+  one rejects "mean d >= 0" (it lies below 0: task_kl does not beat ft_loss by the margin, being no
+  better or worse); otherwise undecided. The 95% intervals are reported beside it.
+- fewer than :data:`F6_MIN_RUNS` runs with ``task_kl`` at two or more steps (an old store records
+  none): undecided, with the reason.
+
+Runs of one data order share its step shocks, and leave-one-run-out errors share training runs; the
+interval treats runs as independent, and ``tests/sim`` measures its size under both (it says
+``supported`` in at most ~5% of studies where task_kl carries no information beyond ft_loss).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from forgetscale.laws.wild import natural_spline
+
+F6_MARGIN = 0.1
+"""task_kl must predict held-out forgetting with an error at least this fraction below ft_loss's."""
+F6_MIN_RUNS = 4
+"""Fewer runs and a t interval over runs rests on too few independent units (as F1-F4)."""
+F6_LEVEL = 0.95
+"""The level of the intervals reported."""
+F6_ALPHA = 0.05
+"""Each verdict is a one-sided test at this level: supported when the 90% interval of the statistic lies above 0
+(``task_kl beats ft_loss by less than the margin`` rejected at 5%), not supported when it lies below 0."""
+PREDICTORS = ("ft_loss", "task_kl")
+
+
+def curve_design(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """``[1, spline3(x)]``, or ``[1, x]`` when the knots are not distinct (too few distinct values).
+
+    >>> curve_design(np.linspace(0, 1, 4), np.array([0.0, 1 / 3, 2 / 3, 1.0])).shape
+    (4, 4)
+    >>> curve_design(np.ones(3), np.ones(4)).shape
+    (3, 2)
+    """
+    if np.all(np.diff(knots) > 0):
+        return np.column_stack([np.ones(x.size), natural_spline(x, knots)])
+    return np.column_stack([np.ones(x.size), x])
+
+
+def loro_errors(x: np.ndarray, y: np.ndarray, runs: np.ndarray) -> dict[str, float]:
+    """Each run's held-out RMS error when ``y`` is predicted from ``x`` by a curve fitted to the other runs.
+
+    Below, run b lies 0.3 above the line and c 0.3 below it: left out, each is predicted from a and the
+    other, whose mean is 0.15 on the other side, so its error is 0.45.
+
+    >>> runs = np.repeat(["a", "b", "c"], 4); x = np.tile([1.0, 2, 3, 4], 3)
+    >>> e = loro_errors(x, 2 * x + np.repeat([0.0, 0.3, -0.3], 4), runs)
+    >>> {k: round(v, 6) for k, v in e.items()}
+    {'a': 0.0, 'b': 0.45, 'c': 0.45}
+    """
+    out = {}
+    for g in np.unique(runs):
+        test = runs == g
+        train = ~test
+        knots = np.quantile(x[train], [0, 1 / 3, 2 / 3, 1])
+        beta = np.linalg.lstsq(curve_design(x[train], knots), y[train], rcond=None)[0]
+        pred = curve_design(x[test], knots) @ beta
+        out[str(g)] = float(np.sqrt(np.mean((y[test] - pred) ** 2)))
+    return out
+
+
+def t_interval(d: np.ndarray, level: float = F6_LEVEL) -> dict[str, float]:
+    """Mean of ``d`` with its ``level`` t interval on ``len(d) - 1`` df.
+
+    >>> {k: round(v, 4) for k, v in t_interval(np.array([1.0, 2.0, 3.0])).items()}
+    {'value': 2.0, 'lo': -0.4841, 'hi': 4.4841}
+    """
+    n = d.size
+    se = float(np.std(d, ddof=1) / math.sqrt(n))
+    q = float(stats.t.ppf(0.5 + level / 2, n - 1))
+    m = float(np.mean(d))
+    return {"value": m, "lo": m - q * se, "hi": m + q * se}
+
+
+def f6(ds: str, cols: Mapping[str, np.ndarray], min_step: float) -> dict[str, Any]:
+    """F6: task_kl predicts held-out forgetting better than ft_loss does (see the module docstring).
+
+    Args:
+        ds: dataset name.
+        cols: columns ``run_id, N, ft_loss, forget_kl`` and ``task_kl`` (NaN where a row has none); optional
+            ``seed`` (the data order of each row's run).
+        min_step: leave out steps below this (and step 0).
+
+    Returns:
+        ``{dataset, finding: "F6", verdict, evidence}``; the evidence holds ``heldout_error`` (both
+        predictors: mean over runs and per run, nats of forget_kl), ``difference`` (ft_loss's error less
+        task_kl's, value and 95% interval), ``statistic`` (mean ``(1 - margin) e_ft - e_task`` with its
+        interval), ``margin``, the units and, when undecided, the ``reason``.
+    """
+    ev: dict[str, Any] = {
+        "claim": "the new task's own KL (task_kl) predicts forgetting better than the fine-tuning loss",
+        "test": "forget_kl ~ spline3(predictor), leave one run out, RMS error per held-out run; paired "
+                f"differences over runs, {F6_LEVEL:.0%} t interval on G-1 df; margin {F6_MARGIN:.0%} of ft_loss's "
+                "error",
+        "units": "runs", "target": "forget_kl (nats; forget_ce less the base entropy)",
+        "conditional_on": "the studied ranks, steps and data orders; step shocks shared by runs of one data "
+                          "order are not modelled"}  # fmt: skip
+    task = cols.get("task_kl")
+    if task is None or not np.isfinite(np.asarray(task, float)).any():
+        return _result(ds, "undecided", reason="no task_kl recorded (a store from before task_kl was measured: "
+                       "rerun the study to measure it)", **ev)  # fmt: skip
+    task = np.asarray(task, float)
+    y, ft = np.asarray(cols["forget_kl"], float), np.asarray(cols["ft_loss"], float)
+    keep = (np.asarray(cols["N"], float) >= max(min_step, 1)) & np.isfinite(y) & np.isfinite(ft) & np.isfinite(task)
+    runs = np.asarray(cols["run_id"]).astype(str)
+    usable = [g for g in np.unique(runs[keep]) if np.sum(keep & (runs == g)) >= 2]
+    keep &= np.isin(runs, usable)
+    ev |= {"n_runs": len(usable), "n_points": int(keep.sum())}
+    if "seed" in cols:
+        ev["n_orders"] = len(np.unique(np.asarray(cols["seed"]).astype(str)[keep]))
+    if len(usable) < F6_MIN_RUNS:
+        return _result(ds, "undecided", reason=f"needs >= {F6_MIN_RUNS} runs with task_kl at 2+ steps "
+                       f"(has {len(usable)})", **ev)  # fmt: skip
+    y, runs = y[keep], runs[keep]
+    errors = {name: loro_errors(x[keep], y, runs) for name, x in (("ft_loss", ft), ("task_kl", task))}
+    e_ft, e_task = (np.array([errors[p][g] for g in usable]) for p in PREDICTORS)
+    ev["heldout_error"] = {p: {"value": float(np.mean(e)), "per_run": errors[p]}
+                           for p, e in zip(PREDICTORS, (e_ft, e_task), strict=True)}  # fmt: skip
+    diff = t_interval(e_ft - e_task)
+    ev["difference"] = {**diff, "relative": diff["value"] / float(np.mean(e_ft)) if np.mean(e_ft) > 0 else None,
+                        "definition": "ft_loss's held-out error less task_kl's (positive: task_kl predicts better)"}
+    d = (1 - F6_MARGIN) * e_ft - e_task
+    stat, one_sided = t_interval(d), t_interval(d, 1 - 2 * F6_ALPHA)
+    ev["statistic"] = {**stat, "lo90": one_sided["lo"], "hi90": one_sided["hi"],
+                       "definition": f"(1 - {F6_MARGIN}) x ft_loss's error - task_kl's error, mean over runs; "
+                                     f"verdicts by one-sided {F6_ALPHA:.0%} tests (the 90% interval's ends)"}
+    ev["margin"] = {"fraction": F6_MARGIN, "value": F6_MARGIN * float(np.mean(e_ft)),
+                    "units": "nats of forget_kl (RMS held-out error)",
+                    "definition": f"task_kl's error must be at least {F6_MARGIN:.0%} below ft_loss's"}
+    if one_sided["lo"] > 0:
+        return _result(ds, "supported", **ev)
+    if one_sided["hi"] < 0:
+        return _result(ds, "not_supported", **ev)
+    return _result(ds, "undecided", reason=f"the statistic's 90% interval [{one_sided['lo']:.3g}, "
+                   f"{one_sided['hi']:.3g}] contains 0: task_kl neither beats ft_loss by the margin nor falls short "
+                   f"of it, at {len(usable)} runs", **ev)  # fmt: skip
+
+
+def _result(ds: str, verdict: str, **evidence: Any) -> dict[str, Any]:
+    return {"dataset": ds, "finding": "F6", "verdict": verdict, "evidence": evidence}
