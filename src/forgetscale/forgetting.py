@@ -8,6 +8,11 @@ With base ``p_b`` and fine-tuned ``p_ft`` at every target position ``t``:
 - ``forget_top1_ce`` = mean_t  -log p_ft(argmax p_b)
 - ``data_loss``      = mean_t  -log p_ft(x_t)                  (the corpus' own tokens)
 
+and llama.cpp's ``--kl-divergence`` summary (:meth:`Evaluation.summary`): the per-position KL's
+percentiles, ``top1_agree`` = the share of positions where argmax p_ft = argmax p_b ("same top p"),
+Δp = p_ft(argmax p_b) - p_b(argmax p_b) (mean and RMS) and, with a full-logit reference only,
+``forget_rkl`` = mean_t sum_v p_ft(v) (log p_ft(v) - log p_b(v)), the reverse direction.
+
 Means are token-weighted over every target position of the corpus, and each
 mean of ``forget_ce`` and ``forget_kl`` carries its standard error over the
 corpus' sequences (``forget_ce_se``, ``forget_kl_se``). The base side is a
@@ -21,7 +26,8 @@ too. This module does no file I/O.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,14 +43,94 @@ if TYPE_CHECKING:
 SE_METRICS = ("forget_ce", "forget_kl")
 """Forgetting metrics reported with their standard error over sequences (``<name>_se``)."""
 
+PERCENTILES = (("max", 100.0), ("99.9%", 99.9), ("99%", 99.0), ("95%", 95.0), ("90%", 90.0), ("median", 50.0),
+               ("10%", 10.0), ("5%", 5.0), ("1%", 1.0), ("0.1%", 0.1), ("min", 0.0))  # fmt: skip
+"""The per-position KL percentiles llama.cpp's ``--kl-divergence`` prints (linear interpolation, as it does)."""
 
-def measure(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> dict[str, float]:
-    """The five forgetting metrics of ``model`` against ``ref``, with standard errors.
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One pass of a model over a reference's corpus, before it is reduced to a row.
+
+    Attributes:
+        sums: per-sequence sums of the per-position values: ``forget_ce``, ``forget_kl``, ``forget_top1_ce``,
+            ``data_loss``, ``top1_agree`` (1 where the model's top token is the base's), ``dp`` and ``dp2``
+            (``p_ft(t) - p_base(t)`` for the base's top token ``t``, and its square; only when the reference
+            stores ``p_base(t)``) and ``forget_rkl`` (KL(p_ft || p_base); full-logit reference only).
+        counts: target positions per sequence.
+        kl: the KL at every target position, in corpus order.
+        base_entropy: the base entropy summed over all positions.
+    """
+
+    sums: dict[str, np.ndarray]
+    counts: np.ndarray
+    kl: np.ndarray
+    base_entropy: float
+
+    def mean(self, name: str) -> float | None:
+        """The token-weighted mean of ``name`` (None when this evaluation has no such values)."""
+        return None if name not in self.sums else float(self.sums[name].sum() / self.counts.sum())
+
+    def se(self, name: str) -> float | None:
+        """Its standard error over sequences (:func:`ratio_se`)."""
+        return None if name not in self.sums else ratio_se(self.sums[name], self.counts)
+
+    def row(self) -> dict[str, Any]:
+        """What a measurement row records: :func:`measure`'s dict."""
+        names = [k for k in FORGETTING_METRICS if k != "base_entropy"]
+        sums = {k: float(self.sums[k].sum()) for k in names}
+        sums["base_entropy"] = self.base_entropy
+        out: dict[str, Any] = finalize(sums, int(self.counts.sum()))
+        for k in SE_METRICS:
+            out[f"{k}_se"] = self.se(k)
+        p50, p99 = np.percentile(self.kl, [50.0, 99.0])
+        out |= {"top1_agree": self.mean("top1_agree"), "top1_agree_se": self.se("top1_agree"),
+                "kl_p50": float(p50), "kl_p99": float(p99), "forget_rkl": self.mean("forget_rkl"),
+                "seq_kl": self.sequence_kl()}  # fmt: skip
+        return out
+
+    def sequence_kl(self) -> list[float]:
+        """Each sequence's mean KL per target position, in corpus order (NaN for one without targets)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return [float(v) for v in self.sums["forget_kl"] / self.counts]
+
+    def summary(self) -> dict[str, Any]:
+        """llama.cpp's ``--kl-divergence`` summary: mean KL ± se, the KL percentiles (:data:`PERCENTILES`),
+        "same top p" ± se, Δp's mean ± se and RMS, and reverse KL ± se (None without a full-logit reference).
+
+        Unlike llama.cpp, every standard error is over sequences (:func:`ratio_se`), not positions, and Δp is
+        taken at the base's top token (llama.cpp's at the corpus' next token).
+        """
+        dp2 = self.mean("dp2")
+        return {
+            "forget_kl": self.mean("forget_kl"), "forget_kl_se": self.se("forget_kl"),
+            "kl_percentiles": dict(zip([name for name, _ in PERCENTILES],
+                                       (float(v) for v in np.percentile(self.kl, [q for _, q in PERCENTILES])),
+                                       strict=True)),
+            "top1_agree": self.mean("top1_agree"), "top1_agree_se": self.se("top1_agree"),
+            "dp_mean": self.mean("dp"), "dp_mean_se": self.se("dp"),
+            "dp_rms": None if dp2 is None else math.sqrt(dp2),
+            "forget_rkl": self.mean("forget_rkl"), "forget_rkl_se": self.se("forget_rkl"),
+        }  # fmt: skip
+
+
+def measure(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> dict[str, Any]:
+    """The forgetting metrics of ``model`` against ``ref``, with standard errors and the summary figures.
 
     Returns:
         ``{"forget_ce", "forget_kl", "base_entropy", "forget_top1_ce", "data_loss", "n_tokens",
-        "forget_ce_se", "forget_kl_se"}``; the standard errors are over the corpus'
-        sequences (:func:`ratio_se`).
+        "forget_ce_se", "forget_kl_se", "top1_agree", "top1_agree_se", "kl_p50", "kl_p99", "forget_rkl",
+        "seq_kl"}``; the standard errors are over the corpus' sequences (:func:`ratio_se`), ``forget_rkl``
+        is None without a full-logit reference, and ``seq_kl`` lists each sequence's mean KL.
+
+    Raises:
+        RuntimeError: ``ref`` is a hidden reference and ``model``'s LM head is not the base's.
+    """
+    return evaluate(model, ref, batch_size).row()
+
+
+def evaluate(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> Evaluation:
+    """One pass of ``model`` over ``ref``'s corpus: per-sequence sums and per-position KL (:class:`Evaluation`).
 
     Raises:
         RuntimeError: ``ref`` is a hidden reference and ``model``'s LM head is not the base's.
@@ -52,7 +138,11 @@ def measure(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> dict
     seqs = list(ref.sequences)
     counts = np.array([s.n_targets for s in seqs], np.float64)
     seq_of_row = np.repeat(np.arange(len(seqs)), counts.astype(np.int64))
-    per_seq = {k: np.zeros(len(seqs)) for k in FORGETTING_METRICS if k != "base_entropy"}
+    names = [k for k in FORGETTING_METRICS if k != "base_entropy"] + ["top1_agree"]
+    names += ["dp", "dp2"] if ref.top1_p is not None else []
+    names += ["forget_rkl"] if ref.logp is not None and ref.mean_emb is None else []
+    per_seq = {k: np.zeros(len(seqs)) for k in names}
+    kl = np.zeros(ref.n_tokens)
     hidden = ref.mean_emb is not None
     if hidden and not same_head(head_signature(model), ref.head_check):
         raise RuntimeError(
@@ -69,7 +159,9 @@ def measure(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> dict
                 chunk = hidden_position_metrics(mu, h, z, entropy, top1, targets)
             elif ref.logp is not None:
                 logp = torch.from_numpy(np.ascontiguousarray(ref.logp[rows])).double()
-                chunk = position_metrics(logp, logprobs(z), top1, targets)
+                logq = logprobs(z)
+                chunk = position_metrics(logp, logq, top1, targets)
+                chunk["forget_rkl"] = reverse_kl(logp, logq)
             else:
                 chunk = topk_position_metrics(
                     torch.from_numpy(ref.topk_logp[rows]),
@@ -80,15 +172,31 @@ def measure(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> dict
                     top1,
                     targets,
                 )
+            chunk["top1_agree"] = (z.argmax(-1) == top1).double()
+            if ref.top1_p is not None:  # p_ft(t) = exp(-forget_top1_ce), read as the reference stored p_base(t)
+                dp = (-chunk["forget_top1_ce"].double()).exp() - torch.from_numpy(ref.top1_p[rows])
+                chunk |= {"dp": dp, "dp2": dp * dp}
             seq = seq_of_row[rows]
-            for k, v in chunk.items():
-                np.add.at(per_seq[k], seq, v.double().numpy())
-    sums = {k: float(v.sum()) for k, v in per_seq.items()}
-    sums["base_entropy"] = float(ref.entropy.sum())
-    out = finalize(sums, ref.n_tokens)
-    for k in SE_METRICS:
-        out[f"{k}_se"] = ratio_se(per_seq[k], counts)
-    return out
+            for k in names:
+                np.add.at(per_seq[k], seq, chunk[k].double().numpy())
+            kl[rows] = chunk["forget_kl"].double().numpy()
+    return Evaluation(per_seq, counts, kl, float(ref.entropy.sum()))
+
+
+def reverse_kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    """Per-position reverse KL(q || p) = sum_v q(v) (log q(v) - log p(v)) from base ``logp`` and fine-tuned ``logq``.
+
+    The direction that weighs where the fine-tune puts its mass (mode-seeking); a token the base gives
+    probability 0 and the fine-tune does not makes it infinite, as it is.
+
+    >>> p = torch.log(torch.tensor([[0.5, 0.5]], dtype=torch.float64))
+    >>> q = torch.log(torch.tensor([[0.9, 0.1]], dtype=torch.float64))
+    >>> round(float(reverse_kl(p, q)), 6), round(float(reverse_kl(p, p)), 6)
+    (0.368064, 0.0)
+    """
+    q = logq.exp()
+    # KL per position is >= 0 in exact arithmetic; clamp the rounding noise at identity
+    return (q * (logq - logp.clamp_min(torch.finfo(logp.dtype).min))).sum(-1).clamp_min(0.0)
 
 
 def ratio_se(sums: np.ndarray, counts: np.ndarray) -> float:

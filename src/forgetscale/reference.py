@@ -67,6 +67,9 @@ class BaseReference:
     """(n_targets,) float64 base entropy per position (always exact)."""
     top1: np.ndarray
     """(n_targets,) int64 argmax of the base distribution."""
+    top1_p: np.ndarray | None = None
+    """(n_targets,) float64 the base's probability of its top token (for Δp). Stored in every mode; derived
+    on load from an older full-logit or top-K cache; None only where it cannot be known."""
     logp: np.ndarray | None = None
     """Exact mode: (n_targets, vocab) float32 log-probabilities, a read-only memmap."""
     topk_idx: np.ndarray | None = None
@@ -101,6 +104,11 @@ class BaseReference:
         for name, field in (("logp.npy", "logp"), ("mean_emb.npy", "mean_emb")):
             if (directory / name).is_file():
                 meta[field] = np.load(directory / name, mmap_mode="r")
+        if "top1_p" not in meta:  # a cache from before the top token's probability was stored
+            if "logp" in meta:
+                meta["top1_p"] = np.exp(meta["logp"][np.arange(len(meta["top1"])), meta["top1"]].astype(np.float64))
+            elif "topk_logp" in meta:
+                meta["top1_p"] = np.exp(meta["topk_logp"][:, 0].astype(np.float64))
         ref = cls(sequences, **meta)
         if ref.n_tokens != sum(s.n_targets for s in sequences):
             raise RuntimeError(f"base reference {directory} does not match its corpus")
@@ -139,7 +147,7 @@ def compute_reference(
             for f in out.iterdir():
                 f.unlink()
     k = vocab if exact else int(top_k)
-    meta = {"entropy": np.empty(n, np.float64), "top1": np.empty(n, np.int64)}
+    meta = {"entropy": np.empty(n, np.float64), "top1": np.empty(n, np.int64), "top1_p": np.empty(n, np.float64)}
     if exact:
         logp_mm = np.lib.format.open_memmap(out / "logp.npy", "w+", np.float32, (n, vocab))
     else:
@@ -153,6 +161,7 @@ def compute_reference(
             logq = logprobs(z)
             meta["entropy"][rows] = (-(logq.exp() * logq).sum(-1)).numpy()
             meta["top1"][rows] = z.argmax(-1).numpy()
+            meta["top1_p"][rows] = logq.max(-1).values.exp().numpy()  # as measure() reads p_ft(top1): exp(logq)
             if exact:
                 logp_mm[rows] = logq.float().numpy()
             else:
@@ -196,6 +205,7 @@ def _compute_hidden_reference(
     meta = {
         "entropy": np.empty(n, np.float64),
         "top1": np.empty(n, np.int64),
+        "top1_p": np.empty(n, np.float64),
         "head_check": head_signature(model),
     }
     mu_mm = np.lib.format.open_memmap(out / "mean_emb.npy", "w+", np.float32, (n, d))
@@ -213,6 +223,8 @@ def _compute_hidden_reference(
             mu_mm[rows] = mu.numpy()
             meta["entropy"][rows] = hidden_ce(mu, h, z).numpy()  # H_b is the CE of p_b against itself
             meta["top1"][rows] = z.argmax(-1).numpy()
+            m, log_s = lse_parts(z)  # as measure() reads p_ft(top1) against a hidden reference: exp(z_top - lse)
+            meta["top1_p"][rows] = (z.max(-1).values.double() - m - log_s).exp().numpy()
     mu_mm.flush()
     del mu_mm
     np.savez(out / "meta.npz", **meta)
@@ -319,7 +331,7 @@ def reference_key(
     )
 
 
-PER_POSITION = ("entropy", "top1", "logp", "topk_idx", "topk_logp", "tail_logp", "mean_emb")
+PER_POSITION = ("entropy", "top1", "top1_p", "logp", "topk_idx", "topk_logp", "tail_logp", "mean_emb")
 """BaseReference arrays with one row per target position."""
 
 
@@ -336,6 +348,11 @@ def cached_reference(directory: Path, seqs: list[Sequence]) -> BaseReference | N
         if bad is not None:
             raise ValueError(f"meta.npz member {bad} fails its CRC check")
         ref = BaseReference.load(directory, tuple(seqs))
+        if ref.top1_p is None:  # a hidden reference from before the top token's probability was stored
+            log.info(f"base reference cache {directory.name} predates the stored top-token probability; "
+                     "computing it again")
+            discard(directory)
+            return None
         for name in PER_POSITION:
             a = getattr(ref, name, None)
             if a is not None and (a.ndim == 0 or a.shape[0] != ref.n_tokens):
