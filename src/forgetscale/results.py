@@ -252,9 +252,10 @@ def _findings(store: Store, rows: list[dict[str, Any]], fits: Mapping[str, Any],
             items.setdefault(ds, []).extend({**it, "probe": p["probe"], "run_id": p["run_id"]}
                                             for it in p.get("items") or [] if isinstance(it, dict))  # fmt: skip
     cols = rows_to_arrays(rows)
-    for ds, c in cols.items():  # F4's measurement-error check reads ft_loss_se where rows record it
-        se = [r.get("ft_loss_se") for r in rows if str(r["dataset"]) == ds]
-        c["ft_loss_se"] = np.array([math.nan if v is None else float(v) for v in se])
+    for ds, c in cols.items():  # F4's measurement-error check reads ft_loss_se, F6 task_kl, where rows record them
+        for key in ("ft_loss_se", "task_kl"):
+            vals = [r.get(key) for r in rows if str(r["dataset"]) == ds]
+            c[key] = np.array([math.nan if v is None else float(v) for v in vals])
     return judge_findings(cols, fits, items, min_step)
 
 

@@ -133,6 +133,7 @@ def prepare_study(study: StudyConfig, ws: Workspace) -> list[RunConfig]:
     for r in runs:  # then validate and warm every shared input before writing anything
         ws.data(r)
         ws.reference(r)
+        ws.task_reference(r)  # the base on the held-out examples (task_kl), before any adapter exists
         check_targets(ws.model(r).model, r.lora)
         if r.mitigation.kind == "replay":  # sampled here, so that Ray ships it with the corpora
             ws.replay(r)

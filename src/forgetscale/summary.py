@@ -89,6 +89,11 @@ def finding_text(f: Mapping[str, Any]) -> str:
         parts.append(f"agreement drop {ci(ev['agreement_drop'])} vs accuracy drop {ci(ev['accuracy_drop'])}, "
                      f"difference {ci(ev['difference'])} (95%, {ev['n_items']} items) "
                      f"vs margin {fmt(ev.get('margin'))}")
+    if "statistic" in ev:  # F6: held-out errors of both predictors, leave-one-run-out
+        err = ev["heldout_error"]
+        parts.append(f"held-out error of forget_kl from task_kl {fmt(err['task_kl']['value'])} vs ft_loss "
+                     f"{fmt(err['ft_loss']['value'])} nats, difference {ci(ev['error_difference'])} "
+                     f"(95%, {ev['n_runs']} runs) vs margin {fmt(ev['margin']['value'])}")
     if "lost_share" in (ev.get("safety") or {}):
         s = ev["safety"]
         parts.append(f"safety: {s['lost_refusals']} of {s['base_refusals']} refusals lost, share {ci(s['lost_share'])}")

@@ -23,6 +23,7 @@ from forgetscale.errors import UserError
 from forgetscale.mitigation import replay_sequences
 from forgetscale.models import LoadedModel, load_model
 from forgetscale.reference import BaseReference, cached_reference, reference_key, reference_mode, save_reference
+from forgetscale.task import task_reference
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Workspace:
     _raw: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = field(default_factory=dict)
     _base_evals: dict[str, dict[str, float]] = field(default_factory=dict)
     _replay: dict[str, list[Sequence]] = field(default_factory=dict)
+    _task_refs: dict[str, BaseReference] = field(default_factory=dict)
 
     def _phase(self, name: str, since: float) -> None:
         self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - since
@@ -108,6 +110,20 @@ class Workspace:
             log.info(f"base reference: {sum(s.n_targets for s in seqs)} tokens in {time.perf_counter() - t:.1f}s")
         self._refs[memo] = ref
         return ref
+
+    def task_reference(self, run: RunConfig) -> BaseReference:
+        """The base reference on the run's held-out examples (``task_kl``, :mod:`forgetscale.task`), cached like
+        the corpus reference and computed, when it is not, from the base before any adapter exists."""
+        memo = self._data_key(run) + canonical_json(run.forgetting) + json.dumps(run.lora.target_modules)
+        if memo not in self._task_refs:
+            lm, (_, held), f = self.model(run), self.data(run), run.forgetting
+            t = time.perf_counter()
+            ref = task_reference(lm.model, lm.tokenizer, lm.fingerprint, held, run.model.dtype, f.top_k,
+                                 reference_mode(run, lm.model), f.batch_size, self.cache)
+            assert ref is not None  # computed when not cached
+            self._task_refs[memo] = ref
+            self._phase("task_reference", t)
+        return self._task_refs[memo]
 
     def replay(self, run: RunConfig) -> list[Sequence]:
         """The run's encoded replay examples (``mitigation.kind: replay``), sampled by the unadapted base."""

@@ -1,4 +1,4 @@
-"""The paper's findings F1-F5, checked on a study: a verdict with the numbers behind it.
+"""The paper's findings F1-F5, and F6 (RL's Razor), checked on a study: a verdict with the numbers behind it.
 
 Each finding is ``{dataset, finding, verdict, evidence}`` with verdict
 ``supported``, ``not_supported`` or ``undecided``; ``undecided`` always carries
@@ -19,6 +19,8 @@ taken and what it is conditional on.
   bootstrap over runs, a flexible ft_loss curve, one margin, TOST).
 - **F5** agreement with the base falls further than accuracy: see :func:`f5`
   (paired flips, exact McNemar, a margin, intervals over items).
+- **F6** the new task's own KL predicts forgetting better than ft_loss (RL's Razor): see
+  :func:`forgetscale.laws.f6.f6` (leave-one-run-out errors, paired t interval over runs, a margin).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from forgetscale.laws.f6 import f6
 from forgetscale.laws.fit import FitResult
 from forgetscale.laws.select import reliability
 from forgetscale.laws.wild import natural_spline, wild_test
@@ -390,16 +393,16 @@ def findings(
     probe_items: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     min_step: float = 1,
 ) -> list[dict[str, Any]]:
-    """F1-F5 for every dataset (F5 only where probe items exist).
+    """F1-F6 for every dataset (F5 only where probe items exist).
 
     Args:
-        cols: ``laws.rows.rows_to_arrays`` output (with ``seed``, the data order, and ``ft_loss_se``).
+        cols: ``laws.rows.rows_to_arrays`` output (with ``seed``, the data order, ``ft_loss_se`` and ``task_kl``).
         fits: ``{dataset: {label: FitResult}}``.
         probe_items: ``{dataset: [item records]}`` of fine-tuned runs (see :func:`f5`).
         min_step: the fits' ``min_step`` (F4 uses the same points).
 
     Returns:
-        The list of findings, datasets sorted, F1..F5 within each.
+        The list of findings, datasets sorted, F1..F6 within each.
     """
     out = []
     for ds in sorted(set(cols) | set(fits)):
@@ -409,4 +412,6 @@ def findings(
             out.append(f4(ds, cols[ds], min_step))
         if probe_items and probe_items.get(ds):
             out.append(f5(ds, probe_items[ds]))
+        if ds in cols:
+            out.append(f6(ds, cols[ds], min_step))
     return out
