@@ -47,6 +47,7 @@ from forgetscale.reference import (
 from forgetscale.run import provenance
 from forgetscale.schema import FORGETTING_METRICS, Measurement
 from forgetscale.store import open_store
+from forgetscale.task import TASK_METRICS, held_out_metrics, task_reference, trainer_task_sequences
 from forgetscale.train import full_precision
 
 if TYPE_CHECKING:
@@ -110,6 +111,10 @@ class ForgettingCallback(TrainerCallback):
         cache: the cache directory (default ``FORGETSCALE_CACHE`` or the user cache).
         prefix: prepended to the logged keys (``"eval_"`` files them under ``eval/`` in W&B).
         fp32: evaluate in fp32 (default). False evaluates half-precision weights as they are.
+        task: held-out fine-tuning examples for ``task_kl`` (KL to the base on the new task's responses;
+            :mod:`forgetscale.task`): chat/text examples or tokenized rows (``input_ids``, ``labels``). None
+            takes the Trainer's ``eval_dataset``; an empty list measures no ``task_kl``.
+        task_examples: at most this many of them.
         verbose: log one line per measurement (logger ``forgetscale.callback``, level INFO; shown on
             stderr unless the application configured logging itself).
 
@@ -142,6 +147,8 @@ class ForgettingCallback(TrainerCallback):
         cache: str | Path | None = None,
         prefix: str = "",
         fp32: bool = True,
+        task: Iterable[Any] | None = None,
+        task_examples: int = 16,
         verbose: bool = True,
     ) -> None:
         try:
@@ -167,6 +174,9 @@ class ForgettingCallback(TrainerCallback):
         if verbose and not logging.getLogger("forgetscale").hasHandlers():
             log_to_stderr()  # asked for lines, and nothing else would show them
         self.reference: BaseReference | None = None
+        self.task, self.task_examples = task, task_examples
+        self.task_reference: BaseReference | None = None
+        """The base on the held-out fine-tuning examples (``task_kl``); None without any."""
         self.base_source = ""
         """How the reference was obtained: computed or cached, and from which view of the model."""
         self._trainer: Trainer | None = None
@@ -199,6 +209,7 @@ class ForgettingCallback(TrainerCallback):
             raise UserError("ForgettingCallback: pass the tokenizer (the Trainer has no processing_class)")
         self.tokenizer = tok
         self._prepare_reference(model, tok, state.global_step)
+        self._prepare_task(model, tok, state.global_step)
         if self.store is not None and state.is_world_process_zero:
             self._open_run(args, state, model)
         if self.at_start and getattr(args, "eval_on_start", False):
@@ -311,6 +322,16 @@ class ForgettingCallback(TrainerCallback):
         self.reference = ref
         self._fingerprint = fp
 
+    def _prepare_task(self, model: Any, tok: Any, step: int) -> None:
+        """The base reference on the held-out examples, as the corpus one (only from the cache when resumed)."""
+        seqs = trainer_task_sequences(self.task, self._trainer, tok, self.task_examples)
+        if seqs:
+            peft = _is_peft(model)
+            with self._evaluating(model), base_view(model):
+                self.task_reference = task_reference(
+                    model, tok, self._fingerprint, seqs, self._dtype(model), self.config.top_k, self._mode(model, peft),
+                    self.config.batch_size, self.cache or cache_dir(), compute=peft or step == 0)  # fmt: skip
+
     def _verify(self, model: Any, in_base_view: bool = False) -> float:
         """KL between the reference and the base view of ``model`` on the first batch of the corpus."""
         assert self.reference is not None
@@ -354,6 +375,9 @@ class ForgettingCallback(TrainerCallback):
         t = time.perf_counter()
         with self._evaluating(model):
             m = measure(model, self.reference, self.config.batch_size)
+            if self.task_reference is not None:  # the held-out forward's ft_loss is not the Trainer's eval_loss
+                task = held_out_metrics(model, self.task_reference, self.config.batch_size)
+                m.update({k: task[k] for k in TASK_METRICS})
         self._eval_seconds += time.perf_counter() - t
         step = state.global_step
         self._measured.add(step)
@@ -361,11 +385,11 @@ class ForgettingCallback(TrainerCallback):
         row = Measurement(step=step, tokens=int(state.num_input_tokens_seen or 0), ft_loss=self._eval_loss.get(step),
                           ft_loss_se=None, n_eval_tokens=int(m.pop("n_tokens")), **m)  # fmt: skip
         self.history.append(row)
-        self._log({self.prefix + k: float(m[k]) for k in LOGGED if m.get(k) is not None}, control)
+        self._log({self.prefix + k: float(m[k]) for k in (*LOGGED, *TASK_METRICS) if m.get(k) is not None}, control)
         if self.store is not None and state.is_world_process_zero:  # one writer under distributed training
             self._write_row(row)
         if self.verbose and state.is_world_process_zero:
-            log.info(f"[forgetscale] step {step}: {format_metrics(m)}")
+            log.info(f"[forgetscale] step {step}: {format_metrics(m, (*FORGETTING_METRICS, 'task_kl'))}")
 
     def _log(self, logs: dict[str, float], control: Any) -> None:
         if self._trainer is None:
