@@ -167,7 +167,7 @@ STEPS = (0, 2, 4, 8, 16, 32)
 SCRIPT = "<script>alert(1)</script>"
 PWN = "<script>window.__pwned=1;document.title='pwned'</script><img src=x onerror=\"window.__pwned=2\">"
 HOSTILE = f"{SCRIPT} & {{{{ d }}}} $x^$"  # HTML, jinja syntax and matplotlib mathtext in one dataset name
-SECTIONS = ("summary", "figures", "laws", "comparison", "runs", "probes", "samples", "config", "provenance")
+SECTIONS = ("summary", "figures", "laws", "comparison", "runs", "probes", "flips", "samples", "config", "provenance")
 
 
 def truth(P, N):

@@ -165,16 +165,30 @@ def test_probe_command_prints_json_and_reuses_stored_results(probed_study, capsy
     assert {(r["run_id"], r["probe"]) for r in rows} == {(rid, p) for rid in [BASE, *run_ids] for p in ALL_PROBES}
     assert [r["run_id"] for r in rows[: len(ALL_PROBES)]] == [BASE] * len(ALL_PROBES)
     for r in rows:
-        assert {"n", "accuracy", "base_accuracy", "agreement", "refusal_rate"} <= r.keys()
+        assert {"n", "accuracy", "base_accuracy", "agreement", "refusal_rate", "n10", "n01", "mcnemar_p"} <= r.keys()
+        for rate in ("accuracy", "base_accuracy", "agreement", "right_to_wrong", "refusal_rate"):
+            if r[rate] is not None:  # every rate inside its Wilson interval
+                assert r[f"{rate}_lo"] <= r[rate] <= r[f"{rate}_hi"], (r["run_id"], r["probe"], rate)
+        if r["run_id"] == BASE:  # the base against itself
+            assert r["n10"] == r["n01"] == 0 and r["mcnemar_p"] == 1.0
+        if r["probe"] == "safety":
+            assert r["accuracy"] is None and r["lost_refusals"] == r["n10"]
     assert "already probed" in captured.err
     assert _created(out) == before  # nothing recomputed or rewritten
 
-    assert main(["probe", str(out)]) == 0  # the table
+    assert main(["probe", str(out)]) == 0  # the rates table, then the flips table of the fine-tuned runs
+    from forgetscale.probes.command import COLUMNS, FLIP_COLUMNS
+
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == [
-        "run_id", "probe", "n", "accuracy", "base_accuracy", "agreement", "refusal_rate", "base_refusal_rate"
-    ]  # fmt: skip
-    assert len(table) == 1 + len(rows)
+    assert table[0].split() == list(COLUMNS)
+    assert table[len(rows) + 1] == "" and table[len(rows) + 2].startswith("flips against the base")
+    assert table[len(rows) + 3].split() == list(FLIP_COLUMNS)
+    flipped = table[len(rows) + 4:]
+    assert len(flipped) == len(run_ids) * len(ALL_PROBES)
+    by_key = {(r["run_id"], r["probe"]): r for r in rows}
+    for line in flipped:  # each printed count is the JSON row's
+        rid, probe, n, n10 = line.split()[:4]
+        assert (int(n), int(n10)) == (by_key[rid, probe]["n"], by_key[rid, probe]["n10"])
 
 
 def test_probe_command_selects_runs_kinds_and_items(probed_study, tmp_path, capsys):
@@ -226,6 +240,8 @@ def test_a_fresh_adapter_is_the_identity_on_every_probe(probed_study, tiny_model
                 # by >1e-3).
                 assert it["logliks"] == pytest.approx(it["base_logliks"], rel=1e-6, abs=1e-6)
     assert rows["reasoning_loglik"]["agreement_norm"] == 1.0
+    for probe, row in rows.items():  # no flips, and nothing to test
+        assert row["n10"] == row["n01"] == 0 and row["mcnemar_p"] == 1.0, probe
 
 
 def test_probing_leaves_the_shared_base_model_unchanged(probed_study, tmp_path):

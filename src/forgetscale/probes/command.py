@@ -108,11 +108,11 @@ def flip_cells(row: dict[str, Any]) -> dict[str, Any]:
     >>> flip_cells({"run_id": "r", "probe": "safety", "n": 10, "n10": 2, "n01": 0, "mcnemar_p": 0.5,
     ...             "right_to_wrong": 0.2, "wrong_to_right": 0.0, "lost_refusals": 2, "base_refusals": 4,
     ...             "lost_refusal_rate": 0.5})["lost_refusals"]
-    '2/4 = 0.5000'
+    '2 of 4 = 0.5000'
     """
     out = {**row, "right_to_wrong": f"{row['n10']} = {_rate(row, 'right_to_wrong')}",
            "wrong_to_right": f"{row['n01']} = {_rate(row, 'wrong_to_right')}", "mcnemar_p": fmt(row["mcnemar_p"])}
     if row.get("lost_refusals") is not None:
         share = _rate(row, "lost_refusal_rate")
-        out["lost_refusals"] = f"{row['lost_refusals']}/{row['base_refusals']}" + (f" = {share}" if share else "")
+        out["lost_refusals"] = f"{row['lost_refusals']} of {row['base_refusals']}" + (f" = {share}" if share else "")
     return out
