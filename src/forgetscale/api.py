@@ -19,6 +19,7 @@ torch: :func:`measure_forgetting`, :func:`run_study`, :func:`probe`, :func:`load
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import warnings
@@ -85,7 +86,13 @@ class ForgettingResult:
     """Forgetting of a fine-tuned model against its base on one corpus (nats per token).
 
     ``forget_ce = base_entropy + forget_kl``. ``*_se`` are standard errors over the
-    corpus' sequences (None where the installed metrics do not provide them).
+    corpus' sequences (None where the installed metrics do not provide them). The rest is
+    llama.cpp's ``--kl-divergence`` summary (:meth:`forgetscale.forgetting.Evaluation.summary`):
+    ``kl_percentiles`` (max, 99.9%, ..., median, ..., min of the per-position KL), ``top1_agree``
+    (the share of positions whose top token is the base's), ``dp_mean``/``dp_rms`` (Δp = p_ft - p_base
+    of the base's top token), ``forget_rkl`` (reverse KL(p_ft || p_base); a full-logit reference
+    only). ``top`` lists the corpus sequences with the largest mean KL when asked for
+    (``{seq, tokens, kl, text}``).
 
     >>> r = ForgettingResult(forget_ce=2.1, forget_kl=0.2, base_entropy=1.9, forget_top1_ce=1.0,
     ...                      data_loss=3.0, n_tokens=1000, forget_ce_se=0.05, forget_kl_se=0.01)
@@ -103,6 +110,19 @@ class ForgettingResult:
     n_tokens: int
     forget_ce_se: float | None = None
     forget_kl_se: float | None = None
+    forget_rkl: float | None = None
+    forget_rkl_se: float | None = None
+    kl_p50: float | None = None
+    kl_p99: float | None = None
+    kl_percentiles: dict[str, float] | None = None
+    top1_agree: float | None = None
+    top1_agree_se: float | None = None
+    dp_mean: float | None = None
+    dp_mean_se: float | None = None
+    dp_rms: float | None = None
+    n_sequences: int | None = None
+    reference: str | None = None
+    top: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_metrics(cls, m: Mapping[str, Any]) -> ForgettingResult:
@@ -118,16 +138,19 @@ class ForgettingResult:
 
 
 def measure_forgetting(
-    base: str,
+    base: str | None,
     tuned: str | Path,
-    corpus: str = "self",
+    corpus: str | None = None,
     *,
     kind: Literal["auto", "adapter", "model"] = "auto",
-    seq_len: int = 128,
-    batch_size: int = 8,
+    seq_len: int | None = None,
+    batch_size: int | None = None,
     top_k: int | None = None,
-    reference: Literal["hidden", "logits"] = "hidden",
+    reference: Literal["hidden", "logits"] | None = None,
     cache: str | Path | None = None,
+    like: str | Path | None = None,
+    top: int = 0,
+    reverse: bool = False,
 ) -> ForgettingResult:
     """Forgetting of a PEFT adapter or a fully fine-tuned model against its base model: ``forgetscale forgetting``.
 
@@ -137,22 +160,28 @@ def measure_forgetting(
 
     Args:
         base: the base model: ``smollm2-135m-instruct`` (built in), a hub id, a local
-            directory or a ``.gguf`` file.
+            directory or a ``.gguf`` file. None with ``like``.
         tuned: a PEFT adapter directory or a fully fine-tuned model directory.
-        corpus: ``self``, ``wikitext``, a text file or ``hf:NAME[:CONFIG[:SPLIT]]``.
+        corpus: ``self`` (the default), ``wikitext``, a text file or ``hf:NAME[:CONFIG[:SPLIT]]``.
         kind: what ``tuned`` is; ``auto``: an adapter when it holds ``adapter_config.json``.
-        seq_len: block length for text corpora.
-        batch_size: sequences per forward pass.
+        seq_len: block length for text corpora (default 128).
+        batch_size: sequences per forward pass (default 8).
         top_k: compact reference (top-K base log-probs + tail; a KL lower bound); None: exact.
-        reference: the exact reference's storage: ``hidden`` (d floats per token; full logits
-            when the fine-tune changed the LM head) or ``logits``.
+        reference: the exact reference's storage: ``hidden`` (the default; d floats per token; full
+            logits when the fine-tune changed the LM head) or ``logits``.
         cache: cache directory (default ``FORGETSCALE_CACHE`` or the user cache).
+        like: a study directory: measure on exactly its base, corpus and settings (its stored run
+            config: model and dtype, ``forgetting.*``, the reference mode, the batch size), so that a
+            stored row can be checked by hand. Excludes ``base``, ``corpus`` and the settings.
+        top: list this many corpus sequences with the largest mean KL (``ForgettingResult.top``).
+        reverse: require the reverse KL(p_ft || p_base), which only a full-logit reference gives.
 
     Returns:
         A :class:`ForgettingResult`.
 
     Raises:
-        UserError: a model, adapter or corpus that cannot be used (the message says why).
+        UserError: a model, adapter, corpus or study that cannot be used, settings given with ``like``,
+            or ``reverse`` without a full-logit reference (the message says why).
 
     Example::
 
@@ -164,20 +193,33 @@ def measure_forgetting(
     import contextlib
 
     from forgetscale.data.corpus import check_corpus
-    from forgetscale.forgetting import measure
+    from forgetscale.forgetting import evaluate
     from forgetscale.merge import merged
     from forgetscale.models import check_adapter, load_adapter, load_model, resolve
     from forgetscale.reference import head_signature, same_head
+    from forgetscale.texts import corpus_texts, top_sequences
     from forgetscale.workspace import Workspace
 
     path = Path(tuned)
     adapter = (path / "adapter_config.json").is_file() if kind == "auto" else kind == "adapter"
-    run = RunConfig(
-        model=ModelConfig(name=base),
-        forgetting=ForgettingConfig(
-            corpus=corpus, seq_len=seq_len, batch_size=batch_size, top_k=top_k, reference=reference
-        ),
-    )
+    if like is not None:
+        options = (("--base", base), ("--data", corpus), ("--seq-len", seq_len), ("--batch-size", batch_size),
+                   ("--top-k", top_k), ("--reference", reference))
+        given = [o for o, v in options if v is not None]
+        if given:
+            raise UserError(f"--like {like} takes the base, corpus and settings from the study; "
+                            f"drop {', '.join(given)}")
+        run = _like_run(Path(like), path)
+    else:
+        if base is None:
+            raise UserError("forgetting needs --base MODEL (or --like STUDY_DIR)")
+        run = RunConfig(
+            model=ModelConfig(name=base),
+            forgetting=ForgettingConfig(corpus=corpus or "self", seq_len=seq_len or 128, batch_size=batch_size or 8,
+                                        top_k=top_k, reference=reference or "hidden"),
+        )  # fmt: skip
+    if reverse:
+        _check_reverse(run, like)
     try:
         # every input is checked before the first model loads: bad input fails at once
         if adapter:
@@ -200,7 +242,67 @@ def measure_forgetting(
         with model.disable_adapter() if adapter else contextlib.nullcontext():  # the base's view
             ref = ws.reference(run)
     with merged(model):
-        return ForgettingResult.from_metrics(measure(model, ref, batch_size))
+        ev = evaluate(model, ref, run.forgetting.batch_size)
+    found = top_sequences(ev.sequence_kl(), corpus_texts(ref.sequences, ws.model(run).tokenizer), top,
+                          ev.counts.astype(int).tolist()) if top > 0 else None  # fmt: skip
+    return ForgettingResult.from_metrics(
+        {**ev.row(), **ev.summary(), "n_sequences": len(ev.counts), "reference": ref.mode, "top": found}
+    )
+
+
+def _check_reverse(run: RunConfig, like: str | Path | None) -> None:
+    """Raise the one-line error for a reverse KL asked of a reference that cannot give it."""
+    f = run.forgetting
+    if f.top_k is None and f.reference == "logits":
+        return
+    what = f"the top-{f.top_k} reference keeps only {f.top_k} base log-probs per token" if f.top_k else \
+        "the hidden reference keeps only the base's expected output embedding per token, not its distribution"
+    if like is not None:
+        raise UserError(f"--reverse: reverse KL(p_ft || p_base) needs the base's full distribution and {what}; "
+                        f"the study {like} was measured so: rerun it with --set forgetting.reference=logits"
+                        + (" --set forgetting.top_k=null" if f.top_k else ""))  # fmt: skip
+    raise UserError(f"--reverse: reverse KL(p_ft || p_base) needs the base's full distribution and {what}; "
+                    "use --reference logits (forgetting.reference=logits in a study)"
+                    + (" without --top-k" if f.top_k else ""))  # fmt: skip
+
+
+def _like_run(directory: Path, tuned: Path) -> RunConfig:
+    """The run config whose corpus and settings ``forgetscale forgetting --like DIR`` measures with: the run
+    whose adapter ``tuned`` is (``DIR/adapters/<run_id>``), else the one every run of the study shares.
+
+    Raises:
+        UserError: no study in ``directory``, no readable run config, or runs that differ in model or
+            forgetting settings with ``tuned`` not one of the study's adapters.
+    """
+    from pydantic import ValidationError
+
+    from forgetscale.store import read_store
+
+    with read_store(directory) as store:
+        stored = [(r["run_id"], r["config"]) for r in store.runs()]
+    runs: dict[str, RunConfig] = {}
+    for rid, config in stored:
+        if not config or config.get("source") == "ForgettingCallback":
+            continue  # a callback's run records its settings, not a run config
+        try:
+            runs[rid] = RunConfig.model_validate(config)
+        except ValidationError as e:
+            raise UserError(f"--like {directory}: run {rid}'s stored config cannot be read "
+                            f"({e.errors()[0]['loc']}: {e.errors()[0]['msg']})") from None  # fmt: skip
+    if not runs:
+        raise UserError(f"--like {directory}: the study holds no run config (runs of `forgetscale run`)")
+    try:
+        own = tuned.resolve().relative_to((directory / "adapters").resolve()).parts[0]
+    except (ValueError, IndexError):
+        own = None
+    if own in runs:
+        return runs[own]
+    settings = {json.dumps([r.model.model_dump(mode="json"), r.forgetting.model_dump(mode="json"),
+                            r.lora.target_modules], sort_keys=True) for r in runs.values()}  # fmt: skip
+    if len(settings) > 1:
+        raise UserError(f"--like {directory}: the study's runs differ in model or forgetting settings; pass an "
+                        f"adapter from {directory / 'adapters'}/<run_id> to take that run's")  # fmt: skip
+    return next(iter(runs.values()))
 
 
 def run_study(

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOGGED = tuple(n for m in FORGETTING_METRICS for n in (m, f"{m}_se"))
+LOGGED = (*(n for m in FORGETTING_METRICS for n in (m, f"{m}_se")), "top1_agree", "kl_p50", "kl_p99")
 """What goes to the Trainer's log (the standard errors when :func:`~forgetscale.forgetting.measure` gives them)."""
 
 VERIFY_KL = 1e-4
@@ -85,7 +85,8 @@ class ForgettingCallback(TrainerCallback):
 
     At each measurement ``forget_ce``, ``forget_kl`` (each with ``*_se``, its
     standard error over sequences, when the installed metrics provide it),
-    ``base_entropy``, ``forget_top1_ce`` and ``data_loss`` go through
+    ``base_entropy``, ``forget_top1_ce``, ``data_loss``, ``top1_agree`` (the share of positions whose top
+    token is the base's) and ``kl_p50``/``kl_p99`` (the per-position KL's median and 99th percentile) go through
     ``Trainer.log``: into ``state.log_history`` and every ``report_to``
     integration. ``history`` keeps them too, with the step and token count.
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from forgetscale.console import fmt, format_pm, log_to_stderr, print_rows, quiet_libraries
+from forgetscale.console import fmt, log_to_stderr, print_rows, quiet_libraries
 from forgetscale.errors import UserError
 
 
@@ -65,19 +65,24 @@ def _parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     f = sub.add_parser("forgetting", help="forgetting of an adapter or fine-tuned model against its base")
-    f.add_argument("--base", required=True, help="base model: built-in name, hub id, directory or .gguf")
+    f.add_argument("--base", help="base model: built-in name, hub id, directory or .gguf")
     g = f.add_mutually_exclusive_group(required=True)
     g.add_argument("--adapter", type=Path, help="PEFT adapter directory")
     g.add_argument("--model", type=Path, help="fully fine-tuned model directory")
-    f.add_argument("--data", required=True, help="forgetting corpus: text file, 'self' or 'wikitext'")
-    f.add_argument("--seq-len", type=int, default=128)
-    f.add_argument("--batch-size", type=int, default=8)
+    f.add_argument("--data", help="forgetting corpus: text file, 'self' (default) or 'wikitext'")
+    f.add_argument("--like", type=Path, metavar="DIR",
+                   help="measure on exactly the base, corpus and settings of the study in DIR (checks a stored row)")
+    f.add_argument("--seq-len", type=int, help="block length for text corpora (default 128)")
+    f.add_argument("--batch-size", type=int, help="sequences per forward pass (default 8)")
     f.add_argument("--top-k", type=int, help="compact base reference: top-K + tail (a KL lower bound); default exact")
     f.add_argument(
-        "--reference", choices=["hidden", "logits"], default="hidden",
+        "--reference", choices=["hidden", "logits"],
         help="exact reference storage: d floats per token from the base's hidden states (default; full logits "
         "when the fine-tune changed the LM head) or the full log-probs",
     )  # fmt: skip
+    f.add_argument("--reverse", action="store_true",
+                   help="require reverse KL(p_ft || p_base); needs --reference logits (which always prints it)")
+    f.add_argument("--top", type=int, default=0, metavar="N", help="list the N corpus texts with the largest KL")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_forgetting)
 
@@ -161,7 +166,11 @@ def _executor_sets(args: argparse.Namespace) -> list[str]:
 def cmd_forgetting(args: argparse.Namespace) -> int:
     quiet_libraries()
     from forgetscale.api import measure_forgetting
+    from forgetscale.kld import summary_lines
+    from forgetscale.texts import top_lines
 
+    if args.top < 0:
+        raise UserError(f"--top {args.top}: expected a number of texts, 0 or more")
     result = measure_forgetting(
         args.base,
         args.adapter if args.adapter is not None else args.model,
@@ -171,15 +180,18 @@ def cmd_forgetting(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         batch_size=args.batch_size,
         reference=args.reference,
+        like=args.like,
+        top=args.top,
+        reverse=args.reverse,
     )
     metrics = result.as_dict()
     if args.json:
         print(json.dumps(metrics, indent=2))
-    else:  # a mean with its standard error over the corpus' sequences, as llama.cpp prints its KL
-        for k, v in metrics.items():
-            if k.endswith("_se"):
-                continue
-            print(f"{k:>16}  {format_pm(v, metrics.get(f'{k}_se'), 6)}" if isinstance(v, float) else f"{k:>16}  {v}")
+        return 0
+    print("\n".join(summary_lines(metrics)))  # llama.cpp's layout, each mean with its se over sequences
+    if result.top:
+        print(f"\n====== The {len(result.top)} corpus texts with the largest mean KL per token ======")
+        print("\n".join(top_lines(result.top)))
     return 0
 
 

@@ -28,6 +28,7 @@ from forgetscale.precision import resolve as resolve_precision
 from forgetscale.reference import BaseReference
 from forgetscale.schema import Measurement
 from forgetscale.task import held_out_metrics
+from forgetscale.texts import corpus_texts
 from forgetscale.workspace import Workspace
 
 
@@ -67,7 +68,8 @@ def execute_run(
     try:
         P = train.trainable_parameters(peft_model)
         precision = resolve_precision(run.train.precision)
-        sink.start_run(run.run_id, P, provenance(lm.fingerprint, ws.data_fingerprint(run), ref, precision))
+        texts = {"corpus_texts": corpus_texts(ref.sequences, lm.tokenizer)}  # the store keeps them once per corpus
+        sink.start_run(run.run_id, P, {**provenance(lm.fingerprint, ws.data_fingerprint(run), ref, precision), **texts})
 
         def metrics(model: Any) -> dict[str, float]:
             with merged(model):  # W + s BA once per evaluation, not two extra matmuls per layer and call

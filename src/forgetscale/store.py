@@ -102,7 +102,19 @@ CREATE TABLE IF NOT EXISTS probes (
     created_at REAL NOT NULL,
     PRIMARY KEY (run_id, probe)
 );
+CREATE TABLE IF NOT EXISTS sequence_kl (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    step INTEGER NOT NULL,
+    kl TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS corpus_texts (
+    corpus TEXT PRIMARY KEY,
+    texts TEXT NOT NULL
+);
 """
+# sequence_kl.kl: a measurement's mean KL per token of each corpus sequence, in corpus order (JSON list);
+# corpus_texts: the corpus' sequences as text (JSON list), keyed by the runs' provenance corpus_fingerprint
 
 _SUMMARY_COLUMNS = tuple((name, "REAL") for name in SUMMARY_METRICS)
 _ADDED_COLUMNS = {
@@ -170,6 +182,12 @@ class Store:
         with self._tx() as c:
             c.execute("DELETE FROM measurements WHERE run_id = ?", (run_id,))
             c.execute("DELETE FROM scaled_measurements WHERE run_id = ?", (run_id,))
+            c.execute("DELETE FROM sequence_kl WHERE run_id = ?", (run_id,))
+            texts = provenance.get("corpus_texts")  # kept once per corpus, not in every run's provenance
+            if texts is not None:
+                provenance = {k: v for k, v in provenance.items() if k != "corpus_texts"}
+                c.execute("INSERT OR IGNORE INTO corpus_texts (corpus, texts) VALUES (?, ?)",
+                          (str(provenance.get("corpus_fingerprint")), json.dumps(list(texts))))  # fmt: skip
             c.execute(
                 "UPDATE runs SET status='running', P=?, error=NULL, started_at=?, finished_at=NULL,"
                 " provenance=? WHERE run_id=?",
@@ -181,6 +199,7 @@ class Store:
         with self._tx() as c:
             c.execute("DELETE FROM measurements WHERE run_id = ?", (run_id,))
             c.execute("DELETE FROM scaled_measurements WHERE run_id = ?", (run_id,))
+            c.execute("DELETE FROM sequence_kl WHERE run_id = ?", (run_id,))
             c.execute(
                 "UPDATE runs SET status='pending', error=?, finished_at=NULL WHERE run_id=?", (error, run_id)
             )
@@ -198,6 +217,9 @@ class Store:
                 f"INSERT INTO {table} (run_id, {cols}) VALUES (?, {marks})",
                 (run_id, *(row.get(k) for k in columns)),
             )
+            if row.get("seq_kl") is not None and table == "measurements":
+                c.execute("INSERT OR REPLACE INTO sequence_kl (run_id, step, kl) VALUES (?, ?, ?)",
+                          (run_id, row["step"], json.dumps(list(row["seq_kl"]))))  # fmt: skip
 
     def finish_run(self, run_id: str, timings: Mapping[str, float]) -> None:
         with self._tx() as c:
@@ -241,6 +263,16 @@ class Store:
             + " ORDER BY r.rowid, m.step, m.method, m.scale"
         )
         return [dict(r) for r in self.conn.execute(sql, (run_id,) if run_id else ())]
+
+    def sequence_kl(self, run_id: str) -> dict[int, list[float]]:
+        """``{step: mean KL per token of each corpus sequence}`` of a run's measurements."""
+        rows = self.conn.execute("SELECT step, kl FROM sequence_kl WHERE run_id = ? ORDER BY step", (run_id,))
+        return {s: self._loads(k, f"sequence KL of {run_id} at step {s}") for s, k in rows}
+
+    def corpus_texts(self, corpus: str) -> list[str] | None:
+        """The texts of a corpus' sequences (by its fingerprint), or None when none were stored."""
+        row = self.conn.execute("SELECT texts FROM corpus_texts WHERE corpus = ?", (corpus,)).fetchone()
+        return None if row is None else self._loads(row[0], f"texts of corpus {corpus}")
 
     # ------------------------------------------------------------------ meta, fits, probes
     def set_meta(self, key: str, value: Any) -> None:

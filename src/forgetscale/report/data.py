@@ -20,6 +20,7 @@ from typing import Any
 from forgetscale import results
 from forgetscale.errors import UserError
 from forgetscale.probes.flips import item_flips
+from forgetscale.report.texts import gather_texts
 from forgetscale.store import read_store
 from forgetscale.summary import finding_text
 
@@ -89,6 +90,7 @@ class ReportData:
         notes: things the reader should know (fits that could not be read...).
         frontier: when the study has mitigated runs, :func:`forgetscale.results.compare`: ``rows`` (what
             ``forgetscale compare`` prints), ``lines`` (plain LoRA's line per dataset), ``points``.
+        texts: the most-forgotten corpus texts (:func:`forgetscale.texts.forgotten_texts`), or None.
     """
 
     directory: str
@@ -108,6 +110,7 @@ class ReportData:
     findings: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     frontier: dict[str, Any] | None = None
+    texts: dict[str, Any] | None = None
 
 
 def gather(out: Path) -> ReportData:
@@ -164,6 +167,7 @@ def gather(out: Path) -> ReportData:
         samples=_samples(probe_rows, {r["run_id"]: r for r in all_runs}),
         findings=_findings(out, fits, notes),
         frontier=_frontier(out, in_study, notes),
+        texts=gather_texts(out),
         notes=notes,
     )
 

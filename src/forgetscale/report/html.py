@@ -15,6 +15,7 @@ from typing import Any
 
 from forgetscale.report.data import ReportData, fmt, fmt_ci, fmt_pct
 from forgetscale.report.flips import flip_table, rate_text
+from forgetscale.report.texts import text_tables
 
 __all__ = ["check_svg", "inline_svg", "render_html", "svg_text"]
 
@@ -101,7 +102,8 @@ def render_html(data: ReportData, figures: Mapping[str, Any], captions: Mapping[
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=fmt, ci=_ci, pct=fmt_pct, secs=_secs, rate=rate_text, flip_table=flip_table)
+    env.filters.update(num=fmt, ci=_ci, pct=fmt_pct, secs=_secs, rate=rate_text, flip_table=flip_table,
+                       text_tables=text_tables)
     figs = []
     for i, (name, fig) in enumerate(figures.items()):
         entry = {"name": name, "caption": (captions or {}).get(name, ""), "svg": None, "error": None}

@@ -15,6 +15,7 @@ from typing import Any
 
 from forgetscale.report.data import ReportData, fmt, fmt_ci, fmt_pct
 from forgetscale.report.flips import flip_table, rate_text
+from forgetscale.report.texts import text_tables
 
 __all__ = ["esc", "render_markdown"]
 
@@ -203,6 +204,11 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
                   f"{esc(it['tuned'])} → {esc(fmt(it['answer']))}"] for it in s["items"]],
             )  # fmt: skip
 
+    texts = text_tables(d.texts)
+    if texts is not None:
+        out += [f"## {texts.title}", "", esc(texts.note), ""]
+        for caption, header, rows in texts.tables:
+            out += [f"### {esc(caption)}", "", *_table(header, [[esc(c) for c in row] for row in rows])]
     out += ["## Study config", ""]
     out += _table(["key", "value"], [[f"`{_code(k)}`", esc(v)] for k, v in d.config]) if d.config else \
         ["The store holds no study config.", ""]
