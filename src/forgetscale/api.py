@@ -11,7 +11,7 @@ one call here:
   :func:`compare`, :func:`write_report`.
 
 Besides: :func:`load_results` (a study's tables), :func:`fit_laws` (the laws on rows you hold),
-:func:`findings` (F1-F5 of a fitted study), :class:`ForgettingCallback` and :func:`load_base`.
+:func:`findings` (F1-F6 of a fitted study), :class:`ForgettingCallback` and :func:`load_base`.
 The study-directory functions live in :mod:`forgetscale.results`. Importing this module loads no
 torch: :func:`measure_forgetting`, :func:`run_study`, :func:`probe`, :func:`load_base` and
 :class:`ForgettingCallback` import it when used; reading and fitting a study never needs it.

@@ -260,7 +260,7 @@ def _findings(store: Store, rows: list[dict[str, Any]], fits: Mapping[str, Any],
 
 
 def findings(directory: str | Path) -> list[dict[str, Any]]:
-    """F1-F5 per dataset from the stored fits, measurements and probes, as :func:`fit` reports them.
+    """F1-F6 per dataset from the stored fits, measurements and probes, as :func:`fit` reports them.
 
     Raises:
         UserError: no study in ``directory``.

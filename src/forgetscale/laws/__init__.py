@@ -10,7 +10,8 @@
     rows.py       measurement rows -> fits per dataset (fit_study)
     select.py     reliability (reliable / unreliable / undecided), comparison table, choice of law
     predict.py    predict and plan from reliable laws
-    findings.py   the paper's findings F1-F5 as verdicts with evidence
+    findings.py   the paper's findings F1-F6 as verdicts with evidence
+    f6.py         F6: task_kl against ft_loss as predictors of held-out forgetting
     frontier.py   mitigations against plain LoRA's line
 """
 

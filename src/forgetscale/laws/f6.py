@@ -112,7 +112,7 @@ def f6(ds: str, cols: Mapping[str, np.ndarray], min_step: float) -> dict[str, An
 
     Returns:
         ``{dataset, finding: "F6", verdict, evidence}``; the evidence holds ``heldout_error`` (both
-        predictors: mean over runs and per run, nats of forget_kl), ``difference`` (ft_loss's error less
+        predictors: mean over runs and per run, nats of forget_kl), ``error_difference`` (ft_loss's error less
         task_kl's, value and 95% interval), ``statistic`` (mean ``(1 - margin) e_ft - e_task`` with its
         interval), ``margin``, the units and, when undecided, the ``reason``.
     """
@@ -146,7 +146,7 @@ def f6(ds: str, cols: Mapping[str, np.ndarray], min_step: float) -> dict[str, An
     ev["heldout_error"] = {p: {"value": float(np.mean(e)), "per_run": errors[p]}
                            for p, e in zip(PREDICTORS, (e_ft, e_task), strict=True)}  # fmt: skip
     diff = t_interval(e_ft - e_task)
-    ev["difference"] = {**diff, "relative": diff["value"] / float(np.mean(e_ft)) if np.mean(e_ft) > 0 else None,
+    ev["error_difference"] = {**diff, "relative": diff["value"] / float(np.mean(e_ft)) if np.mean(e_ft) > 0 else None,
                         "definition": "ft_loss's held-out error less task_kl's (positive: task_kl predicts better)"}
     d = (1 - F6_MARGIN) * e_ft - e_task
     stat, one_sided = t_interval(d), t_interval(d, 1 - 2 * F6_ALPHA)

@@ -85,7 +85,7 @@ class ReportData:
         probes: probe summary rows (run, dataset, rank, probe, accuracy, agreement...), with their flips
             against the base and 95% Wilson intervals (``probes.flips.item_flips``).
         samples: base vs fine-tuned generations, a few per probe.
-        findings: the paper's findings F1-F5 per dataset (``{dataset, finding, verdict,
+        findings: the paper's findings F1-F6 per dataset (``{dataset, finding, verdict,
             evidence}``, with ``text``: one line of evidence), as ``forgetscale fit`` states them.
         notes: things the reader should know (fits that could not be read...).
         frontier: when the study has mitigated runs, :func:`forgetscale.results.compare`: ``rows`` (what
