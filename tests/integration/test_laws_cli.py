@@ -72,9 +72,10 @@ def test_fit_recovers_the_laws_and_writes_fits(synthetic_study: Path, capsys):
         if row["reliable"]:
             assert row["heldout_error_of_change"] <= 0.15
     assert any(r["reliable"] for r in result["comparison"] if r["target"] == "ft_loss")
-    # findings: F1-F4 for the dataset (no probes here, so no F5), verdicts from the closed set
+    # findings: F1-F4 and F6 for the dataset (no probes here, so no F5), verdicts from the closed set
     found = {f["finding"]: f for f in result["findings"] if f["dataset"] == "news"}
-    assert set(found) == {"F1", "F2", "F3", "F4"}
+    assert set(found) == {"F1", "F2", "F3", "F4", "F6"}
+    assert "no task_kl recorded" in found["F6"]["evidence"]["reason"]  # this synthetic store has none
     assert all(f["verdict"] in ("supported", "not_supported", "undecided") for f in found.values())
     assert found["F1"]["verdict"] == "supported" and found["F1"]["evidence"]["r2"] > 0.9
     assert "bootstrap over runs" in found["F4"]["evidence"]["test"]
