@@ -12,10 +12,8 @@ dimension reduction). ``forgetscale compare`` judges them against plain LoRA's l
 from __future__ import annotations
 
 import random
-import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +23,7 @@ from forgetscale.data.corpus import sample_self, shipped_prompts
 from forgetscale.data.encode import Sequence, encode_example
 from forgetscale.data.sources import load_splits
 from forgetscale.errors import UserError
+from forgetscale.intruders import BaseSpectra, IntruderReduction
 
 if TYPE_CHECKING:
     from forgetscale.config import RunConfig
@@ -127,37 +126,6 @@ class ReplayCollator:
         return self.inner([*features, *extra])
 
 
-INTRUDER_ADAPTER = "forgetscale_intruders"
-"""The name of the temporary adapter that :func:`intruders_reduced` measures (deleted on exit)."""
-
-
-@contextmanager
-def intruders_reduced(model: Any, lam: float, top_k: int, epsilon: float) -> Iterator[int]:
-    """``model`` with its active LoRA adapter's intruder dimensions scaled to ``lam``, by PEFT's own
-    ``reduce_intruder_dimension`` (Shuttleworth et al., NeurIPS 2025), for the duration of the context.
-
-    PEFT writes the reduced adapter as a new one and makes it active; on exit the original adapter is
-    active again and the new one is deleted, so training and saving see the run's own adapter. Yields
-    the number of intruder dimensions found over all layers (0: the reduced adapter is a copy).
-    """
-    from peft.tuners.lora.intruders import reduce_intruder_dimension
-
-    found: list[int] = []
-
-    def count(message: str) -> None:  # PEFT reports each layer as "<name>: Intruders: <n>" or "No intruders"
-        hit = re.search(r"Intruders: (\d+)$", message)
-        found.append(int(hit.group(1)) if hit else 0)
-
-    active = model.active_adapter
-    reduce_intruder_dimension(model, old_adapter_name=active, new_adapter_name=INTRUDER_ADAPTER, top_k=top_k,
-                              threshold_epsilon=epsilon, mitigation_lambda=float(lam), logging_sink=count)  # fmt: skip
-    try:
-        yield sum(found)
-    finally:
-        model.set_adapter(active)
-        model.delete_adapter(INTRUDER_ADAPTER)
-
-
 def post_hoc_rows(
     run: RunConfig,
     model: Any,
@@ -165,6 +133,7 @@ def post_hoc_rows(
     tokens: int,
     metrics: Callable[[Any], dict[str, float]],
     seconds: dict[str, float] | None = None,
+    spectra: BaseSpectra | None = None,
 ) -> list[dict[str, Any]]:
     """The measurement rows of ``model``'s adapter changed by each post-hoc method of ``run``.
 
@@ -172,8 +141,9 @@ def post_hoc_rows(
       *outside* ``metrics``' :func:`forgetscale.merge.merged`, which reads each layer's scaling when it
       folds ``W + s B A``: the folded weight is the rescaled one. At the final step (or at every
       scheduled step but 0, with ``rescale_steps: all``).
-    - ``intruders`` at each of ``mitigation.intruder_lambdas``, at the final step: :func:`intruders_reduced`;
-      the row's ``n_intruders`` counts the dimensions changed.
+    - ``intruders`` at each of ``mitigation.intruder_lambdas``, at the final step: PEFT's intruder-dimension
+      reduction (:class:`forgetscale.intruders.IntruderReduction`, with the base's singular vectors from
+      ``spectra``); the row's ``n_intruders`` counts the dimensions changed.
 
     A row's ``method`` and ``scale`` (the strength) send it to the store's post-hoc table. ``seconds``,
     when given, accumulates each method's wall time (changing the adapter and measuring it).
@@ -201,8 +171,9 @@ def post_hoc_rows(
         clock["rescale"] = clock.get("rescale", 0.0) + time.perf_counter() - start
     if "intruders" in methods and final:
         start = time.perf_counter()
+        found = IntruderReduction(model, m.intruder_top_k, m.intruder_epsilon, spectra or BaseSpectra())
         for lam in m.intruder_lambdas:
-            with intruders_reduced(model, lam, m.intruder_top_k, m.intruder_epsilon) as n:
+            with found.applied(lam) as n:
                 row("intruders", lam, metrics(model), n_intruders=n)
         clock["intruders"] = clock.get("intruders", 0.0) + time.perf_counter() - start
     return rows

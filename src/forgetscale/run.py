@@ -91,7 +91,8 @@ def execute_run(
             sink.add_measurement(run.run_id, row)
             if progress is not None:
                 progress.step(step, run.train.steps, row)
-            for changed in post_hoc_rows(run, model, step, tokens, metrics, post_hoc_seconds):  # mitigation.post_hoc
+            # mitigation.post_hoc: the adapter changed after training (rescaled, intruders reduced)
+            for changed in post_hoc_rows(run, model, step, tokens, metrics, post_hoc_seconds, ws.spectra(run)):
                 sink.add_measurement(run.run_id, changed)
 
         try:

@@ -20,6 +20,7 @@ from forgetscale.data.corpus import build_corpus
 from forgetscale.data.encode import Sequence, encode_example, fingerprint
 from forgetscale.data.sources import load_splits
 from forgetscale.errors import UserError
+from forgetscale.intruders import BaseSpectra
 from forgetscale.mitigation import replay_sequences
 from forgetscale.models import LoadedModel, load_model
 from forgetscale.reference import BaseReference, cached_reference, reference_key, reference_mode, save_reference
@@ -46,6 +47,7 @@ class Workspace:
     _base_evals: dict[str, dict[str, float]] = field(default_factory=dict)
     _replay: dict[str, list[Sequence]] = field(default_factory=dict)
     _task_refs: dict[str, BaseReference] = field(default_factory=dict)
+    _spectra: dict[str, BaseSpectra] = field(default_factory=dict)
 
     def _phase(self, name: str, since: float) -> None:
         self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - since
@@ -134,6 +136,10 @@ class Workspace:
             lm = self.model(run)
             self._replay[key] = replay_sequences(run, lm.tokenizer, lm.model, lm.fingerprint, self.cache)
         return self._replay[key]
+
+    def spectra(self, run: RunConfig) -> BaseSpectra:
+        """The base weights' singular vectors for ``intruders`` (filled as layers ask), one per base model."""
+        return self._spectra.setdefault(canonical_json(run.model), BaseSpectra())
 
     def base_evaluation(self, run: RunConfig, compute: Callable[[], dict[str, float]]) -> dict[str, float]:
         """The step-0 measurement shared by every run on the same (model, data, corpus).

@@ -250,3 +250,40 @@ def test_replay_sources_self_prompts_are_disjoint_and_files_are_read(tmp_path, t
     tok = AutoTokenizer.from_pretrained(tiny_model)
     seqs = replay_sequences(run, tok, None, "fp-test", tmp_path)
     assert len(seqs) == 3 and all(s.n_targets > 0 for s in seqs)
+
+
+def test_intruder_reduction_is_peft_reduce_intruder_dimension(post_hoc, tiny_model):
+    """The same adapter as PEFT's own function, layer by layer, at two strengths (PEFT 0.21)."""
+    import torch
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora.intruders import reduce_intruder_dimension
+    from transformers import AutoModelForCausalLM
+
+    from forgetscale.intruders import BaseSpectra, IntruderReduction
+
+    adapter = sorted(post_hoc.glob("adapters/*/adapter_config.json"))[0].parent
+    spectra = BaseSpectra()
+    for lam in (0.0, 0.75):
+        theirs = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), adapter)
+        reduce_intruder_dimension(theirs, top_k=10, threshold_epsilon=1.0, mitigation_lambda=lam, logging_sink=None)
+        mine = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), adapter)
+        found = IntruderReduction(mine, 10, 1.0, spectra)
+        layers = {n: m for n, m in theirs.named_modules() if isinstance(m, LoraLayer)}
+        with found.applied(lam) as n:
+            assert n > 0
+            for name, layer in mine.named_modules():
+                if not isinstance(layer, LoraLayer):
+                    continue
+                ours = layer.get_delta_weight("default")
+                ref = layers[name].get_delta_weight("intruder_reduced")
+                own = layer.get_base_layer().weight
+                # PEFT forms the change as (W + dW + (lam-1) X) - W in fp32, losing ~ulp(W) of dW; that
+                # rounding, carried through two SVDs, bounds the agreement (measured ~1e-6 of |W|)
+                assert torch.linalg.norm(ours - ref) <= 1e-4 * torch.linalg.norm(own), (name, lam)
+        # on exit the run's own adapter is back, bit for bit
+        fresh = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), adapter)
+        got = dict(mine.named_parameters())
+        for name, p in fresh.named_parameters():
+            if "lora_" in name:
+                assert torch.equal(p, got[name]), name
