@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,6 +134,7 @@ def post_hoc_rows(
     metrics: Callable[[Any], dict[str, float]],
     seconds: dict[str, float] | None = None,
     spectra: BaseSpectra | None = None,
+    own: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """The measurement rows of ``model``'s adapter changed by each post-hoc method of ``run``.
 
@@ -146,7 +147,9 @@ def post_hoc_rows(
       ``spectra``); the row's ``n_intruders`` counts the dimensions changed.
 
     A row's ``method`` and ``scale`` (the strength) send it to the store's post-hoc table. ``seconds``,
-    when given, accumulates each method's wall time (changing the adapter and measuring it).
+    when given, accumulates each method's wall time (changing the adapter and measuring it). ``own``, the
+    run's own metrics at ``step`` (``metrics(model)``), stands for a measurement of an adapter the method
+    left unchanged (no intruder found): the same weights give the same numbers, so it is not measured.
     """
     m = run.mitigation
     methods = m.post_hoc_methods()
@@ -174,6 +177,6 @@ def post_hoc_rows(
         found = IntruderReduction(model, m.intruder_top_k, m.intruder_epsilon, spectra or BaseSpectra())
         for lam in m.intruder_lambdas:
             with found.applied(lam) as n:
-                row("intruders", lam, metrics(model), n_intruders=n)
+                row("intruders", lam, dict(own) if n == 0 and own is not None else metrics(model), n_intruders=n)
         clock["intruders"] = clock.get("intruders", 0.0) + time.perf_counter() - start
     return rows

@@ -86,13 +86,14 @@ def execute_run(
                 raise train.Diverged(
                     f"run {run.run_id}: training diverged (non-finite outputs at step {step}); lower train.lr"
                 )
+            own = dict(m)
             n_tokens = int(m.pop("n_tokens"))
             row = Measurement(step=step, tokens=tokens, n_eval_tokens=n_tokens, **m)  # ft_loss(_se), forgetting
             sink.add_measurement(run.run_id, row)
             if progress is not None:
                 progress.step(step, run.train.steps, row)
             # mitigation.post_hoc: the adapter changed after training (rescaled, intruders reduced)
-            for changed in post_hoc_rows(run, model, step, tokens, metrics, post_hoc_seconds, ws.spectra(run)):
+            for changed in post_hoc_rows(run, model, step, tokens, metrics, post_hoc_seconds, ws.spectra(run), own):
                 sink.add_measurement(run.run_id, changed)
 
         try:

@@ -111,3 +111,22 @@ def test_probes_can_select_the_largest_rank_per_dataset():
     # every data order of the largest rank (the default sweeps two)
     assert sorted(picked) == [("instruct", 16, 0), ("instruct", 16, 1), ("news", 16, 0), ("news", 16, 1)]
     assert len(load_config(overrides=["probes.runs=all", "sweep.lora.rank=[1,4]"]).probed_runs()) == 4
+
+
+def test_post_hoc_methods_enter_the_run_id_only_when_set():
+    from forgetscale.config import RunConfig
+
+    plain = RunConfig()
+    assert plain.mitigation.id_fields() is None  # plain runs keep the ids they had before mitigations
+    rescale = RunConfig.model_validate({"mitigation": {"kind": "rescale"}})
+    assert rescale.mitigation.id_fields() == {"kind": "rescale", "scales": [0.25, 0.5, 0.75], "rescale_steps": "final"}
+    a = RunConfig.model_validate({"mitigation": {"post_hoc": ["intruders", "rescale"]}})
+    b = RunConfig.model_validate({"mitigation": {"post_hoc": ["rescale", "intruders"]}})
+    assert a.run_id == b.run_id != plain.run_id  # one order, one id; measuring more is another run
+    assert a.mitigation.post_hoc_methods() == ("rescale", "intruders")
+    # trained kinds ignore post-hoc settings (a sweep sets them for every kind): same id with or without
+    kl = RunConfig.model_validate({"mitigation": {"kind": "kl"}})
+    kl_ph = RunConfig.model_validate({"mitigation": {"kind": "kl", "post_hoc": ["intruders"]}})
+    assert kl.run_id == kl_ph.run_id and kl_ph.mitigation.post_hoc_methods() == ()
+    with pytest.raises(ValueError):
+        RunConfig.model_validate({"mitigation": {"intruder_lambdas": [1.5]}})

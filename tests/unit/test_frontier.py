@@ -124,7 +124,13 @@ def test_mitigations_preset_is_built_from_the_default():
     default = load_config(preset="default").runs()[0]
     study = load_config(preset="mitigations")
     runs = study.runs()
-    assert {r.mitigation.kind for r in runs} == {"rescale", "replay", "kl"}
+    assert {r.mitigation.kind for r in runs} == {"none", "replay", "kl"}
+    # the plain runs are also measured after training, rescaled (2-3 scales) and with intruders reduced
+    plain = [r for r in runs if r.mitigation.kind == "none"]
+    assert all(r.mitigation.post_hoc_methods() == ("rescale", "intruders") for r in plain)
+    assert all(2 <= len(r.mitigation.scales) <= 3 and r.mitigation.intruder_lambdas for r in plain)
+    for kind in ("replay", "kl"):  # at least 2 runs per level (a level: kind and strength)
+        assert len([r for r in runs if r.mitigation.kind == kind]) >= 2
     assert len({r.lora.rank for r in runs}) >= 3 and len({r.data.dataset for r in runs}) == 1
     for r in runs:  # the default's training settings, but for the steps
         assert r.train.model_dump(exclude={"steps", "eval_steps", "n_evals"}) == default.train.model_dump(
@@ -132,3 +138,20 @@ def test_mitigations_preset_is_built_from_the_default():
         first = min(s for s in r.eval_schedule() if s)
         assert first >= study.fit.min_step == load_config(preset="default").fit.min_step
     assert "mitigations" in PRESETS and not study.probes.enabled
+
+
+def test_a_post_hoc_level_that_changed_nothing_is_undecided():
+    """Intruder reduction that found no intruder reproduces each run's own points: nothing to judge,
+    rather than an 'on_line' verdict from a zero-width interval."""
+    x = np.tile([1.0, 2.0, 3.0], 3)
+    runs = np.repeat(["a", "b", "c"], 3)
+    steps = np.tile([8, 16, 32], 3)
+    y = 5.0 - x + 0.01 * np.repeat([1.0, -1.0, 0.5], 3)
+    plain = {"ft_loss": x, "forget_ce": y, "run_id": runs, "step": steps}
+    last = steps == 32
+    same = {"ft_loss": x[last], "forget_ce": y[last], "run_id": runs[last], "step": steps[last]}
+    (row,) = frontier(plain, same, [("intruders", 0.0)] * 3)
+    assert row["verdict"] == "undecided" and "unchanged" in row["reason"] and row["residual"] == 0.0
+    moved = {**same, "forget_ce": y[last] - 0.05 + 1e-3 * np.arange(3)}
+    (row,) = frontier(plain, moved, [("intruders", 0.0)] * 3)
+    assert row["verdict"] == "beats_line" and row["hi"] < 0

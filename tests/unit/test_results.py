@@ -53,3 +53,36 @@ def test_flatten_fit_carries_fit_clean_and_each_targets_reliability():
     assert row["a"] == pytest.approx(fit.params["a"]) and row["a_lo"] <= row["a"] <= row["a_hi"]
     # a fit stored before issue 20 named fit_clean "reliable"
     assert flatten_fit("news", "linear", {"law": "linear", "reliable": False, "params": {}})["fit_clean"] is False
+
+
+def test_a_store_from_before_post_hoc_methods_keeps_its_rescaled_rows(tmp_path):
+    """scaled_measurements gained ``method`` in its key: an old store's rows are copied over as rescale's."""
+    import sqlite3
+
+    from forgetscale.store import open_store
+
+    con = sqlite3.connect(tmp_path / "study.sqlite")
+    con.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, config TEXT NOT NULL, dataset TEXT NOT NULL,
+            rank INTEGER NOT NULL, P INTEGER, status TEXT NOT NULL, error TEXT, started_at REAL,
+            finished_at REAL, timings TEXT, provenance TEXT);
+        INSERT INTO runs VALUES ('r1', '{}', 'news', 4, 100, 'done', NULL, NULL, NULL, NULL, NULL);
+        CREATE TABLE scaled_measurements (run_id TEXT NOT NULL, step INTEGER NOT NULL, scale REAL NOT NULL,
+            tokens INTEGER NOT NULL, ft_loss REAL, forget_ce REAL, forget_kl REAL, base_entropy REAL,
+            forget_top1_ce REAL, data_loss REAL, n_eval_tokens INTEGER, forget_ce_se REAL, forget_kl_se REAL,
+            PRIMARY KEY (run_id, step, scale));
+        INSERT INTO scaled_measurements VALUES ('r1', 8, 0.5, 800, 2.0, 3.0, 0.4, 2.6, 3.1, 2.9, 50, 0.1, 0.05);
+    """)
+    con.commit()
+    con.close()
+    with open_store(tmp_path) as store:
+        (row,) = store.scaled_measurements()
+        assert (row["method"], row["scale"], row["forget_kl"], row["forget_kl_se"]) == ("rescale", 0.5, 0.4, 0.05)
+        assert row["ft_loss_se"] is None and row["task_kl"] is None  # columns added since: NULL in old rows
+        # the same step and strength under another method is a new row, not a clash
+        store.add_measurement("r1", {"step": 8, "method": "intruders", "scale": 0.5, "tokens": 800, "ft_loss": 2.1,
+                                     "forget_ce": 2.9, "n_intruders": 3})  # fmt: skip
+        assert [(r["method"], r["n_intruders"]) for r in store.scaled_measurements()] == [("intruders", 3),
+                                                                                           ("rescale", None)]

@@ -25,8 +25,9 @@ strength) is summarised by the mean over its runs of each run's mean residual.
   jackknife variance added, though the slope is all that enters).
 
 Verdicts: ``beats_line`` (interval below 0), ``worse`` (above), ``on_line``
-(contains 0), and ``undecided`` with a reason when a level has one run or the
-plain runs are too few (< 3) to calibrate. Points whose fine-tuning loss lies
+(contains 0), and ``undecided`` with a reason when a level has one run, the
+plain runs are too few (< 3) to calibrate, or a post-hoc method changed no
+run's adapter (intruders with none found). Points whose fine-tuning loss lies
 outside the plain points' range are counted: there the line is extrapolated.
 """
 
@@ -201,6 +202,10 @@ def _paired(line: dict[str, Any], loo: list[dict[str, Any]], x: Array, y: Array,
     d = contrast(line)
     k = d.size
     res.update(residual=float(d.mean()), n_runs=k)
+    if np.array_equal(x[i], bx) and np.array_equal(y[i], by):
+        res["reason"] = ("every run's points are its own: the method left each adapter unchanged (for intruders: "
+                         "no intruder dimension found), so there is nothing to judge")  # fmt: skip
+        return res
     if k < MIN_LEVEL_RUNS:
         res["reason"] = f"{k} run at this level: no spread over runs to judge the contrast by (needs 2)"
         return res
