@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from forgetscale.errors import UserError
 from forgetscale.schema import POST_HOC_METHODS
@@ -299,6 +299,10 @@ class ExecutorConfig(_Frozen):
 class StudyConfig(RunConfig):
     name: str = "study"
     sweep: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+    sweep_exclude: tuple[dict[str, Any], ...] = ()
+    """Combinations of the sweep to leave out: each entry assigns values to some sweep axes, and a
+    combination that agrees with every assignment of an entry is not run (``[{lora.rank: 4,
+    mitigation.kind: kl}]``: no ``kl`` run at rank 4)."""
     fit: FitConfig = FitConfig()
     probes: ProbesConfig = ProbesConfig()
     executor: ExecutorConfig = ExecutorConfig()
@@ -310,6 +314,15 @@ class StudyConfig(RunConfig):
             if not values:
                 raise ValueError(f"sweep axis {key!r} has no values")
         return v
+
+    @model_validator(mode="after")
+    def _exclusions_name_axes(self) -> StudyConfig:
+        for entry in self.sweep_exclude:
+            unknown = sorted(set(entry) - set(self.sweep))
+            if not entry or unknown:
+                raise ValueError(f"sweep_exclude entry {entry}: {unknown or 'no key'} not among the sweep's axes "
+                                 f"{sorted(self.sweep)}")  # fmt: skip
+        return self
 
     def probed_runs(self) -> list[RunConfig]:
         """The runs ``forgetscale run`` probes, as ``probes.runs`` selects them, in sweep order."""
@@ -325,11 +338,14 @@ class StudyConfig(RunConfig):
         return RunConfig(**{k: getattr(self, k) for k in RunConfig.model_fields})
 
     def runs(self) -> list[RunConfig]:
-        """Expand the sweep (a Cartesian product, in the order written) into run configs."""
+        """Expand the sweep (a Cartesian product, in the order written, less ``sweep_exclude``) into run configs."""
         base = self.base_run().model_dump(mode="json")
         keys = list(self.sweep)
         out = []
         for combo in itertools.product(*(self.sweep[k] for k in keys)):
+            point = dict(zip(keys, combo, strict=True))
+            if any(all(point[k] == v for k, v in entry.items()) for entry in self.sweep_exclude):
+                continue
             d = json.loads(json.dumps(base))
             for k, v in zip(keys, combo, strict=True):
                 _set_dotted(d, k, v)
@@ -420,13 +436,14 @@ def _mitigations_preset() -> dict[str, Any]:
     """Plain LoRA against replay, KL-to-base, WiSE-FT rescaling and intruder reduction, on the default's
     training settings.
 
-    One dataset (the default's first) and one data order, the default's three smallest ranks, each trained
-    as ``none``, ``replay`` and ``kl``: 9 trainings, so each trained level has 3 runs. The plain runs are
-    also measured after training (``post_hoc``): rescaled (WiSE-FT) and with their intruder dimensions
-    reduced, which costs evaluations (and SVDs) only. It trains half the default's steps (but at least
-    twice ``fit.min_step``, so every evaluation is past the onset), evaluates at the first and last of
-    the default's evaluation steps in that range, measures forgetting on at most 32 of the shipped
-    prompts and does not probe. Its measured time is in docs/mitigations.md.
+    One dataset (the default's first) and one data order; the default's three smallest ranks trained plain
+    (the line's 3 runs), and ``replay`` and ``kl`` at the smallest and largest of them: 7 trainings, 2
+    runs per trained level. The plain runs are also measured after training (``post_hoc``): rescaled
+    (WiSE-FT) and with their intruder dimensions reduced, which costs evaluations (and SVDs) only. It
+    trains half the default's steps (but at least twice ``fit.min_step``, so every evaluation is past the
+    onset), evaluates at the first and last of the default's evaluation steps in that range, measures
+    forgetting on at most 32 of the shipped prompts and does not probe. Its measured time is in
+    docs/mitigations.md.
     """
     default = json.loads(json.dumps(PRESETS["default"]))
     sweep = default.get("sweep", {})
@@ -436,6 +453,7 @@ def _mitigations_preset() -> dict[str, Any]:
     past = [s for s in first.eval_schedule() if min_step <= s <= steps] or [steps]
     evals = sorted({past[0], steps})
     datasets = sweep.get("data.dataset") or [first.data.dataset]
+    ranks = sorted(sweep.get("lora.rank") or [1, 4, 16])[:3]
     return {
         **{k: v for k, v in default.items() if k not in ("name", "sweep", "probes")},
         "name": "mitigations",
@@ -447,10 +465,9 @@ def _mitigations_preset() -> dict[str, Any]:
                        "intruder_lambdas": [0.0, 0.75]},  # fmt: skip
         "fit": {**default.get("fit", {}), "n_boot": 20},
         "probes": {"enabled": False},
-        "sweep": {
-            "lora.rank": sorted(sweep.get("lora.rank") or [1, 4, 16])[:3],
-            "mitigation.kind": ["none", "replay", "kl"],
-        },
+        "sweep": {"lora.rank": ranks, "mitigation.kind": ["none", "replay", "kl"]},
+        # replay and kl at the smallest and largest rank only: 2 runs per level, spread along the line
+        "sweep_exclude": [{"lora.rank": r, "mitigation.kind": k} for r in ranks[1:-1] for k in ("replay", "kl")],
     }
 
 
@@ -494,6 +511,9 @@ def load_config(
         if "sweep" not in loaded:  # a value the file sets explicitly is no longer swept
             _drop_axes(data, _flat_keys(loaded))
         _merge(data, loaded)
+        if "sweep" in loaded and "sweep_exclude" not in loaded:  # the preset's exclusions, on axes kept
+            axes = set(data.get("sweep") or {})
+            data["sweep_exclude"] = [e for e in data.get("sweep_exclude") or () if set(e) <= axes]
         source = str(path)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -554,6 +574,9 @@ def _drop_axes(data: dict[str, Any], keys: list[str]) -> None:
     if isinstance(sweep, dict):
         for k in keys:
             sweep.pop(k, None)
+    exclude = data.get("sweep_exclude")
+    if isinstance(exclude, list | tuple):  # an exclusion on a dropped axis no longer names a combination
+        data["sweep_exclude"] = [e for e in exclude if not (isinstance(e, dict) and set(e) & set(keys))]
 
 
 def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:

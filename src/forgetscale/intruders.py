@@ -6,7 +6,8 @@ LoRA's forgetting sits in *intruder dimensions*: leading singular vectors of the
 remedy as ``peft.tuners.lora.intruders.reduce_intruder_dimension``; this module computes the same
 adapter, for every LoRA layer:
 
-1. ``U_b`` = left singular vectors of ``W``; ``U, S, Vh`` = SVD of ``W + dW``.
+1. ``U_b`` = left singular vectors of ``W``; ``U, S, Vh`` = the leading ``top_k`` singular triplets of
+   ``W + dW`` (:func:`leading_singular`).
 2. Intruders: among the first ``top_k`` columns of ``U``, those whose largest ``|cos|`` with any column
    of ``U_b`` is below ``epsilon``.
 3. Their part ``X = U[:, i] diag(S[i]) Vh[i]`` is scaled to ``lam`` (PEFT's ``mitigation_lambda``, the
@@ -16,8 +17,8 @@ adapter, for every LoRA layer:
 
 Why not call PEFT's function: it recomputes the base's SVD, and the merged weight's, for every layer at
 every strength, which on a 2-core CPU costs about a minute per call on SmolLM2-135M. Here the base's
-singular vectors are computed once per process (:class:`BaseSpectra`), the merged weight's once per run,
-and each strength costs only the refactoring of the layers that have intruders. ``dW'`` is formed from
+singular vectors are computed once per process (:class:`BaseSpectra`), the merged weight's leading ones
+once per run, and each strength costs only the refactoring of the layers that have intruders. ``dW'`` is formed from
 ``dW`` directly rather than as ``(W + dW + (lam - 1) X) - W``, which loses digits of ``dW`` to ``W``'s
 rounding; otherwise the arithmetic is PEFT's, and ``tests/integration/test_mitigation.py`` checks
 the two agree on the tiny model.
@@ -45,7 +46,7 @@ class BaseSpectra:
 
     def left(self, name: str, weight: torch.Tensor) -> torch.Tensor:
         if name not in self.vectors:
-            self.vectors[name] = torch.linalg.svd(weight.float(), full_matrices=False)[0]
+            self.vectors[name] = leading_singular(weight, min(weight.shape))[0]
         return self.vectors[name]
 
 
@@ -54,6 +55,33 @@ class _Layer:
     layer: Any
     delta: torch.Tensor  # dW, with the adapter's scaling
     intruder: torch.Tensor  # X, the intruder directions' part of W + dW
+
+
+def leading_singular(w: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k`` leading singular triplets ``(U_k, S_k, Vh_k)`` of ``w``, in fp32, largest first.
+
+    From the eigendecomposition of the Gram matrix on ``w``'s smaller side, in float64: about 5x
+    faster than a full fp32 SVD at SmolLM2's shapes, and as exact for the leading triplets (squaring
+    the condition number costs nothing in float64 for singular values within 1e6 of the largest).
+    Only the leading ``top_k`` vectors of the merged weight are examined for intruders, so the rest of
+    its spectrum is not needed.
+
+    >>> w = torch.diag(torch.tensor([3.0, 2.0, 1.0]))
+    >>> u, s, vh = leading_singular(w, 2)
+    >>> s.tolist(), torch.allclose((u * s) @ vh, torch.diag(torch.tensor([3.0, 2.0, 0.0])))
+    ([3.0, 2.0], True)
+    """
+    k = min(k, *w.shape)
+    x = w.double()
+    wide = x.shape[0] <= x.shape[1]
+    lam, vec = torch.linalg.eigh(x @ x.T if wide else x.T @ x)  # ascending
+    vec, s = vec[:, -k:].flip(-1), lam[-k:].flip(-1).clamp_min(0).sqrt()
+    safe = s.clamp_min(torch.finfo(torch.float64).tiny)  # a zero singular value's vector adds 0 * u vh
+    if wide:
+        u, vh = vec, (vec.T @ x) / safe[:, None]
+    else:
+        u, vh = (x @ vec) / safe, vec.T
+    return u.float(), s.float(), vh.float()
 
 
 def _lora_layers(model: Any) -> Iterator[tuple[str, Any]]:
@@ -88,9 +116,9 @@ class IntruderReduction:
                     continue
                 w = layer.get_base_layer().weight
                 delta = layer.get_delta_weight(self.adapter).float()
-                u, s, vh = torch.linalg.svd(w.float() + delta, full_matrices=False)
+                u, s, vh = leading_singular(w.float() + delta, top_k)
                 cos = (u.T @ spectra.left(name, w)).abs().max(dim=1).values
-                idx = torch.where(cos[:top_k] < epsilon)[0]
+                idx = torch.where(cos < epsilon)[0]
                 if idx.numel():
                     self.n_intruders += int(idx.numel())
                     self.layers.append(_Layer(layer, delta, (u[:, idx] * s[idx]) @ vh[idx]))

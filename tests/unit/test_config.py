@@ -130,3 +130,14 @@ def test_post_hoc_methods_enter_the_run_id_only_when_set():
     assert kl.run_id == kl_ph.run_id and kl_ph.mitigation.post_hoc_methods() == ()
     with pytest.raises(ValueError):
         RunConfig.model_validate({"mitigation": {"intruder_lambdas": [1.5]}})
+
+
+def test_sweep_exclude_leaves_out_matching_combinations():
+    study = load_config(overrides=["sweep.lora.rank=[1,4]", "sweep.mitigation.kind=[none,kl]",
+                                   "sweep.train.seed=[0]", "sweep_exclude=[{lora.rank: 4, mitigation.kind: kl}]"])
+    assert [(r.lora.rank, r.mitigation.kind) for r in study.runs()] == [(1, "none"), (1, "kl"), (4, "none")]
+    with pytest.raises(UserError, match="not among the sweep's axes"):
+        load_config(overrides=["sweep.lora.rank=[1,4]", "sweep_exclude=[{lora.alpha: 4}]"])
+    # --set on a swept key drops the axis, and the exclusions that name it with it
+    fixed = load_config(preset="mitigations", overrides=["lora.rank=4"])
+    assert {r.mitigation.kind for r in fixed.runs()} == {"none", "replay", "kl"}
