@@ -247,11 +247,13 @@ def build_study(directory: Path, n_boot: int = 8) -> Path:
 
 OFFSETS = {"kl": -0.05, "replay": 0.0}  # forget_ce minus the line, by construction
 RESCALE_OFFSET = 0.04
+INTRUDERS_OFFSET = -0.03
 
 
 def build_mitigation_study(directory: Path) -> Path:
     """``build_study``'s store plus mitigation runs at a known offset from the plain line (``OFFSETS``);
-    a ``rescale`` run's scaled rows lie ``RESCALE_OFFSET`` above it."""
+    a ``rescale`` run's scaled rows lie ``RESCALE_OFFSET`` above it, its intruder-reduced rows (lambda 0)
+    ``INTRUDERS_OFFSET`` below."""
     build_study(directory)
     from forgetscale.store import open_store
 
@@ -279,6 +281,11 @@ def build_mitigation_study(directory: Path) -> Path:
                             store.add_measurement(rid, {**row, "method": "rescale", "scale": s, "ft_loss": ft_s,
                                                         "forget_ce": f_s,
                                                         "forget_kl": f_s - BASE_ENTROPY})  # fmt: skip
+                        ft_i = ft + 0.02  # intruders removed: a little less learned, less forgotten
+                        f_i = 4.0 - 0.8 * ft_i + INTRUDERS_OFFSET
+                        store.add_measurement(rid, {**row, "method": "intruders", "scale": 0.0, "n_intruders": 3,
+                                                    "ft_loss": ft_i, "forget_ce": f_i,
+                                                    "forget_kl": f_i - BASE_ENTROPY})  # fmt: skip
                 store.finish_run(rid, {"total": 5.0})
                 ids.append(rid)
         store.set_meta("run_ids", ids)

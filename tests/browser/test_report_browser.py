@@ -135,7 +135,7 @@ def test_mitigations_section_renders_in_chromium(tmp_path_factory: pytest.TempPa
     assert driver.execute_script("return document.readyState") == "complete"
     section = driver.find_element(By.ID, "mitigations")
     rows = section.find_elements(By.CSS_SELECTOR, "table tr")
-    assert len(rows) == 1 + 3  # header + kl, replay, rescale
+    assert len(rows) == 1 + 4  # header + kl, replay, rescale, intruders
     assert {"beats line", "on line", "worse"} <= {r.text for r in section.find_elements(By.CSS_SELECTOR, "td")}
     svg = driver.find_element(By.CSS_SELECTOR, "#mitigations figure svg")
     assert svg.size["width"] > 300 and svg.size["height"] > 150

@@ -14,7 +14,7 @@ import pytest
 
 from forgetscale.cli import main
 from forgetscale.store import open_store
-from tests.helpers import RANKS, RESCALE_OFFSET, build_mitigation_study, build_study
+from tests.helpers import INTRUDERS_OFFSET, RANKS, RESCALE_OFFSET, build_mitigation_study, build_study
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,10 @@ def test_compare_recovers_the_planted_offsets(study: Path, capsys):
     capsys.readouterr()
     assert main(["compare", str(study), "--json"]) == 0
     rows = {(r["mitigation"], r["strength"]): r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {("kl", 2.0), ("replay", 0.1), ("rescale", 0.5)}
+    assert set(rows) == {("kl", 2.0), ("replay", 0.1), ("rescale", 0.5), ("intruders", 0.0)}
     kl, replay, rescale = rows[("kl", 2.0)], rows[("replay", 0.1)], rows[("rescale", 0.5)]
+    intruders = rows[("intruders", 0.0)]  # paired with each run's own points: the planted offset, below the line
+    assert intruders["verdict"] == "beats_line" and intruders["residual"] == pytest.approx(INTRUDERS_OFFSET, abs=0.01)
     assert kl["verdict"] == "beats_line" and kl["residual"] == pytest.approx(-0.05, abs=0.01)
     assert replay["verdict"] == "on_line" and abs(replay["residual"]) < 0.01
     assert rescale["verdict"] == "worse" and rescale["residual"] == pytest.approx(RESCALE_OFFSET, abs=0.01)

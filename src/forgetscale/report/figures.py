@@ -293,11 +293,11 @@ FIGURES: dict[str, tuple[Callable[[Rows, Fits], Any], str]] = {
 
 FRONTIER_CAPTION = (
     "Mitigations against plain LoRA's line: forgetting against fine-tuning loss, plain LoRA's points (grey; "
-    "`none` runs and `rescale` runs at scale 1) and its fitted line (solid over their range, dashed beyond), "
+    "plainly trained runs' own points) and its fitted line (solid over their range, dashed beyond), "
     "each mitigation in its colour, one marker per strength. Below the line: less forgetting at equal "
     "fine-tuning loss. Steps below fit.min_step are left out."
 )
-MITIGATION_COLOURS = {"replay": "tab:blue", "kl": "tab:orange", "rescale": "tab:green"}
+MITIGATION_COLOURS = {"replay": "tab:blue", "kl": "tab:orange", "rescale": "tab:green", "intruders": "tab:red"}
 
 
 def frontier_figure(frontier: Mapping[str, Any]) -> Any:

@@ -46,17 +46,21 @@ def _mitigations(d: ReportData, figure: str | None, caption: str) -> list[str]:
         return []
     out = ["## Mitigations against plain LoRA's line", "",
            "Residual: forget_ce minus plain LoRA's line at the same fine-tuning loss (negative: less forgetting), "
-           "mean over the mitigation's points at or after fit.min_step, with a 95% bootstrap interval over runs; "
-           "beats_line: the interval lies below 0, worse: above, on_line: it contains 0. Outside: points beyond "
-           "the plain runs' ft_loss range.", ""]  # fmt: skip
+           "the mean over the level's runs of each run's mean residual at or after fit.min_step. Trained kinds "
+           "(replay, kl): a 95% prediction interval for as many new plain runs at the same fine-tuning loss. "
+           "Post-hoc kinds (rescale, intruders): the paired contrast with each run's own points, t interval "
+           "over runs. beats_line: the interval lies below 0, worse: above, on_line: it contains 0; undecided "
+           "says why. Overhead: extra wall time as a fraction of plain training. Outside: points beyond the "
+           "plain runs' ft_loss range.", ""]  # fmt: skip
     for ds, line in sorted(d.frontier["lines"].items()):
         lo, hi = line["ft_loss_range"]
         out += [f"{esc(ds)}: forget_ce = {fmt(line['s_fft'])} - {fmt(line['c_fft'])} · ft_loss over ft_loss "
                 f"{fmt(lo)}-{fmt(hi)}, R² {fmt(line['r2'])}, {line['n_points']} points from {line['n_runs']} runs.", ""]
-    out += _table(["dataset", "mitigation", "strength", "residual", "95% low", "95% high", "verdict", "points", "runs",
-                   "outside"],
+    out += _table(["dataset", "mitigation", "strength", "residual", "95% low", "95% high", "verdict", "overhead",
+                   "points", "runs", "outside", "reason"],
                   [[esc(r["dataset"]), esc(r["mitigation"]), fmt(r["strength"]), fmt(r["residual"]), fmt(r["lo"]),
-                    fmt(r["hi"]), r["verdict"].replace("_", " "), r["n_points"], r["n_runs"], r["n_outside"]]
+                    fmt(r["hi"]), r["verdict"].replace("_", " "), fmt(r.get("overhead")), r["n_points"], r["n_runs"],
+                    r["n_outside"], esc(r.get("reason") or "")]
                    for r in d.frontier["rows"]])  # fmt: skip
     if figure and figure.startswith("error: "):
         out += [f"The frontier figure could not be drawn: {esc(figure[7:])}", ""]
