@@ -287,3 +287,21 @@ def test_intruder_reduction_is_peft_reduce_intruder_dimension(post_hoc, tiny_mod
         for name, p in fresh.named_parameters():
             if "lora_" in name:
                 assert torch.equal(p, got[name]), name
+
+
+def test_no_intruder_found_reuses_the_runs_row_and_is_undecided(tmp_path, tiny_model, capsys):
+    """An epsilon no leading vector can fall under finds no intruder: the adapter is the run's own, so its
+    rows are the run's measurement itself, and compare says there is nothing to judge."""
+    out = tmp_path / "none_found"
+    extra = ["mitigation.post_hoc=[intruders]", "mitigation.intruder_lambdas=[0]", "mitigation.intruder_epsilon=1e-9",
+             "sweep.lora.rank=[2,4]"]  # fmt: skip
+    assert main(["run", "--out", str(out), *_sets(_study(tiny_model, extra))]) == 0
+    own = {(r["run_id"], r["step"]): r for r in _by_kind(out)["none"]}
+    changed = _by_kind(out, "scaled_measurements")["none"]
+    assert len(changed) == 2 and all(r["n_intruders"] == 0 for r in changed)
+    for r in changed:
+        assert all(r[m] == own[(r["run_id"], r["step"])][m] for m in METRICS)
+    capsys.readouterr()
+    assert main(["compare", str(out), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["mitigation"], row["verdict"]) == ("intruders", "undecided") and "unchanged" in row["reason"]
