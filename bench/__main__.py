@@ -146,6 +146,10 @@ def _print(results: dict[str, object]) -> None:
         r = m["rescale"]
         rows.append(("mitigation_overhead[rescale]", f"{r['vs_training'] * 100:+.1f}%",
                      f"{len(r['scales'])} scaled evaluations, {r['per_scale_vs_evaluation']:.2f}x one evaluation each"))
+        i = m["intruders"]
+        rows.append(("mitigation_overhead[intruders]", f"{i['vs_training'] * 100:+.1f}%",
+                     f"detection per run {i['vs_evaluation']:.2f}x one evaluation "
+                     f"(first run +{i['first_detection_s']:.1f}s)"))
     b = results.get("study_breakdown")
     if isinstance(b, dict) and "phases" in b:
         for k, v in b["phases"].items():

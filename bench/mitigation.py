@@ -10,14 +10,16 @@ from typing import Any
 from forgetscale import train
 from forgetscale.config import RunConfig
 from forgetscale.forgetting import measure, sequence_loss
+from forgetscale.intruders import BaseSpectra, IntruderReduction
 from forgetscale.merge import merged
-from forgetscale.mitigation import replay_sequences, scaled_rows
+from forgetscale.mitigation import post_hoc_rows, replay_sequences
 
 
 def mitigation_overhead(setup: Any, steps: int = 8, repeats: int = 3) -> dict[str, Any]:
     """Training seconds of ``none``, ``replay`` and ``kl`` on the same run, alternated ``repeats`` times
     (``train.train``'s ``train`` window: updates only, evaluations no-ops); then, on the last plain
-    adapter, one evaluation against the ``rescale`` evaluations (one per scale), which are its whole cost.
+    adapter, one evaluation against the ``rescale`` evaluations (one per scale), which are its whole cost,
+    and intruder detection (the base's singular vectors once, then each run's merged weights).
 
     Args:
         setup: a :class:`bench.speed.Setup` (its base model, workspace and news run are used; its
@@ -71,13 +73,21 @@ def mitigation_overhead(setup: Any, steps: int = 8, repeats: int = 3) -> dict[st
         t0 = time.perf_counter()
         metrics(peft_model)
         t1 = time.perf_counter()
-        rows = scaled_rows(rescale, peft_model, rescale.train.steps, 0, metrics)
+        rows = post_hoc_rows(rescale, peft_model, rescale.train.steps, 0, metrics)
         t2 = time.perf_counter()
+        spectra = BaseSpectra()  # intruder detection: the first run also computes the base's singular vectors
+        m = rescale.mitigation
+        IntruderReduction(peft_model, m.intruder_top_k, m.intruder_epsilon, spectra)
+        t3 = time.perf_counter()
+        IntruderReduction(peft_model, m.intruder_top_k, m.intruder_epsilon, spectra)
+        t4 = time.perf_counter()
     finally:
         peft_model.unload()
     out["rescale"] = {"scales": list(rescale.mitigation.scales), "evaluation_s": t1 - t0, "scaled_s": t2 - t1,
                       "per_scale_vs_evaluation": (t2 - t1) / max(len(rows), 1) / (t1 - t0),
                       "vs_training": (t2 - t1) / none}  # fmt: skip
+    out["intruders"] = {"first_detection_s": t3 - t2, "detection_s": t4 - t3, "vs_evaluation": (t4 - t3) / (t1 - t0),
+                        "vs_training": (t4 - t3) / none}  # fmt: skip
     return out
 
 

@@ -28,7 +28,8 @@ class Measurement(TypedDict, total=False):
     """One row: a run measured at one optimizer step (with a post-hoc ``method``: its final adapter
     changed after training, ``scale`` being the method's strength).
 
-    Means are token-weighted over target positions; ``*_se`` are standard errors over sequences
+    Means are token-weighted over target positions (``seq_kl``: each corpus sequence's mean KL, stored
+    apart in ``sequence_kl``); ``*_se`` are standard errors over sequences
     (held-out examples for ``ft_loss``, corpus sequences for the forgetting metrics). A value the
     source cannot give (the callback's ``ft_loss`` without an ``eval_loss``) is None.
     """
@@ -52,6 +53,7 @@ class Measurement(TypedDict, total=False):
     forget_rkl: float | None
     task_kl: float | None
     task_kl_se: float | None
+    seq_kl: list[float]
     scale: float
     method: str
     n_intruders: int | None

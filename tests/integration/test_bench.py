@@ -115,3 +115,4 @@ def test_mitigation_overhead_runs_on_the_tiny_model(tiny_setup):
     assert all(len(d["train_s"]) == 1 and d["train_s"][0] > 0 for d in m["training"].values())
     assert m["training"]["kl"]["strength"] > 0 and m["training"]["replay"]["strength"] > 0
     assert m["rescale"]["scales"] == [0.25, 0.5, 0.75] and m["rescale"]["scaled_s"] > 0
+    assert m["intruders"]["first_detection_s"] > 0 and m["intruders"]["detection_s"] > 0
