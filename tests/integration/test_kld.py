@@ -306,3 +306,22 @@ def test_forgotten_texts_and_the_report_section(study, tmp_path):
     assert main(["report", str(copy), "--format", "md"]) == 0
     md = (copy / "report.md").read_text(encoding="utf-8")
     assert "## Most-forgotten texts" in md and SCRIPT not in md and "&lt;script&gt;" in md
+
+
+def test_the_reports_runs_table_shows_agreement_tail_and_task_kl(study, tmp_path):
+    """Each run's last row in the runs table: same top 1, KL p99 and task_kl, from the store."""
+    from forgetscale.report.data import fmt
+    from forgetscale.store import read_store
+
+    out = tmp_path / "report.md"
+    assert main(["report", str(study), "--format", "md", "--out", str(out)]) == 0
+    md = out.read_text(encoding="utf-8")
+    header = next(line for line in md.splitlines() if line.startswith("| run |"))
+    assert "| same top 1 | KL p99 | task_kl |" in header
+    with read_store(study) as store:
+        last = {}
+        for r in store.measurements():
+            last[r["run_id"]] = r
+    for rid, r in last.items():
+        line = next(x for x in md.splitlines() if rid in x and x.startswith("|"))
+        assert f"| {fmt(r['top1_agree'])} | {fmt(r['kl_p99'])} | {fmt(r['task_kl'])} |" in line

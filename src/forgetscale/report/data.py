@@ -302,6 +302,8 @@ def _run_row(r: Mapping[str, Any], last: Mapping[str, Any]) -> dict[str, Any]:
         "error": r.get("error"), "step": last.get("step"), "ft_loss": last.get("ft_loss"),
         "forget_ce": last.get("forget_ce"), "forget_kl": last.get("forget_kl"),
         "forget_ce_se": last.get("forget_ce_se"), "forget_kl_se": last.get("forget_kl_se"),
+        "top1_agree": last.get("top1_agree"), "top1_agree_se": last.get("top1_agree_se"),
+        "kl_p99": last.get("kl_p99"), "task_kl": last.get("task_kl"), "task_kl_se": last.get("task_kl_se"),
         "seconds": (r.get("timings") or {}).get("total"),
     }  # fmt: skip
 

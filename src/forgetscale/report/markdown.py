@@ -175,10 +175,12 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
     if d.other_runs:
         out += [f"{d.other_runs} other run(s) in the store are not part of this study and are not shown.", ""]
     out += _table(
-        ["run", "dataset", "rank", "P", "status", "last step", "ft_loss", "forget_ce", "forget_kl", "seconds"],
+        ["run", "dataset", "rank", "P", "status", "last step", "ft_loss", "forget_ce", "forget_kl", "same top 1",
+         "KL p99", "task_kl", "seconds"],
         [[f"`{_code(r['run_id'])}`", esc(r["dataset"]), fmt(r["rank"]), fmt(r["P"]),
           esc(r["status"]) + (f": {esc(r['error'])}" if r["error"] else ""), fmt(r["step"]), fmt(r["ft_loss"]),
-          fmt(r["forget_ce"]), fmt(r["forget_kl"]), fmt(r["seconds"], 3)] for r in d.runs],
+          fmt(r["forget_ce"]), fmt(r["forget_kl"]), fmt(r.get("top1_agree")), fmt(r.get("kl_p99")),
+          fmt(r.get("task_kl")), fmt(r["seconds"], 3)] for r in d.runs],
     )  # fmt: skip
 
     if d.probes:
