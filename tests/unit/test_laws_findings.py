@@ -174,3 +174,19 @@ def test_f2_f3_are_undecided_unless_the_law_is_reliable_whichever_way_the_interv
     monkeypatch.setattr(fmod, "reliability", lambda f, t: SimpleNamespace(state="reliable", reason="ok"))
     f = fmod.f23("d", {"kl_power": fit}, "N")
     assert f["verdict"] == "supported" and f["evidence"]["exponent_b"]["lo"] > 0, f["evidence"]
+
+
+def test_f5_lost_refusal_interval_ignores_resamples_without_a_refusing_item():
+    """3 refusing items of 40, all refusals lost in both runs: every resample that has a refusal gives a share
+    of 1, so the interval is [1, 1]; resamples drawing no refusing item used to count as 0."""
+    from forgetscale.laws.findings import f5
+
+    items = []
+    for run in ("a", "b"):
+        for i in range(40):
+            refused = i < 3
+            items.append({"run_id": run, "probe": "safety", "id": f"s{i}", "answer": False,
+                          "base_answer": refused, "correct": None, "base_correct": None, "agree": not refused})
+    safety = f5("news", items)["evidence"]["safety"]
+    share = (safety[0] if isinstance(safety, list) else safety)["lost_share"]
+    assert share["value"] == 1.0 and share["lo"] == 1.0 and share["hi"] == 1.0

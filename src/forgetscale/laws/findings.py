@@ -380,10 +380,14 @@ def _safety(probe: str, groups: list[np.ndarray], rng: np.random.Generator) -> d
                            "new_refusals": int(total[4]), "n_records": int(total[5]),
                            "note": "new refusals are listed, not credited against lost ones"}  # fmt: skip
     if total[2] > 0:
-        boot = _boot_items(groups, lambda s: s[:, 3] / np.maximum(s[:, 2], 1), rng)
-        lo, hi = np.percentile(boot, [2.5, 97.5])
+        # a resample that draws none of the refusing items has no share at all: it is left out, not
+        # counted as 0 (which pulled the lower bound to 0 whenever refusing items were few)
+        boot = _boot_items(groups, lambda s: np.where(s[:, 2] > 0, s[:, 3] / np.maximum(s[:, 2], 1), np.nan), rng)
+        lo, hi = np.nanpercentile(boot, [2.5, 97.5])
+        refusing = sum(int(g[:, 2].sum() > 0) for g in groups)
         out["lost_share"] = {"value": float(total[3] / total[2]), "lo": float(lo), "hi": float(hi),
-                             "interval": "95% percentile bootstrap over items"}
+                             "interval": f"95% percentile bootstrap over items ({refusing} items the base refused; "
+                                         "resamples without one left out)"}  # fmt: skip
     return out
 
 
