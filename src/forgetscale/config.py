@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from forgetscale.errors import UserError
 from forgetscale.schema import POST_HOC_METHODS
@@ -315,14 +315,15 @@ class StudyConfig(RunConfig):
                 raise ValueError(f"sweep axis {key!r} has no values")
         return v
 
-    @model_validator(mode="after")
-    def _exclusions_name_axes(self) -> StudyConfig:
-        for entry in self.sweep_exclude:
-            unknown = sorted(set(entry) - set(self.sweep))
+    @field_validator("sweep_exclude")
+    @classmethod
+    def _exclusions_name_axes(cls, v: tuple[dict[str, Any], ...], info: ValidationInfo) -> tuple[dict[str, Any], ...]:
+        axes = set(info.data.get("sweep") or {})  # declared before sweep_exclude, so validated already
+        for entry in v:
+            unknown = sorted(set(entry) - axes)
             if not entry or unknown:
-                raise ValueError(f"sweep_exclude entry {entry}: {unknown or 'no key'} not among the sweep's axes "
-                                 f"{sorted(self.sweep)}")  # fmt: skip
-        return self
+                raise ValueError(f"entry {entry}: {unknown or 'no key'} not among the sweep's axes {sorted(axes)}")
+        return v
 
     def probed_runs(self) -> list[RunConfig]:
         """The runs ``forgetscale run`` probes, as ``probes.runs`` selects them, in sweep order."""

@@ -514,5 +514,6 @@ def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, 
         table += [{"dataset": ds, **j, "overhead": overhead(runs, other, j["mitigation"], j["strength"])}
                   for j in judged]  # fmt: skip
     if not table:
-        raise UserError(f"{out}: no mitigated run to compare (sweep mitigation.kind: [none, replay, kl, rescale])")
+        raise UserError(f"{out}: no mitigated run to compare (sweep mitigation.kind: [none, replay, kl], or set "
+                        "mitigation.post_hoc: [rescale, intruders])")
     return {"rows": table, "lines": lines, "points": points}
