@@ -143,35 +143,11 @@ def evaluate(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> Eva
     names += ["forget_rkl"] if ref.logp is not None and ref.mean_emb is None else []
     per_seq = {k: np.zeros(len(seqs)) for k in names}
     kl = np.zeros(ref.n_tokens)
-    hidden = ref.mean_emb is not None
-    if hidden and not same_head(head_signature(model), ref.head_check):
-        raise RuntimeError(
-            "the model's LM head differs from the base's, so the hidden base reference does not apply: "
-            "use an exact full-logit reference (forgetting.reference=logits)"
-        )
+    hidden = require_head(model, ref, "the hidden base reference")
     for batch_rows, logits, batch_targets, hidden_states in forward_batches(model, seqs, batch_size, hidden=hidden):
         for rows, z, targets, h in chunks(batch_rows, logits, batch_targets, hidden_states):
+            chunk = chunk_metrics(ref, rows, z, targets, h, reverse=True)
             top1 = torch.from_numpy(ref.top1[rows])
-            if hidden:
-                assert h is not None
-                mu = torch.from_numpy(np.ascontiguousarray(ref.mean_emb[rows]))
-                entropy = torch.from_numpy(ref.entropy[rows])
-                chunk = hidden_position_metrics(mu, h, z, entropy, top1, targets)
-            elif ref.logp is not None:
-                logp = torch.from_numpy(np.ascontiguousarray(ref.logp[rows])).double()
-                logq = logprobs(z)
-                chunk = position_metrics(logp, logq, top1, targets)
-                chunk["forget_rkl"] = reverse_kl(logp, logq)
-            else:
-                chunk = topk_position_metrics(
-                    torch.from_numpy(ref.topk_logp[rows]),
-                    torch.from_numpy(ref.topk_idx[rows].astype(np.int64)),
-                    torch.from_numpy(ref.tail_logp[rows]),
-                    torch.from_numpy(ref.entropy[rows]),
-                    logprobs(z),
-                    top1,
-                    targets,
-                )
             chunk["top1_agree"] = (z.argmax(-1) == top1).double()
             if ref.top1_p is not None:  # p_ft(t) = exp(-forget_top1_ce), read as the reference stored p_base(t)
                 dp = (-chunk["forget_top1_ce"].double()).exp() - torch.from_numpy(ref.top1_p[rows])
@@ -181,6 +157,45 @@ def evaluate(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> Eva
                 np.add.at(per_seq[k], seq, chunk[k].double().numpy())
             kl[rows] = chunk["forget_kl"].double().numpy()
     return Evaluation(per_seq, counts, kl, float(ref.entropy.sum()))
+
+
+def require_head(model: PreTrainedModel, ref: BaseReference, what: str) -> bool:
+    """Whether ``ref`` is a hidden reference (its metrics need the model's final hidden states), after
+    checking that such a reference applies: it stands for the base's logits only through the base's LM head.
+
+    Raises:
+        RuntimeError: a hidden reference and a model whose LM head is not the base's.
+    """
+    hidden = ref.mean_emb is not None
+    if hidden and not same_head(head_signature(model), ref.head_check):
+        raise RuntimeError(
+            f"the model's LM head differs from the base's, so {what} does not apply: "
+            "use an exact full-logit reference (forgetting.reference=logits)"
+        )
+    return hidden
+
+
+def chunk_metrics(ref: BaseReference, rows: np.ndarray, z: torch.Tensor, targets: torch.Tensor,
+                  h: torch.Tensor | None, reverse: bool = False) -> dict[str, torch.Tensor]:
+    """The per-position metrics of one chunk of ``ref``'s rows, from the model's logits ``z`` (and its final
+    hidden states ``h`` for a hidden reference), with the formulas of the reference's mode; ``reverse`` adds
+    ``forget_rkl`` where the base's full distribution is stored (a full-logit reference)."""
+    top1 = torch.from_numpy(ref.top1[rows])
+    if ref.mean_emb is not None:
+        assert h is not None
+        mu = torch.from_numpy(np.ascontiguousarray(ref.mean_emb[rows]))
+        return hidden_position_metrics(mu, h, z, torch.from_numpy(ref.entropy[rows]), top1, targets)
+    if ref.logp is not None:
+        logp = torch.from_numpy(np.ascontiguousarray(ref.logp[rows])).double()
+        logq = logprobs(z)
+        out = position_metrics(logp, logq, top1, targets)
+        if reverse:
+            out["forget_rkl"] = reverse_kl(logp, logq)
+        return out
+    return topk_position_metrics(
+        torch.from_numpy(ref.topk_logp[rows]), torch.from_numpy(ref.topk_idx[rows].astype(np.int64)),
+        torch.from_numpy(ref.tail_logp[rows]), torch.from_numpy(ref.entropy[rows]), logprobs(z), top1, targets,
+    )  # fmt: skip
 
 
 def reverse_kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,11 @@ from forgetscale.schema import MEASUREMENT_COLUMNS, SUMMARY_METRICS
 
 SCHEMA_VERSION = 1
 
+_METRIC_SQL = ",\n    ".join(
+    f"{c} {'INTEGER' if c == 'n_eval_tokens' else 'REAL'}" for c in MEASUREMENT_COLUMNS if c not in ("step", "tokens")
+)
+"""Both measurement tables' metric columns, from the row's one list (``schema.MEASUREMENT_COLUMNS``)."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -42,23 +47,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
     step INTEGER NOT NULL,
     tokens INTEGER NOT NULL,
-    ft_loss REAL,
-    forget_ce REAL,
-    forget_kl REAL,
-    base_entropy REAL,
-    forget_top1_ce REAL,
-    data_loss REAL,
-    n_eval_tokens INTEGER,
-    forget_ce_se REAL,
-    forget_kl_se REAL,
-    ft_loss_se REAL,
-    top1_agree REAL,
-    top1_agree_se REAL,
-    kl_p50 REAL,
-    kl_p99 REAL,
-    forget_rkl REAL,
-    task_kl REAL,
-    task_kl_se REAL,
+    {metrics},
     PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS scaled_measurements (
@@ -68,23 +57,7 @@ CREATE TABLE IF NOT EXISTS scaled_measurements (
     scale REAL NOT NULL,
     n_intruders INTEGER,
     tokens INTEGER NOT NULL,
-    ft_loss REAL,
-    forget_ce REAL,
-    forget_kl REAL,
-    base_entropy REAL,
-    forget_top1_ce REAL,
-    data_loss REAL,
-    n_eval_tokens INTEGER,
-    forget_ce_se REAL,
-    forget_kl_se REAL,
-    ft_loss_se REAL,
-    top1_agree REAL,
-    top1_agree_se REAL,
-    kl_p50 REAL,
-    kl_p99 REAL,
-    forget_rkl REAL,
-    task_kl REAL,
-    task_kl_se REAL,
+    {metrics},
     PRIMARY KEY (run_id, step, method, scale)
 );
 CREATE TABLE IF NOT EXISTS fits (
@@ -112,7 +85,7 @@ CREATE TABLE IF NOT EXISTS corpus_texts (
     corpus TEXT PRIMARY KEY,
     texts TEXT NOT NULL
 );
-"""
+""".replace("{metrics}", _METRIC_SQL)
 # sequence_kl.kl: a measurement's mean KL per token of each corpus sequence, in corpus order (JSON list);
 # corpus_texts: the corpus' sequences as text (JSON list), keyed by the runs' provenance corpus_fingerprint
 

@@ -21,18 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from forgetscale.data.encode import Sequence, encode_example
 from forgetscale.errors import UserError
-from forgetscale.forgetting import hidden_position_metrics, position_metrics, ratio_se, topk_position_metrics
-from forgetscale.forward import chunks, forward_batches, logprobs, lse_parts
+from forgetscale.forgetting import chunk_metrics, ratio_se, require_head
+from forgetscale.forward import chunks, forward_batches, lse_parts
 from forgetscale.reference import (
     BaseReference,
     cached_reference,
-    head_signature,
     reference_key,
-    same_head,
     save_reference,
 )
 
@@ -82,41 +79,16 @@ def held_out_metrics(model: PreTrainedModel, ref: BaseReference, batch_size: int
     counts = np.array([s.n_targets for s in seqs], np.float64)
     seq_of_row = np.repeat(np.arange(len(seqs)), counts.astype(np.int64))
     loss, kl = np.zeros(len(seqs)), np.zeros(len(seqs))
-    hidden = ref.mean_emb is not None
-    if hidden and not same_head(head_signature(model), ref.head_check):
-        raise RuntimeError(
-            "the model's LM head differs from the base's, so the hidden base reference of the held-out examples "
-            "does not apply: use an exact full-logit reference (forgetting.reference=logits)"
-        )
+    hidden = require_head(model, ref, "the hidden base reference of the held-out examples")
     for batch_rows, logits, batch_targets, hidden_states in forward_batches(model, seqs, batch_size, hidden=hidden):
         for rows, z, t, h in chunks(batch_rows, logits, batch_targets, hidden_states):
             m, log_s = lse_parts(z)
             seq = seq_of_row[rows]
             np.add.at(loss, seq, (m + log_s - z.gather(-1, t[:, None]).squeeze(-1).double()).numpy())
-            np.add.at(kl, seq, position_kl(ref, rows, z, t, h).numpy())
+            np.add.at(kl, seq, chunk_metrics(ref, rows, z, t, h)["forget_kl"].double().numpy())
     n = counts.sum()
     return {"ft_loss": float(loss.sum() / n) if n else math.nan, "ft_loss_se": ratio_se(loss, counts),
             "task_kl": float(kl.sum() / n) if n else math.nan, "task_kl_se": ratio_se(kl, counts)}  # fmt: skip
-
-
-def position_kl(ref: BaseReference, rows: np.ndarray, z: torch.Tensor, targets: torch.Tensor,
-                h: torch.Tensor | None) -> torch.Tensor:
-    """KL(p_base || p_model) at reference rows ``rows`` from the model's logits ``z`` (and final hidden
-    states ``h`` for a hidden reference), with :mod:`forgetscale.forgetting`'s per-position formulas."""
-    top1 = torch.from_numpy(ref.top1[rows])
-    if ref.mean_emb is not None:
-        assert h is not None
-        mu = torch.from_numpy(np.ascontiguousarray(ref.mean_emb[rows]))
-        out = hidden_position_metrics(mu, h, z, torch.from_numpy(ref.entropy[rows]), top1, targets)
-    elif ref.logp is not None:
-        logp = torch.from_numpy(np.ascontiguousarray(ref.logp[rows])).double()
-        out = position_metrics(logp, logprobs(z), top1, targets)
-    else:
-        out = topk_position_metrics(
-            torch.from_numpy(ref.topk_logp[rows]), torch.from_numpy(ref.topk_idx[rows].astype(np.int64)),
-            torch.from_numpy(ref.tail_logp[rows]), torch.from_numpy(ref.entropy[rows]), logprobs(z), top1, targets,
-        )  # fmt: skip
-    return out["forget_kl"].double()
 
 
 def task_sequences(examples: Iterable[Any], tok: Any, seq_len: int, limit: int) -> list[Sequence]:

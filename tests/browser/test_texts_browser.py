@@ -6,25 +6,16 @@ Needs /usr/bin/chromium and /usr/bin/chromedriver (``tests/browser/ensure_chromi
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from forgetscale.cli import main
+from tests.browser.conftest import BROWSER_MARKS
 from tests.helpers import PWN, SCRIPT, build_study
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-        reason="needs /usr/bin/chromium and /usr/bin/chromedriver: run tests/browser/ensure_chromium.sh",
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 N_SEQ = 12
 
@@ -46,27 +37,6 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     con.close()
     assert main(["report", str(study)]) == 0
     return study / "report.html"
-
-
-@pytest.fixture
-def driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the dev extra")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1400,1800", f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
-        opts.add_argument(arg)
-    monkeypatch.setenv("SE_OFFLINE", "true")  # selenium must not look for (or download) a driver of its own
-    drv = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
-    drv.set_page_load_timeout(60)
-    try:
-        yield drv
-    finally:
-        drv.quit()
-        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
 
 
 def test_forgotten_texts_render_as_text_in_chromium(report: Path, driver):

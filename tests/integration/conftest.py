@@ -1,5 +1,5 @@
-"""Fixtures for the integration tier: the tiny Llama (built once per test run), the tiny study's overrides,
-and one local Ray cluster for the whole test run."""
+"""Fixtures for the integration tier: the tiny Llama and its sharpened copy (each built once per test run),
+the tiny study's overrides, and one local Ray cluster for the whole test run."""
 
 from __future__ import annotations
 
@@ -18,6 +18,24 @@ from tests.helpers import TINY_STUDY, build_tiny_model
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def sharp_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """The tiny model with its final norm scaled 8x: logits 8x larger, so peaked distributions, KLs of a few
+    tenths after a few steps, top tokens a fine-tune can change and Δp away from 0. The random tiny model
+    stays near uniform (KL ~0.01), where the full-logit reference's own fp32 rounding (~2e-6 of it) is
+    what a 1e-6 comparison would test."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("sharp") / "model"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(8.0)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return out
 
 
 @pytest.fixture

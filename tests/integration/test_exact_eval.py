@@ -15,22 +15,6 @@ from tests.helpers import train_adapter
 
 
 @pytest.fixture(scope="module")
-def sharp_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
-    """The tiny model with its final norm scaled 8x: logits 8x larger, so distributions far from uniform
-    and KLs of a few tenths after a few steps (the random tiny model's KL stays ~0.01, where the
-    full-logit reference's own fp32 rounding is ~2e-6 of it and a 1e-6 comparison would test that)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("sharp") / "model"
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    with torch.no_grad():
-        model.model.norm.weight.mul_(8.0)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def sequences(sharp_model: Path):
     from forgetscale.config import ModelConfig
     from forgetscale.data.encode import encode_example

@@ -13,25 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from forgetscale.cli import main
 from tests.helpers import SCRIPT, TEXT, TINY_STUDY, one_error_line, train_adapter
-
-
-@pytest.fixture(scope="module")
-def sharp_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
-    """The tiny model with its final norm scaled 8x: peaked distributions, so KLs of a few tenths, top tokens
-    that a fine-tune can change and Δp well away from 0 (the random tiny model is close to uniform)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("sharp") / "model"
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    with torch.no_grad():
-        model.model.norm.weight.mul_(8.0)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -15,21 +15,6 @@ from tests.helpers import train_adapter
 
 
 @pytest.fixture(scope="module")
-def sharp_model(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
-    """The tiny model with its final norm scaled 8x: sharp distributions, so a few steps move task_kl to a few
-    tenths, where the full-logit reference's own fp32 rounding (~2e-6 relative at KL ~0.01) is far below 1e-5."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    out = tmp_path_factory.mktemp("sharp-task") / "model"
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    with torch.no_grad():
-        model.model.norm.weight.mul_(8.0)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def tok(sharp_model: Path):
     from transformers import AutoTokenizer
 
