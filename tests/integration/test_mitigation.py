@@ -99,8 +99,8 @@ def test_compare_lists_each_mitigation(neutral, capsys):
         if o["n_runs"] < 2:  # one run per level: its own run-to-run spread is unknown
             assert o["verdict"] == "undecided" and o["reason"]
     trained = [o for o in out if o["mitigation"] in ("replay", "kl")]
-    # a neutral strength trains exactly as plain LoRA: no overhead beyond timing noise of a tiny run
-    assert trained and all(o["overhead"] is not None and o["overhead"] > -0.9 for o in trained)
+    # each trained level found its plain partner (same rank and data order) and both timings
+    assert trained and all(o["overhead"] is not None for o in trained)
 
 
 @pytest.fixture(scope="module")
@@ -134,16 +134,6 @@ def test_intruders_at_lambda_one_reproduce_the_runs_own_row(post_hoc):
             assert r["forget_kl"] < mine["forget_kl"]
     timings = [json.loads(t) for (t,) in sqlite3.connect(post_hoc / "study.sqlite").execute("SELECT timings FROM runs")]
     assert all(t["post_hoc_intruders"] > 0 and t["post_hoc_rescale"] > 0 and t["eval"] > 0 for t in timings)
-
-
-def test_the_saved_adapter_is_the_runs_own_after_post_hoc_measurements(post_hoc):
-    from safetensors.torch import load_file
-
-    adapters = sorted(post_hoc.glob("adapters/*/adapter_model.safetensors"))
-    assert len(adapters) == 2
-    for adapter in adapters:
-        names = set(load_file(str(adapter)))
-        assert names and not any("intruders" in n for n in names)  # the temporary adapter was deleted
 
 
 def test_compare_judges_post_hoc_levels_by_their_runs(post_hoc, capsys):

@@ -86,3 +86,21 @@ def test_a_store_from_before_post_hoc_methods_keeps_its_rescaled_rows(tmp_path):
                                      "forget_ce": 2.9, "n_intruders": 3})  # fmt: skip
         assert [(r["method"], r["n_intruders"]) for r in store.scaled_measurements()] == [("intruders", 3),
                                                                                            ("rescale", None)]
+
+
+def test_overhead_against_the_matching_plain_run_and_per_post_hoc_strength():
+    from forgetscale.results import overhead
+
+    def run(rid, kind, rank, seed, **timings):
+        return {"run_id": rid, "dataset": "news", "rank": rank, "status": "done", "timings": timings,
+                "config": {"mitigation": {"kind": kind}, "data": {"seed": 0}, "train": {"seed": seed}}}
+
+    runs = {r["run_id"]: r for r in (
+        run("p4", "none", 4, 0, train=10.0, post_hoc_rescale=6.0), run("p16", "none", 16, 0, train=20.0),
+        run("k4", "kl", 4, 0, train=14.0), run("k16", "kl", 16, 0, train=30.0), run("k4s1", "kl", 4, 1, train=9.0))}
+    points = [{"run_id": rid, "mitigation": "kl", "strength": 1.0} for rid in ("k4", "k16")]
+    points += [{"run_id": "p4", "mitigation": "rescale", "strength": s} for s in (0.25, 0.5, 0.75)]
+    assert overhead(runs, points, "kl", 1.0) == pytest.approx((0.4 + 0.5) / 2)  # 14/10 - 1 and 30/20 - 1
+    assert overhead(runs, points, "rescale", 0.5) == pytest.approx(6.0 / 3 / 10.0)  # one strength of three
+    # a run whose plain partner (rank 4, data order 0/1) is missing: no figure rather than a wrong one
+    assert overhead(runs, [{"run_id": "k4s1", "mitigation": "kl", "strength": 1.0}], "kl", 1.0) is None
