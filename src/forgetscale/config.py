@@ -127,6 +127,11 @@ class ForgettingConfig(_Frozen):
     ``logits``: the full log-probabilities, valid for any fine-tune."""
 
 
+_POST_HOC_FIELDS = {"rescale": ("scales", "rescale_steps"),
+                    "intruders": ("intruder_lambdas", "intruder_top_k", "intruder_epsilon")}  # fmt: skip
+"""The fields each post-hoc method reads (they enter a run id only when the method is measured)."""
+
+
 class MitigationConfig(_Frozen):
     """A scheme meant to forget less than plain LoRA at equal fine-tuning loss (``forgetscale compare``)."""
 
@@ -209,12 +214,8 @@ class MitigationConfig(_Frozen):
         used = {"none": (), "replay": ("replay_fraction", "replay_source", "replay_examples"),
                 "kl": ("kl_weight",), "rescale": ()}[self.kind]  # fmt: skip
         methods = self.post_hoc_methods()
-        if "rescale" in methods:
-            used += ("scales", "rescale_steps")
-        if "intruders" in methods:
-            used += ("intruder_lambdas", "intruder_top_k", "intruder_epsilon")
-        if self.post_hoc and methods:
-            used += ("post_hoc",)
+        used += tuple(f for m in methods for f in _POST_HOC_FIELDS[m])
+        used += ("post_hoc",) if self.post_hoc and methods else ()
         if self.kind == "none" and not methods:
             return None
         return {"kind": self.kind, **{k: v for k, v in self.model_dump(mode="json").items() if k in used}}
