@@ -1,33 +1,40 @@
-"""Headless Chromium for the browser tier: the paths, the skip, and one driver fixture.
+"""Headless Chromium for the browser tier: the marks, the skip (or failure under CI), and one driver fixture.
 
 Needs /usr/bin/chromium and /usr/bin/chromedriver (``tests/browser/ensure_chromium.sh`` installs them;
-``make test`` runs it first); the tests are skipped with the reason otherwise.
+``make test`` runs it first). Without them the tests are skipped with the reason, except under CI
+(``CI=true``), where they fail: a browser tier that silently vanished would leave the run green
+(:mod:`tests.browser.tier` decides).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+from tests.browser.tier import CHROMEDRIVER, CHROMIUM, decide, missing
 
-BROWSER_MARKS = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
-        reason="needs /usr/bin/chromium and /usr/bin/chromedriver: run tests/browser/ensure_chromium.sh",
-    ),
-]
+BROWSER_MARKS = [pytest.mark.browser, pytest.mark.usefixtures("browser_tier")]
 """Every browser test module's ``pytestmark``."""
+
+
+@pytest.fixture(scope="session")
+def browser_tier() -> None:
+    """Skip a browser test that cannot run here; fail it instead under CI. Session-scoped, so that it
+    acts before the modules' own (study-building) fixtures are set up."""
+    action, reason = decide(os.environ, missing())
+    if action == "fail":
+        pytest.fail(reason, pytrace=False)
+    if action == "skip":
+        pytest.skip(reason)
 
 
 @pytest.fixture
 def driver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A headless Chromium with its own profile, offline, logging network events (``performance``)."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the dev extra")
+    from selenium import webdriver  # present: browser_tier checked it
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()

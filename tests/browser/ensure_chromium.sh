@@ -3,9 +3,11 @@
 #
 # Idempotent: exits at once when /usr/bin/chromium and /usr/bin/chromedriver exist.
 # Otherwise installs Debian's `chromium` and `chromium-driver` with apt-get (as root,
-# or through sudo when that works without a password). It never fails the build:
-# without apt (or root), it prints a warning and exits 0, and the browser tests skip
-# with a reason.
+# or through sudo when that works without a password). On a developer's machine it
+# never fails the build: without apt (or root) it prints a warning and exits 0, and the
+# browser tests skip with a reason. Under CI (CI=true) it exits 1 instead, and the
+# browser tests would fail too (tests/browser/tier.py): CI must not pass without them.
+
 set -u
 
 if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
@@ -13,6 +15,9 @@ if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
 fi
 
 warn() {
+    case "$(echo "${CI:-}" | tr '[:upper:]' '[:lower:]' | tr -d ' ')" in
+        true|1|yes) echo "ensure_chromium: error: $*; under CI the browser tests must run" >&2; exit 1 ;;
+    esac
     echo "ensure_chromium: warning: $*; the browser tests will be skipped" >&2
     exit 0
 }
