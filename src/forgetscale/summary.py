@@ -85,10 +85,10 @@ def finding_text(f: Mapping[str, Any]) -> str:
     if "effect_log_P" in ev:  # F4: one contrast, at equal ft_loss; WCR interval over runs
         parts.append(f"log P effect at equal ft_loss {ci(ev['effect_log_P'])} nats (95%, {ev.get('n_runs')} runs) "
                      f"vs margin ±{fmt((ev.get('margin') or {}).get('value'))}")
-    if "difference" in ev:  # F5: intervals over items
-        parts.append(f"agreement drop {ci(ev['agreement_drop'])} vs accuracy drop {ci(ev['accuracy_drop'])}, "
-                     f"difference {ci(ev['difference'])} (95%, {ev['n_items']} items) "
-                     f"vs margin {fmt(ev.get('margin'))}")
+    if "made_up" in ev:  # F5: intervals over items
+        parts.append(f"agreement drop {ci(ev['agreement_drop'])} vs accuracy drop {ci(ev['accuracy_drop'])}; "
+                     f"share of changed right answers not lost to accuracy {ci(ev['made_up'])} "
+                     f"(95%, {ev['n_items']} items) vs margin {fmt(ev.get('margin'))}")
     if "statistic" in ev:  # F6: held-out errors of both predictors, leave-one-run-out
         err = ev["heldout_error"]
         parts.append(f"held-out error of forget_kl from task_kl {fmt(err['task_kl']['value'])} vs ft_loss "

@@ -98,17 +98,38 @@ def test_f5_verdicts():
     # 40% of answers change, but only 5% of the changes lose a right answer: accuracy stays flat
     sup = f5("d", _items(60, 0.4, 0.05))
     assert sup["verdict"] == "supported", sup["evidence"]
-    assert sup["evidence"]["difference"]["lo"] > 0.05
+    assert sup["evidence"]["made_up"]["lo90"] > 0.5
     # every change is a lost answer: agreement falls exactly as far as accuracy -- the claim fails
     ns = f5("d", _items(60, 0.3, 1.0))
     assert ns["verdict"] == "not_supported", ns["evidence"]
+    assert ns["evidence"]["made_up"]["value"] == 0.0 and ns["evidence"]["made_up"]["hi90"] == 0.0
     p = ns["evidence"]["probes"]["knowledge"]
     assert p["n10_right_to_wrong"] == p["changed"] > 0 and p["n01_wrong_to_right"] == 0 and p["mcnemar_exact_p"] < 1e-6
-    # half the changes lose: accuracy falls by ~20 points, agreement by ~40: undecided, with the reason
+    # half the changes lose: the statistic sits at its margin, undecided with the reason
     mid = f5("d", _items(60, 0.4, 0.5))
-    assert mid["verdict"] == "undecided" and "accuracy changes too" in mid["evidence"]["reason"]
+    assert mid["verdict"] == "undecided" and "contains the margin" in mid["evidence"]["reason"]
+    assert abs(mid["evidence"]["made_up"]["value"] - 0.5) < 0.1  # 60 items x 3 runs x 0.4: ~72 changes, sd 0.06
     few = f5("d", _items(4, 0.4, 0.25))
     assert few["verdict"] == "undecided" and "items" in few["evidence"]["reason"]
+
+
+def test_f5_is_not_supported_when_right_answers_are_lost_and_wrong_ones_only_shuffle():
+    """Base accuracy 0.6: every right answer that changes is lost, every wrong one that changes becomes another
+    wrong one. Agreement still falls further than accuracy (the wrong-to-wrong changes), so the old difference
+    statistic could not fail here; made_up is 0 and the claim is refuted."""
+    rng = np.random.default_rng(3)
+    base = rng.random(80) < 0.6
+    items = []
+    for r in range(3):
+        for i in range(80):
+            changed = bool(rng.random() < 0.3)
+            items.append({"probe": "reasoning", "run_id": f"r{r}", "id": f"q{i}", "agree": not changed,
+                          "correct": bool(base[i]) and not changed, "base_correct": bool(base[i])})
+    f = f5("d", items)
+    ev = f["evidence"]
+    assert ev["difference"]["lo"] > 0.05  # what the old test read as support
+    assert f["verdict"] == "not_supported" and ev["made_up"]["value"] == 0.0, ev
+    assert "not adjusted" in ev["multiplicity"]
 
 
 def test_f5_safety_counts_lost_refusals_apart_and_new_refusals_are_no_credit():

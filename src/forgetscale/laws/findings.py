@@ -18,7 +18,7 @@ taken and what it is conditional on.
 - **F4** no escape from the line: see :func:`f4` (a wild-cluster restricted
   bootstrap over runs, a flexible ft_loss curve, one margin, TOST).
 - **F5** agreement with the base falls further than accuracy: see :func:`f5`
-  (paired flips, exact McNemar, a margin, intervals over items).
+  (the share of the changed right answers that accuracy did not pay for, a margin, intervals over items).
 - **F6** the new task's own KL predicts forgetting better than ft_loss (RL's Razor): see
   :func:`forgetscale.laws.f6.f6` (leave-one-run-out errors, paired t interval over runs, a margin).
 """
@@ -46,7 +46,7 @@ stay undecided, whatever the point estimates say."""
 F4_MARGIN, F4_MIN_RUNS, F4_CURVES = 0.2, 4, ("spline3", "quadratic", "linear")
 F4_SIMEX = (0.5, 1.0, 1.5, 2.0)
 F4_SIMEX_REPS = 25
-F5_MIN_ITEMS, F5_MARGIN, F5_BOOT = 20, 0.05, 2000
+F5_MIN_ITEMS, F5_MARGIN, F5_BOOT = 20, 0.5, 2000
 SAFETY = "safety"
 
 
@@ -297,21 +297,30 @@ def _boot_items(groups: list[np.ndarray], stat: Any, rng: np.random.Generator) -
 
 
 def f5(ds: str, probe_items: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """F5: agreement with the base falls further than accuracy — answers change without becoming wrong.
+    """F5: agreement with the base falls further than accuracy — answers change without a net loss.
 
     Per probe, every (run, item) record is a pair against the base: ``n10`` items right -> wrong,
     ``n01`` wrong -> right (an exact McNemar test on these discordant pairs, ``probes.flips.mcnemar_exact``;
     it treats records as independent, so it is a description, not the verdict's test), and ``changed``
-    (the answer differs from the base's, whether or not its correctness does). On the knowledge and
-    reasoning probes pooled: the agreement drop ``changed / n``, the accuracy drop ``(n10 - n01) / n``
-    and their difference ``d`` (answers that changed without a net loss), each with a percentile
-    interval over items (2,000 resamples; an item keeps all its runs). One margin, ``m = 0.05`` (5% of
-    records). Supported: ``d``'s 95% interval lies above ``m`` and the accuracy change is within ±m (TOST,
-    90% interval); not supported: ``d``'s 95% interval lies below ``m`` (agreement falls no further than
-    accuracy: answers change only when they become wrong, or hardly at all); otherwise undecided.
-    Safety is reported apart, never in the verdict: lost refusals (the base refused, the model no
-    longer does) as a share of the base's refusals with its interval; new refusals are listed, not
-    credited. Fewer than 20 scored items: undecided.
+    (the answer differs from the base's, whether or not its correctness does).
+
+    The statistic. A wrong answer that changes to another wrong answer lowers agreement and leaves
+    accuracy alone, so "agreement drop minus accuracy drop" is at least the share of such changes
+    whatever else happens: it cannot be 0 when the claim is false. The statistic used instead reads
+    only the answers that could be lost, the base's right answers that changed (``n_cr``):
+    ``made_up = 1 - (n10 - n01) / n_cr``, the share of those changes that accuracy did not pay for
+    (answers still right, or made up by wrong answers that became right). It is 0 when every right
+    answer that changed is lost and nothing is gained (agreement falls only by losses: the claim is
+    false at any base accuracy), 1 when accuracy is flat, above 1 when accuracy rises.
+    On the knowledge and reasoning probes pooled it gets a percentile interval over items (2,000
+    resamples; an item keeps all its runs; resamples without a changed right answer are left out).
+    One margin, stated in advance: :data:`F5_MARGIN` = 0.5, midway between its two poles. Supported: a
+    one-sided 5% test rejects ``made_up <= 0.5`` (its 90% interval lies above); not supported: one
+    rejects ``made_up >= 0.5`` (it lies below: at least half of what the changed right answers could
+    cost is lost); otherwise undecided. The agreement and accuracy drops and their difference are
+    reported beside it. Safety is reported apart, never in the verdict: lost refusals (the base refused,
+    the model no longer does) as a share of the base's refusals with its interval; new refusals are
+    listed, not credited. Fewer than 20 scored items, or no right answer that changed: undecided.
 
     Args:
         ds: dataset name.
@@ -320,15 +329,17 @@ def f5(ds: str, probe_items: Sequence[Mapping[str, Any]], seed: int = 0) -> dict
         seed: the bootstrap's seed.
 
     Returns:
-        The finding, with per-probe counts (``probes``), ``agreement_drop``, ``accuracy_drop``,
-        ``difference`` (value, lo, hi) and ``safety`` in its evidence.
+        The finding, with per-probe counts (``probes``), ``made_up`` (value, 95% lo/hi, 90% lo90/hi90),
+        ``agreement_drop``, ``accuracy_drop``, ``difference`` and ``safety`` in its evidence.
     """
     rng = np.random.default_rng(seed)
     ev: dict[str, Any] = {"claim": "agreement with the base falls further than accuracy",
-                          "test": f"answers changed without a net loss, d = agreement drop - accuracy drop; 95% "
-                                  f"percentile bootstrap over items ({F5_BOOT} resamples); margin {F5_MARGIN}; "
-                                  "TOST on the accuracy change; safety reported apart",
-                          "units": "items (each with all its runs)", "margin": F5_MARGIN}  # fmt: skip
+                          "test": "made_up = 1 - accuracy drop / right answers that changed; percentile bootstrap "
+                                  f"over items ({F5_BOOT} resamples); one-sided 5% tests against the margin "
+                                  f"{F5_MARGIN}; safety reported apart",
+                          "units": "items (each with all its runs)", "margin": F5_MARGIN,
+                          "conditional_on": "these runs and this probe set: the interval is over items, the runs "
+                                            "are taken as given"}  # fmt: skip
     by_probe = _item_records(probe_items)
     probes: dict[str, Any] = {}
     pooled: list[np.ndarray] = []
@@ -338,39 +349,48 @@ def f5(ds: str, probe_items: Sequence[Mapping[str, Any]], seed: int = 0) -> dict
         n01 = int(np.sum((recs[:, 0] == 0) & (recs[:, 1] == 1)))
         p = mcnemar_exact(n10, n01)
         probes[probe] = {"n_items": len(items), "n_records": len(recs), "n10_right_to_wrong": n10,
-                         "n01_wrong_to_right": n01, "changed": int(recs[:, 2].sum()), "mcnemar_exact_p": float(p),
+                         "n01_wrong_to_right": n01, "changed": int(recs[:, 2].sum()),
+                         "changed_right": int(np.sum(recs[:, 0] * recs[:, 2])), "mcnemar_exact_p": float(p),
                          "agreement_drop": float(recs[:, 2].mean()), "accuracy_drop": (n10 - n01) / len(recs)}
-        groups = [np.array([[r[2], r[0] - r[1], r[0], r[0] * (1 - r[1]), (1 - r[0]) * r[1], 1.0] for r in rs])
-                  for rs in items.values()]  # fmt: skip
+        # columns: changed, accuracy lost, base right, right -> wrong, wrong -> right, 1, base right and changed
+        groups = [np.array([[r[2], r[0] - r[1], r[0], r[0] * (1 - r[1]), (1 - r[0]) * r[1], 1.0, r[0] * r[2]]
+                            for r in rs]) for rs in items.values()]  # fmt: skip
         if probe == SAFETY or probe.startswith(SAFETY):
             ev["safety"] = _safety(probe, groups, rng)
         else:
             pooled += groups
     ev["probes"] = probes
     ev["n_items"] = len(pooled)
+    ev["multiplicity"] = ("the per-probe McNemar p-values describe each probe and are not adjusted; the verdict "
+                          "rests on the pooled statistic alone")
     if len(pooled) < F5_MIN_ITEMS:
         return _finding(ds, "F5", "undecided", reason=f"{len(pooled)} scored knowledge/reasoning items "
                         f"(< {F5_MIN_ITEMS})", **ev)  # fmt: skip
     total = np.sum([g.sum(axis=0) for g in pooled], axis=0)
-    boot = _boot_items(pooled, lambda s: s[:, :2] / s[:, 5:6], rng)  # agreement drop, accuracy drop per resample
-    diff = boot[:, 0] - boot[:, 1]
+    boot = _boot_items(pooled, lambda s: np.column_stack([
+        s[:, :2] / s[:, 5:6], np.where(s[:, 6] > 0, 1 - s[:, 1] / np.maximum(s[:, 6], 1), np.nan)]), rng)
     for key, val, b in (("agreement_drop", total[0] / total[5], boot[:, 0]),
                         ("accuracy_drop", total[1] / total[5], boot[:, 1]),
-                        ("difference", (total[0] - total[1]) / total[5], diff)):
+                        ("difference", (total[0] - total[1]) / total[5], boot[:, 0] - boot[:, 1])):
         lo, hi = np.percentile(b, [2.5, 97.5])
         ev[key] = {"value": float(val), "lo": float(lo), "hi": float(hi)}
-    lo90, hi90 = (float(v) for v in np.percentile(boot[:, 1], [5, 95]))
-    ev["accuracy_drop"].update(lo90=lo90, hi90=hi90)
-    flat = lo90 > -F5_MARGIN and hi90 < F5_MARGIN
-    d = ev["difference"]
-    if d["lo"] > F5_MARGIN and flat:
+    ev["difference"]["definition"] = ("agreement drop - accuracy drop: at least the share of wrong answers that "
+                                      "changed to other wrong ones, so reported, not tested")
+    if total[6] == 0:
+        return _finding(ds, "F5", "undecided", reason="no right answer of the base changed: nothing could be "
+                        "lost", **ev)  # fmt: skip
+    made = boot[:, 2]
+    lo, hi, lo90, hi90 = (float(v) for v in np.nanpercentile(made, [2.5, 97.5, 5, 95]))
+    ev["made_up"] = {"value": float(1 - total[1] / total[6]), "lo": lo, "hi": hi, "lo90": lo90, "hi90": hi90,
+                     "n_changed_right": int(total[6]),
+                     "definition": "1 - (right->wrong - wrong->right) / right answers that changed: 0 when every "
+                                   "changed right answer is lost and none gained, 1 when accuracy is flat"}
+    if lo90 > F5_MARGIN:
         return _finding(ds, "F5", "supported", **ev)
-    if d["hi"] < F5_MARGIN:
+    if hi90 < F5_MARGIN:
         return _finding(ds, "F5", "not_supported", **ev)
-    why = (f"answers change without a net loss (difference {d['value']:.3g}), but accuracy changes too (90% "
-           f"[{lo90:.3g}, {hi90:.3g}] not within ±{F5_MARGIN})" if d["lo"] > F5_MARGIN else
-           f"the difference's interval [{d['lo']:.3g}, {d['hi']:.3g}] contains the margin {F5_MARGIN}")
-    return _finding(ds, "F5", "undecided", reason=why, **ev)
+    return _finding(ds, "F5", "undecided", reason=f"made_up's 90% interval [{lo90:.3g}, {hi90:.3g}] contains the "
+                    f"margin {F5_MARGIN}", **ev)  # fmt: skip
 
 
 def _safety(probe: str, groups: list[np.ndarray], rng: np.random.Generator) -> dict[str, Any]:
