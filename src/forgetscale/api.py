@@ -89,8 +89,9 @@ class ForgettingResult:
     corpus' sequences (None where the installed metrics do not provide them). The rest is
     llama.cpp's ``--kl-divergence`` summary (:meth:`forgetscale.forgetting.Evaluation.summary`):
     ``kl_percentiles`` (max, 99.9%, ..., median, ..., min of the per-position KL), ``top1_agree``
-    (the share of positions whose top token is the base's), ``dp_mean``/``dp_rms`` (Δp = p_ft - p_base
-    of the base's top token), ``forget_rkl`` (reverse KL(p_ft || p_base); a full-logit reference
+    (the share of positions whose top token is the base's), ``dp_mean``/``dp_rms``/``dp_percentiles``
+    (llama.cpp's Δp = p_ft - p_base of the corpus' next token), ``dp_top1_mean``/``dp_top1_rms`` (the same
+    difference at the base's top token), ``forget_rkl`` (reverse KL(p_ft || p_base); a full-logit reference
     only). ``top`` lists the corpus sequences with the largest mean KL when asked for
     (``{seq, tokens, kl, text}``).
 
@@ -120,6 +121,11 @@ class ForgettingResult:
     dp_mean: float | None = None
     dp_mean_se: float | None = None
     dp_rms: float | None = None
+    dp_rms_se: float | None = None
+    dp_percentiles: dict[str, float] | None = None
+    dp_top1_mean: float | None = None
+    dp_top1_mean_se: float | None = None
+    dp_top1_rms: float | None = None
     n_sequences: int | None = None
     reference: str | None = None
     top: list[dict[str, Any]] | None = None

@@ -10,8 +10,9 @@ With base ``p_b`` and fine-tuned ``p_ft`` at every target position ``t``:
 
 and llama.cpp's ``--kl-divergence`` summary (:meth:`Evaluation.summary`): the per-position KL's
 percentiles, ``top1_agree`` = the share of positions where argmax p_ft = argmax p_b ("same top p"),
-Δp = p_ft(argmax p_b) - p_b(argmax p_b) (mean and RMS) and, with a full-logit reference only,
-``forget_rkl`` = mean_t sum_v p_ft(v) (log p_ft(v) - log p_b(v)), the reverse direction.
+Δp = p_ft(x_t) - p_b(x_t) at the corpus' own next token x_t, as llama.cpp defines it (mean, RMS,
+percentiles), the same difference at the base's top token (``dp_top1``) and, with a full-logit
+reference only, ``forget_rkl`` = mean_t sum_v p_ft(v) (log p_ft(v) - log p_b(v)), the reverse direction.
 
 Means are token-weighted over every target position of the corpus, and each
 mean of ``forget_ce`` and ``forget_kl`` carries its standard error over the
@@ -34,7 +35,7 @@ import torch
 
 from forgetscale.data.encode import Sequence
 from forgetscale.forward import chunks, forward_batches, logprobs, lse_parts
-from forgetscale.reference import BaseReference, head_signature, log_tail_mass, same_head
+from forgetscale.reference import BaseReference, check_serves, head_signature, log_tail_mass, same_head
 from forgetscale.schema import FORGETTING_METRICS
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ SE_METRICS = ("forget_ce", "forget_kl")
 PERCENTILES = (("max", 100.0), ("99.9%", 99.9), ("99%", 99.0), ("95%", 95.0), ("90%", 90.0), ("median", 50.0),
                ("10%", 10.0), ("5%", 5.0), ("1%", 1.0), ("0.1%", 0.1), ("min", 0.0))  # fmt: skip
 """The per-position KL percentiles llama.cpp's ``--kl-divergence`` prints (linear interpolation, as it does)."""
+DP_PERCENTILES = (("max", 100.0), ("99.9%", 99.9), ("99%", 99.0), ("95%", 95.0), ("90%", 90.0), ("75%", 75.0),
+                  ("median", 50.0), ("25%", 25.0), ("10%", 10.0), ("5%", 5.0), ("1%", 1.0), ("0.1%", 0.1),
+                  ("min", 0.0))  # fmt: skip
+"""The per-position Δp percentiles llama.cpp prints (the KL's, with the quartiles added)."""
 
 
 @dataclass(frozen=True)
@@ -55,17 +60,20 @@ class Evaluation:
     Attributes:
         sums: per-sequence sums of the per-position values: ``forget_ce``, ``forget_kl``, ``forget_top1_ce``,
             ``data_loss``, ``top1_agree`` (1 where the model's top token is the base's), ``dp`` and ``dp2``
-            (``p_ft(t) - p_base(t)`` for the base's top token ``t``, and its square; only when the reference
-            stores ``p_base(t)``) and ``forget_rkl`` (KL(p_ft || p_base); full-logit reference only).
+            (llama.cpp's Δp ``p_ft(x) - p_base(x)`` at the corpus' next token ``x``, and its square; only when
+            the reference stores ``p_base(x)``), ``dp_top1`` and ``dp_top1_2`` (the same at the base's top
+            token) and ``forget_rkl`` (KL(p_ft || p_base); full-logit reference only).
         counts: target positions per sequence.
         kl: the KL at every target position, in corpus order.
         base_entropy: the base entropy summed over all positions.
+        dp: llama.cpp's Δp at every target position, in corpus order (None where ``dp`` is not in ``sums``).
     """
 
     sums: dict[str, np.ndarray]
     counts: np.ndarray
     kl: np.ndarray
     base_entropy: float
+    dp: np.ndarray | None = None
 
     def mean(self, name: str) -> float | None:
         """The token-weighted mean of ``name`` (None when this evaluation has no such values)."""
@@ -96,22 +104,36 @@ class Evaluation:
 
     def summary(self) -> dict[str, Any]:
         """llama.cpp's ``--kl-divergence`` summary: mean KL ± se, the KL percentiles (:data:`PERCENTILES`),
-        "same top p" ± se, Δp's mean ± se and RMS, and reverse KL ± se (None without a full-logit reference).
+        "same top p" ± se, Δp's mean ± se, RMS ± se and percentiles (:data:`DP_PERCENTILES`), the mean ± se and
+        RMS of Δp at the base's top token (``dp_top1_*``), and reverse KL ± se (None without a full-logit reference).
 
-        Unlike llama.cpp, every standard error is over sequences (:func:`ratio_se`), not positions, and Δp is
-        taken at the base's top token (llama.cpp's at the corpus' next token).
+        Unlike llama.cpp, every standard error is over sequences (:func:`ratio_se`), not positions; the RMS's is
+        llama.cpp's propagation of the mean square's, ``se(Δp²) / (2 RMS)``.
         """
-        dp2 = self.mean("dp2")
+        dp2, top2 = self.mean("dp2"), self.mean("dp_top1_2")
+        rms = None if dp2 is None else math.sqrt(dp2)
         return {
             "forget_kl": self.mean("forget_kl"), "forget_kl_se": self.se("forget_kl"),
-            "kl_percentiles": dict(zip([name for name, _ in PERCENTILES],
-                                       (float(v) for v in np.percentile(self.kl, [q for _, q in PERCENTILES])),
-                                       strict=True)),
+            "kl_percentiles": percentiles(self.kl, PERCENTILES),
             "top1_agree": self.mean("top1_agree"), "top1_agree_se": self.se("top1_agree"),
-            "dp_mean": self.mean("dp"), "dp_mean_se": self.se("dp"),
-            "dp_rms": None if dp2 is None else math.sqrt(dp2),
+            "dp_mean": self.mean("dp"), "dp_mean_se": self.se("dp"), "dp_rms": rms,
+            "dp_rms_se": None if rms is None else (self.se("dp2") / (2 * rms) if rms > 0 else 0.0),
+            "dp_percentiles": None if self.dp is None else percentiles(self.dp, DP_PERCENTILES),
+            "dp_top1_mean": self.mean("dp_top1"), "dp_top1_mean_se": self.se("dp_top1"),
+            "dp_top1_rms": None if top2 is None else math.sqrt(top2),
             "forget_rkl": self.mean("forget_rkl"), "forget_rkl_se": self.se("forget_rkl"),
         }  # fmt: skip
+
+
+def percentiles(values: np.ndarray, table: tuple[tuple[str, float], ...]) -> dict[str, float]:
+    """``{name: percentile}`` of ``values`` for each ``(name, q)`` of ``table``, interpolated linearly between
+    order statistics at ``q/100 * (n - 1)`` as llama.cpp does (its median: the mean of the middle two).
+
+    >>> percentiles(np.array([3.0, 1.0, 2.0, 4.0]), (("max", 100.0), ("median", 50.0), ("25%", 25.0)))
+    {'max': 4.0, 'median': 2.5, '25%': 1.75}
+    """
+    return dict(zip([name for name, _ in table], (float(v) for v in np.percentile(values, [q for _, q in table])),
+                    strict=True))
 
 
 def measure(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> dict[str, Any]:
@@ -139,24 +161,30 @@ def evaluate(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> Eva
     counts = np.array([s.n_targets for s in seqs], np.float64)
     seq_of_row = np.repeat(np.arange(len(seqs)), counts.astype(np.int64))
     names = [k for k in FORGETTING_METRICS if k != "base_entropy"] + ["top1_agree"]
-    names += ["dp", "dp2"] if ref.top1_p is not None else []
+    names += ["dp", "dp2"] if ref.target_p is not None else []
+    names += ["dp_top1", "dp_top1_2"] if ref.top1_p is not None else []
     names += ["forget_rkl"] if ref.logp is not None and ref.mean_emb is None else []
     per_seq = {k: np.zeros(len(seqs)) for k in names}
     kl = np.zeros(ref.n_tokens)
+    dp = np.zeros(ref.n_tokens) if ref.target_p is not None else None
     hidden = require_head(model, ref, "the hidden base reference")
     for batch_rows, logits, batch_targets, hidden_states in forward_batches(model, seqs, batch_size, hidden=hidden):
         for rows, z, targets, h in chunks(batch_rows, logits, batch_targets, hidden_states):
             chunk = chunk_metrics(ref, rows, z, targets, h, reverse=True)
             top1 = torch.from_numpy(ref.top1[rows])
             chunk["top1_agree"] = (z.argmax(-1) == top1).double()
-            if ref.top1_p is not None:  # p_ft(t) = exp(-forget_top1_ce), read as the reference stored p_base(t)
-                dp = (-chunk["forget_top1_ce"].double()).exp() - torch.from_numpy(ref.top1_p[rows])
-                chunk |= {"dp": dp, "dp2": dp * dp}
+            if ref.target_p is not None:  # p_ft(x) = exp(-data_loss), read as the reference stored p_base(x)
+                d = (-chunk["data_loss"].double()).exp() - torch.from_numpy(ref.target_p[rows])
+                chunk |= {"dp": d, "dp2": d * d}
+                dp[rows] = d.numpy()
+            if ref.top1_p is not None:  # p_ft(t) = exp(-forget_top1_ce), likewise for the base's top token t
+                d = (-chunk["forget_top1_ce"].double()).exp() - torch.from_numpy(ref.top1_p[rows])
+                chunk |= {"dp_top1": d, "dp_top1_2": d * d}
             seq = seq_of_row[rows]
             for k in names:
                 np.add.at(per_seq[k], seq, chunk[k].double().numpy())
             kl[rows] = chunk["forget_kl"].double().numpy()
-    return Evaluation(per_seq, counts, kl, float(ref.entropy.sum()))
+    return Evaluation(per_seq, counts, kl, float(ref.entropy.sum()), dp)
 
 
 def require_head(model: PreTrainedModel, ref: BaseReference, what: str) -> bool:
@@ -164,8 +192,10 @@ def require_head(model: PreTrainedModel, ref: BaseReference, what: str) -> bool:
     checking that such a reference applies: it stands for the base's logits only through the base's LM head.
 
     Raises:
+        ReferenceMismatch: ``ref`` was made on another device or in another dtype than ``model`` runs in.
         RuntimeError: a hidden reference and a model whose LM head is not the base's.
     """
+    check_serves(ref, model)
     hidden = ref.mean_emb is not None
     if hidden and not same_head(head_signature(model), ref.head_check):
         raise RuntimeError(

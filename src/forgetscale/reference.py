@@ -70,6 +70,9 @@ class BaseReference:
     top1_p: np.ndarray | None = None
     """(n_targets,) float64 the base's probability of its top token (for Δp). Stored in every mode; derived
     on load from an older full-logit or top-K cache; None only where it cannot be known."""
+    target_p: np.ndarray | None = None
+    """(n_targets,) float64 the base's probability of the corpus' own next token (llama.cpp's Δp). Stored in every
+    mode; derived on load from an older full-logit cache; None only where it cannot be known."""
     logp: np.ndarray | None = None
     """Exact mode: (n_targets, vocab) float32 log-probabilities, a read-only memmap."""
     topk_idx: np.ndarray | None = None
@@ -109,10 +112,22 @@ class BaseReference:
                 meta["top1_p"] = np.exp(meta["logp"][np.arange(len(meta["top1"])), meta["top1"]].astype(np.float64))
             elif "topk_logp" in meta:
                 meta["top1_p"] = np.exp(meta["topk_logp"][:, 0].astype(np.float64))
+        targets = target_ids(sequences)
+        if "target_p" not in meta and "logp" in meta and len(targets) == len(meta["top1"]):  # older still
+            meta["target_p"] = np.exp(meta["logp"][np.arange(len(targets)), targets].astype(np.float64))
         ref = cls(sequences, **meta)
         if ref.n_tokens != sum(s.n_targets for s in sequences):
             raise RuntimeError(f"base reference {directory} does not match its corpus")
         return ref
+
+
+def target_ids(sequences: tuple[Sequence, ...] | list[Sequence]) -> np.ndarray:
+    """The corpus' own token at every target position, in corpus order (what ``forward_batches`` yields as targets).
+
+    >>> target_ids([Sequence((5, 6, 7), (False, True, True)), Sequence((8, 9), (False, True))]).tolist()
+    [6, 7, 9]
+    """
+    return np.array([i for s in sequences for i, m in zip(s.ids, s.mask, strict=True) if m], np.int64)
 
 
 def compute_reference(
@@ -147,7 +162,8 @@ def compute_reference(
             for f in out.iterdir():
                 f.unlink()
     k = vocab if exact else int(top_k)
-    meta = {"entropy": np.empty(n, np.float64), "top1": np.empty(n, np.int64), "top1_p": np.empty(n, np.float64)}
+    meta = {"entropy": np.empty(n, np.float64), "top1": np.empty(n, np.int64), "top1_p": np.empty(n, np.float64),
+            "target_p": np.empty(n, np.float64)}
     if exact:
         logp_mm = np.lib.format.open_memmap(out / "logp.npy", "w+", np.float32, (n, vocab))
     else:
@@ -156,12 +172,13 @@ def compute_reference(
             "topk_logp": np.empty((n, k), np.float32),
             "tail_logp": np.empty(n, np.float64),
         }
-    for batch_rows, logits, _targets, _h in forward_batches(model, sequences, batch_size):
-        for rows, z in chunks(batch_rows, logits):
+    for batch_rows, logits, batch_targets, _h in forward_batches(model, sequences, batch_size):
+        for rows, z, targets in chunks(batch_rows, logits, batch_targets):
             logq = logprobs(z)
             meta["entropy"][rows] = (-(logq.exp() * logq).sum(-1)).numpy()
             meta["top1"][rows] = z.argmax(-1).numpy()
             meta["top1_p"][rows] = logq.max(-1).values.exp().numpy()  # as measure() reads p_ft(top1): exp(logq)
+            meta["target_p"][rows] = logq.gather(-1, targets[:, None]).squeeze(-1).exp().numpy()  # likewise
             if exact:
                 logp_mm[rows] = logq.float().numpy()
             else:
@@ -206,11 +223,12 @@ def _compute_hidden_reference(
         "entropy": np.empty(n, np.float64),
         "top1": np.empty(n, np.int64),
         "top1_p": np.empty(n, np.float64),
+        "target_p": np.empty(n, np.float64),
         "head_check": head_signature(model),
     }
     mu_mm = np.lib.format.open_memmap(out / "mean_emb.npy", "w+", np.float32, (n, d))
     checked = False
-    for batch_rows, logits, _targets, hidden in forward_batches(model, sequences, batch_size, hidden=True):
+    for batch_rows, logits, batch_targets, hidden in forward_batches(model, sequences, batch_size, hidden=True):
         if not checked:  # the hidden mode's premise, checked on real data: logits = W h
             direct = F.linear(hidden[:METRIC_CHUNK].to(weight.device), weight).cpu()
             scale = float(logits[:METRIC_CHUNK].abs().max()) + 1e-30
@@ -218,13 +236,15 @@ def _compute_hidden_reference(
                 raise _HiddenUnsupported
             checked = True
         # the same chunks, in the same order, as measure() uses: at identity both see the same numbers
-        for rows, z, h in chunks(batch_rows, logits, hidden):
+        for rows, z, h, targets in chunks(batch_rows, logits, hidden, batch_targets):
             mu = mean_embedding(z, weight64)
             mu_mm[rows] = mu.numpy()
             meta["entropy"][rows] = hidden_ce(mu, h, z).numpy()  # H_b is the CE of p_b against itself
             meta["top1"][rows] = z.argmax(-1).numpy()
             m, log_s = lse_parts(z)  # as measure() reads p_ft(top1) against a hidden reference: exp(z_top - lse)
             meta["top1_p"][rows] = (z.max(-1).values.double() - m - log_s).exp().numpy()
+            # as measure() reads p_ft(target) against a hidden reference, operation for operation: exp(-(lse - z_t))
+            meta["target_p"][rows] = (-(m + log_s - z.gather(-1, targets[:, None]).squeeze(-1).double())).exp().numpy()
     mu_mm.flush()
     del mu_mm
     np.savez(out / "meta.npz", **meta)
@@ -331,7 +351,7 @@ def reference_key(
     )
 
 
-PER_POSITION = ("entropy", "top1", "top1_p", "logp", "topk_idx", "topk_logp", "tail_logp", "mean_emb")
+PER_POSITION = ("entropy", "top1", "top1_p", "target_p", "logp", "topk_idx", "topk_logp", "tail_logp", "mean_emb")
 """BaseReference arrays with one row per target position."""
 
 
@@ -348,9 +368,9 @@ def cached_reference(directory: Path, seqs: list[Sequence]) -> BaseReference | N
         if bad is not None:
             raise ValueError(f"meta.npz member {bad} fails its CRC check")
         ref = BaseReference.load(directory, tuple(seqs))
-        if ref.top1_p is None:  # a hidden reference from before the top token's probability was stored
-            log.info(f"base reference cache {directory.name} predates the stored top-token probability; "
-                     "computing it again")
+        if ref.top1_p is None or ref.target_p is None:  # from before these probabilities were stored
+            log.info(f"base reference cache {directory.name} predates the stored top-token and next-token "
+                     "probabilities; computing it again")
             discard(directory)
             return None
         for name in PER_POSITION:

@@ -53,7 +53,7 @@ def _cluster_se(sums: np.ndarray, counts: np.ndarray) -> float:
 
 @pytest.mark.parametrize("mode", ["hidden", "logits"])
 def test_summary_matches_an_independent_computation(tmp_path, sharp_model, adapter, sequences, mode):
-    from forgetscale.forgetting import PERCENTILES, evaluate
+    from forgetscale.forgetting import DP_PERCENTILES, PERCENTILES, evaluate
     from forgetscale.forward import target_logprobs
     from forgetscale.reference import compute_reference
 
@@ -67,8 +67,9 @@ def test_summary_matches_an_independent_computation(tmp_path, sharp_model, adapt
     # independently: both models' float64 log-probs at every target position, in corpus order
     n = ref.n_tokens
     logp, logq = np.zeros((n, base.config.vocab_size)), np.zeros((n, base.config.vocab_size))
-    for rows, lp, _ in target_logprobs(_load(sharp_model), sequences, 3):  # another batch size: other batches
-        logp[rows] = lp.numpy()
+    nxt = np.zeros(n, int)
+    for rows, lp, t in target_logprobs(_load(sharp_model), sequences, 3):  # another batch size: other batches
+        logp[rows], nxt[rows] = lp.numpy(), t.numpy()
     for rows, lq, _ in target_logprobs(tuned, sequences, 5):
         logq[rows] = lq.numpy()
     p, q = np.exp(logp), np.exp(logq)
@@ -76,11 +77,13 @@ def test_summary_matches_an_independent_computation(tmp_path, sharp_model, adapt
     rkl = (q * (logq - logp)).sum(-1)
     top = logp.argmax(-1)
     agree = (logq.argmax(-1) == top).astype(float)
-    dp = q[np.arange(n), top] - p[np.arange(n), top]
+    dp_top = q[np.arange(n), top] - p[np.arange(n), top]
+    dp = q[np.arange(n), nxt] - p[np.arange(n), nxt]  # llama.cpp's: at the corpus' own next token
     counts = np.array([x.n_targets for x in sequences], float)
     seq = np.repeat(np.arange(len(sequences)), counts.astype(int))
 
     assert kl.mean() > 0.1 and 0.05 < agree.mean() < 0.98 and np.abs(dp).max() > 0.05  # nothing trivial
+    assert abs(dp.mean() - dp_top.mean()) > 0.01  # the two definitions differ here, so the test tells them apart
     # the same positions: per position, KL to the reference's fp32 rounding of log-probs (|log p| <~ 30, 6e-8
     # relative: ~2e-6 absolute); top-1 agreement exactly, position by position and per sequence
     assert np.allclose(ev.kl, kl, rtol=0, atol=2e-5)
@@ -96,9 +99,23 @@ def test_summary_matches_an_independent_computation(tmp_path, sharp_model, adapt
     assert s["forget_kl"] == pytest.approx(kl.mean(), abs=1e-4)
     assert s["top1_agree"] == pytest.approx(agree.mean(), abs=1e-12)
     assert s["top1_agree_se"] == pytest.approx(_cluster_se(np.bincount(seq, agree), counts), rel=1e-9)
-    assert s["dp_mean"] == pytest.approx(dp.mean(), abs=1e-4)
-    assert s["dp_mean_se"] == pytest.approx(_cluster_se(np.bincount(seq, dp), counts), abs=1e-4)
-    assert s["dp_rms"] == pytest.approx(math.sqrt((dp**2).mean()), abs=1e-4)
+    # Δp: probabilities from fp32-rounded log-probs (relative 6e-8 of |log p| <~ 30: 2e-6 of p), per position too
+    assert np.allclose(ev.dp, dp, rtol=0, atol=1e-5)
+    assert s["dp_mean"] == pytest.approx(dp.mean(), abs=1e-5)
+    assert s["dp_mean_se"] == pytest.approx(_cluster_se(np.bincount(seq, dp), counts), abs=1e-5)
+    rms = math.sqrt((dp**2).mean())
+    assert s["dp_rms"] == pytest.approx(rms, abs=1e-5)
+    assert s["dp_rms_se"] == pytest.approx(_cluster_se(np.bincount(seq, dp**2), counts) / (2 * rms), abs=1e-5)
+    want = np.sort(dp)  # llama.cpp's percentile by hand: sorted values, linear between ranks at q (n - 1)
+    for name, q_ in DP_PERCENTILES:
+        r = q_ / 100 * (n - 1)
+        i = int(r)
+        w = want[i] + (r - i) * (want[min(i + 1, n - 1)] - want[i])
+        assert s["dp_percentiles"][name] == pytest.approx(w, abs=1e-5), name
+    assert list(s["dp_percentiles"]) == [name for name, _ in DP_PERCENTILES]
+    assert s["dp_top1_mean"] == pytest.approx(dp_top.mean(), abs=1e-5)
+    assert s["dp_top1_mean_se"] == pytest.approx(_cluster_se(np.bincount(seq, dp_top), counts), abs=1e-5)
+    assert s["dp_top1_rms"] == pytest.approx(math.sqrt((dp_top**2).mean()), abs=1e-5)
     assert ev.sequence_kl() == pytest.approx(list(np.bincount(seq, kl) / counts), abs=1e-4)
     if mode == "logits":
         assert rkl.mean() > 0.1
@@ -119,25 +136,31 @@ def test_identity_has_full_agreement_and_zero_dp(tmp_path, sharp_model, sequence
     s = evaluate(base, ref, 4).summary()
     # the same forward, chunks and formulas as the reference: exactly, not merely nearly
     assert s["top1_agree"] == 1.0 and s["top1_agree_se"] == 0.0
-    assert abs(s["dp_mean"]) < 1e-15 and s["dp_rms"] < 1e-15
+    assert s["dp_mean"] == 0.0 and s["dp_rms"] == 0.0 and s["dp_rms_se"] == 0.0
+    assert set(s["dp_percentiles"].values()) == {0.0}
+    # at the base's top token the hidden reference's p_base rounds differently from p_ft: 1e-18 seen, not 0
+    assert abs(s["dp_top1_mean"]) < 1e-15 and s["dp_top1_rms"] < 1e-15
     assert s["kl_percentiles"]["max"] == 0.0
     assert s["forget_rkl"] == (0.0 if mode == "logits" else None)
 
 
-def test_references_cached_before_top1_p_are_read_or_rebuilt(tmp_path, sharp_model, sequences):
+@pytest.mark.parametrize("missing", [("top1_p", "target_p"), ("target_p",)])
+def test_references_cached_before_top1_p_or_target_p_are_read_or_rebuilt(tmp_path, sharp_model, sequences, missing):
     from forgetscale.reference import cached_reference, compute_reference
 
     base = _load(sharp_model)
-    for mode in ("logits", "hidden"):
-        d = tmp_path / mode
-        new = compute_reference(base, sequences, 4, d, mode=mode)
+    for mode, top_k in (("logits", None), ("hidden", None), ("logits", 16)):
+        d = tmp_path / f"{mode}{top_k}"
+        new = compute_reference(base, sequences, 4, d, top_k=top_k, mode=mode)
         meta = dict(np.load(d / "meta.npz"))
-        del meta["top1_p"]  # as an older forgetscale wrote it
+        for name in missing:  # as an older forgetscale wrote it
+            del meta[name]
         np.savez(d / "meta.npz", **meta)
         old = cached_reference(d, sequences)
-        if mode == "logits":  # derived from the stored log-probs: the same numbers
+        if mode == "logits" and top_k is None:  # derived from the stored log-probs: the same numbers
             assert np.allclose(old.top1_p, new.top1_p, rtol=1e-15, atol=0)
-        else:  # a hidden reference cannot give it: discarded, to be computed again
+            assert np.allclose(old.target_p, new.target_p, rtol=1e-15, atol=0)
+        else:  # a hidden or top-K reference cannot give the next token's probability: discarded, to be computed again
             assert old is None and not d.exists()
 
 
@@ -161,7 +184,8 @@ def test_forgetting_prints_the_summary_and_the_top_texts(sharp_model, adapter, c
     assert main(["forgetting", *base, "--top", "3"]) == 0
     text = capsys.readouterr().out
     for needle in ("Mean    KLD:", "Maximum KLD:", "99.9%   KLD:", "Median  KLD:", " 0.1%   KLD:", "Minimum KLD:",
-                   "Same top p:", "Mean    Δp:", "RMS     Δp:"):  # fmt: skip
+                   "Same top p:", "Mean    Δp:", "Maximum Δp:", "75.0%   Δp:", "Median  Δp:", "25.0%   Δp:",
+                   "Minimum Δp:", "RMS Δp    :", "At the base's top token:"):  # fmt: skip
         assert needle in text, needle
     top = text.split("largest mean KL per token ======\n")[1].splitlines()
     assert len(top) == 4 and top[0].split() == ["#", "seq", "tokens", "kl", "text"]
@@ -171,6 +195,11 @@ def test_forgetting_prints_the_summary_and_the_top_texts(sharp_model, adapter, c
     assert len(shown) > 10 and "\n" not in shown and shown.replace("\\n", "\n") in TEXT
 
     got = _forgetting(capsys, *base, "--top", "2")
+    pct = got["dp_percentiles"]  # --json carries llama.cpp's Δp figures; the text prints the same numbers
+    assert list(pct) == ["max", "99.9%", "99%", "95%", "90%", "75%", "median", "25%", "10%", "5%", "1%", "0.1%", "min"]
+    assert list(pct.values()) == sorted(pct.values(), reverse=True) and pct["min"] < 0 < pct["max"]
+    assert f"Maximum Δp: {100 * pct['max']:6.3f}%" in text and f"Mean    Δp: {100 * got['dp_mean']:6.3f} ± " in text
+    assert got["dp_rms_se"] > 0 and got["dp_top1_mean"] is not None and got["dp_top1_rms"] > 0
     assert got["reference"] == "hidden" and got["forget_rkl"] is None
     assert got["kl_p50"] == got["kl_percentiles"]["median"] and got["kl_p99"] == got["kl_percentiles"]["99%"]
     assert got["kl_percentiles"]["min"] <= got["kl_p50"] <= got["kl_p99"] <= got["kl_percentiles"]["max"]
@@ -225,11 +254,11 @@ def _rows(out: Path) -> list[dict]:
 
 
 def test_every_row_carries_the_summary_and_its_sequence_kl(study):
-    from forgetscale.store import read_store
+    from forgetscale.store import open_study
 
     rows = _rows(study)
     assert len(rows) >= 3
-    with read_store(study) as store:
+    with open_study(study) as store:
         (run,) = store.runs()
         by_step = store.sequence_kl(run["run_id"])
         texts = store.corpus_texts(run["provenance"]["corpus_fingerprint"])
@@ -260,11 +289,11 @@ def test_like_reproduces_a_stored_row(study, capsys):
 def test_forgotten_texts_and_the_report_section(study, tmp_path):
     import shutil
 
-    from forgetscale.store import read_store
+    from forgetscale.store import open_study
     from forgetscale.texts import forgotten_texts
 
     t = forgotten_texts(study, n=3)
-    with read_store(study) as store:
+    with open_study(study) as store:
         by_step = store.sequence_kl(t["run_id"])
     last = by_step[t["step"]]
     assert [r["kl"] for r in t["top"]] == sorted(last, reverse=True)[:3]
@@ -295,14 +324,14 @@ def test_forgotten_texts_and_the_report_section(study, tmp_path):
 def test_the_reports_runs_table_shows_agreement_tail_and_task_kl(study, tmp_path):
     """Each run's last row in the runs table: same top 1, KL p99 and task_kl, from the store."""
     from forgetscale.report.data import fmt
-    from forgetscale.store import read_store
+    from forgetscale.store import open_study
 
     out = tmp_path / "report.md"
     assert main(["report", str(study), "--format", "md", "--out", str(out)]) == 0
     md = out.read_text(encoding="utf-8")
     header = next(line for line in md.splitlines() if line.startswith("| run |"))
     assert "| same top 1 | KL p99 | task_kl |" in header
-    with read_store(study) as store:
+    with open_study(study) as store:
         last = {}
         for r in store.measurements():
             last[r["run_id"]] = r
