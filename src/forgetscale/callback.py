@@ -41,12 +41,13 @@ from forgetscale.reference import (
     cached_reference,
     first_sequences,
     head_module_name,
+    reference_identity,
     reference_key,
     save_reference,
 )
 from forgetscale.run import provenance
 from forgetscale.schema import FORGETTING_METRICS, Measurement
-from forgetscale.store import open_store
+from forgetscale.store import open_study_to_write
 from forgetscale.task import TASK_METRICS, held_out_metrics, task_reference, trainer_task_sequences
 from forgetscale.train import full_precision
 
@@ -261,7 +262,7 @@ class ForgettingCallback(TrainerCallback):
                 )
         if self.store is not None and state.is_world_process_zero:
             total = time.perf_counter() - self._t0
-            with open_store(self.store) as s:
+            with open_study_to_write(self.store, create=True) as s:
                 s.finish_run(self._run_id, {"train": total - self._eval_seconds, "eval": self._eval_seconds,
                                             "total": total})  # fmt: skip
 
@@ -285,8 +286,9 @@ class ForgettingCallback(TrainerCallback):
                     "weights: start from step 0, use a text corpus, or attach the callback to a PEFT model."
                 ) from None
             for attempt in (0, 1):
-                directory = cache / "refs" / reference_key(fp, tok, seqs, self._dtype(model), cfg.top_k, mode)
-                ref = cached_reference(directory, seqs)
+                identity = reference_identity(model, fp, self._dtype(model))
+                directory = cache / "refs" / reference_key(identity, tok, seqs, cfg.top_k, mode)
+                ref = cached_reference(directory, seqs, identity)
                 if ref is not None:
                     if not fresh:
                         self.base_source = f"cached {directory.name}, unchecked (full fine-tune resumed at step {step})"
@@ -317,7 +319,7 @@ class ForgettingCallback(TrainerCallback):
                         "base reference is cached for it. A full fine-tune's base cannot be re-derived from its "
                         "fine-tuned weights: start from step 0 (or attach the callback to a PEFT model)."
                     )
-                ref = save_reference(model, seqs, cfg.batch_size, directory, cfg.top_k, mode)
+                ref = save_reference(model, seqs, cfg.batch_size, directory, cfg.top_k, mode, identity)
                 self.base_source = f"computed from {view} into {directory.name}"
                 break
         self.reference = ref
@@ -329,8 +331,9 @@ class ForgettingCallback(TrainerCallback):
         if seqs:
             peft = _is_peft(model)
             with self._evaluating(model), base_view(model):
+                identity = reference_identity(model, self._fingerprint, self._dtype(model))
                 self.task_reference = task_reference(
-                    model, tok, self._fingerprint, seqs, self._dtype(model), self.config.top_k, self._mode(model, peft),
+                    model, tok, identity, seqs, self.config.top_k, self._mode(model, peft),
                     self.config.batch_size, self.cache or cache_dir(), compute=peft or step == 0)  # fmt: skip
 
     def _verify(self, model: Any, in_base_view: bool = False) -> float:
@@ -426,7 +429,7 @@ class ForgettingCallback(TrainerCallback):
         ).hexdigest()[:12]
         self._run_id = str(rid)
         precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
-        with open_store(self.store) as s:
+        with open_study_to_write(self.store, create=True) as s:
             s.register_run(self._run_id, config, self.dataset, rank)
             ids = s.get_meta("run_ids")
             if ids is not None and self._run_id not in ids:
@@ -437,7 +440,7 @@ class ForgettingCallback(TrainerCallback):
 
     def _write_row(self, row: Measurement) -> None:
         assert self.store is not None
-        with open_store(self.store) as s:
+        with open_study_to_write(self.store, create=True) as s:
             s.add_measurement(self._run_id, row)
 
 

@@ -37,6 +37,11 @@ class ModelConfig(_Frozen):
     revision: str | None = None
     trust_remote_code: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """The weights' dtype as loaded; evaluations run the model in it (docs/precision.md)."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Where the model is placed, once, before its first forward: ``auto`` is cuda, then mps, then cpu.
+    Not part of a run's id (where a run ran is provenance); a study records its device and refuses to
+    resume on another, since numbers differ in their last digits between devices."""
 
 
 class DataConfig(_Frozen):
@@ -234,6 +239,7 @@ class RunConfig(_Frozen):
         """Stable id: the first 12 hex digits of the SHA-256 of the canonical JSON (of the mitigation
         section only the fields its kind uses, and nothing for ``none``)."""
         d = self.model_dump(mode="json")
+        d["model"].pop("device", None)  # provenance, not identity (ModelConfig.device)
         mitigation = self.mitigation.id_fields()
         if mitigation is None:
             d.pop("mitigation", None)

@@ -72,7 +72,10 @@ def forward_batches(
     """Yield (reference rows, fp32 logits at target positions (n, V), target ids (n,), final hidden states).
 
     The hidden states (n, d), those that go into the LM head (after the final
-    norm), are captured from the head's input when ``hidden`` is set, else None.
+    norm), are captured from the head's input when ``hidden`` is set, else None;
+    a bf16/fp16 head is then applied in fp32 to them, and those are the logits
+    yielded (the hidden reference's metrics need ``z = W h`` exactly, which the
+    head's own rounded logits are not: docs/precision.md).
     Sequences are batched in length order to cut padding; rows map each yielded
     position back to its place in corpus order. A prefix shared by all sequences
     (at least ``min_prefix`` tokens) is run once and its key/value cache reused.
@@ -84,9 +87,12 @@ def forward_batches(
     was_training = model.training
     captured: list[torch.Tensor] = []
     handle = None
+    head_fp32 = None
     if hidden:
         head = model.get_output_embeddings()
         handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        if head.weight.dtype != torch.float32:
+            head_fp32 = head.weight.detach().float()
     model.eval()
     try:
         with torch.inference_mode():
@@ -117,7 +123,10 @@ def forward_batches(
                 h = None
                 if hidden:
                     h = captured[-1]  # the last call is the one whose logits came back
-                    h = (h if h.ndim == 2 else h[kept]).float().cpu()
+                    h = (h if h.ndim == 2 else h[kept]).float()
+                    if head_fp32 is not None:
+                        logits = F.linear(h, head_fp32).cpu()
+                    h = h.cpu()
                 targets = ids[:, 1:][tmask[:, 1:]]
                 rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx])
                 yield rows, logits, targets, h

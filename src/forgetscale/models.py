@@ -44,8 +44,26 @@ class LoadedModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     fingerprint: str
-    """Content hash of the weights (or the hub revision), for cache keys and provenance."""
+    """Content hash of the weights, or ``hub:ORG/NAME@<commit>`` with the commit actually loaded: the model's
+    identity in cache keys and provenance."""
     source: str
+
+
+def pick_device(name: str = "auto") -> str:
+    """The torch device a model is placed on: ``auto`` is cuda, then mps, then cpu.
+
+    Raises:
+        UserError: the device asked for is not available here.
+    """
+    import torch
+
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if name == "auto":
+        return next(d for d in ("cuda", "mps", "cpu") if available[d])
+    if not available.get(name, False):
+        raise UserError(f"model.device {name!r} is not available on this machine (have: "
+                        f"{', '.join(d for d, ok in available.items() if ok)}); use model.device=auto")
+    return name
 
 
 def cache_dir() -> Path:
@@ -107,15 +125,17 @@ def load_model(cfg: ModelConfig, key: str = _KEY) -> LoadedModel:
     import torch
 
     kind, path = resolve(cfg, key)
+    device = pick_device(cfg.device)
     model = _from_pretrained("model", cfg, kind, path, key)
     tokenizer = _prepare_tokenizer(_from_pretrained("tokenizer", cfg, kind, path, key))
-    dtype = getattr(torch, cfg.dtype)
-    if model.dtype != dtype:
-        model = model.to(dtype)
+    # placed once, before its first forward: references, `self` sampling, probes, training and evaluation
+    # all run where the model is (the Trainer finds it there and leaves it)
+    model = model.to(device=device, dtype=getattr(torch, cfg.dtype))
     model.eval()
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return LoadedModel(model, tokenizer, source_fingerprint(cfg, kind, path), cfg.name)
+    fp = source_fingerprint(cfg, kind, path, commit=getattr(model.config, "_commit_hash", None))
+    return LoadedModel(model, tokenizer, fp, cfg.name)
 
 
 def _from_pretrained(what: str, cfg: ModelConfig, kind: str, path: Path | None, key: str = _KEY) -> Any:
@@ -421,8 +441,11 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def source_fingerprint(cfg: ModelConfig, kind: str, path: Path | None) -> str:
-    """The cache identity of a model source: a file's digest, a directory's weight files' digest, a hub revision."""
+def source_fingerprint(cfg: ModelConfig, kind: str, path: Path | None, commit: str | None = None) -> str:
+    """The cache identity of a model source: a file's digest, a directory's weight files' digest, or a hub
+    repository at the commit loaded (``commit``: transformers' ``config._commit_hash``; without it, the
+    commit the local hub cache resolves the revision to). A branch name such as ``main`` moves, so it is
+    never the identity: two loads of ``main`` a week apart may be two models."""
     if kind in ("builtin", "gguf"):
         assert path is not None
         return "sha256:" + file_digest(path)
@@ -434,7 +457,17 @@ def source_fingerprint(cfg: ModelConfig, kind: str, path: Path | None) -> str:
                 h.update(f.name.encode())
                 h.update(file_digest(f).encode())
         return "sha256:" + h.hexdigest()
-    return f"hub:{cfg.name}@{cfg.revision or 'main'}"
+    return f"hub:{cfg.name}@{commit or hub_commit(cfg.name, cfg.revision) or cfg.revision or 'main'}"
+
+
+def hub_commit(name: str, revision: str | None) -> str | None:
+    """The commit the local hub cache holds for ``name`` at ``revision`` (a branch, tag or commit), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(name, "config.json", revision=revision)
+    if isinstance(found, str):  # .../snapshots/<commit>/config.json
+        return Path(found).parent.name
+    return None
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}

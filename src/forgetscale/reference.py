@@ -10,7 +10,10 @@ reference any of them computed. A damaged cache entry is discarded and computed 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import zipfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -21,9 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from forgetscale.data.encode import Sequence, fingerprint
+from forgetscale.errors import UserError
 from forgetscale.forward import METRIC_CHUNK, chunks, forward_batches, logprobs, lse_parts
 from forgetscale.fsutil import publish_dir
 from forgetscale.models import discard, tokenizer_fingerprint
+from forgetscale.schema import METRIC_VERSION
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -85,6 +90,9 @@ class BaseReference:
     """Hidden mode: (n_targets, d) float32 ``W^T p_b`` per position, a read-only memmap."""
     head_check: np.ndarray | None = None
     """Hidden mode: (V,) float32 signature of the base LM head (:func:`head_signature`)."""
+    identity: dict[str, Any] | None = None
+    """What the reference was computed with (:func:`reference_identity`: the model's fingerprint, its dtype,
+    the device, the metric version); None only for a reference built in memory by a test."""
 
     @property
     def n_tokens(self) -> int:
@@ -115,6 +123,8 @@ class BaseReference:
         targets = target_ids(sequences)
         if "target_p" not in meta and "logp" in meta and len(targets) == len(meta["top1"]):  # older still
             meta["target_p"] = np.exp(meta["logp"][np.arange(len(targets)), targets].astype(np.float64))
+        if (directory / IDENTITY_FILE).is_file():
+            meta["identity"] = json.loads((directory / IDENTITY_FILE).read_text(encoding="utf-8"))
         ref = cls(sequences, **meta)
         if ref.n_tokens != sum(s.n_targets for s in sequences):
             raise RuntimeError(f"base reference {directory} does not match its corpus")
@@ -144,8 +154,9 @@ def compute_reference(
         mode: ``hidden`` or ``logits`` for an exact reference (ignored when ``top_k``
             is set below the vocabulary size). ``hidden`` falls back to ``logits``
             when the model's logits are not a bias-free linear function of its final
-            hidden states (a soft-capped or scaled head) or its head is not float32;
-            the result's ``mode`` says which.
+            hidden states (a soft-capped or scaled head); the result's ``mode`` says
+            which. A bf16 or fp16 head is applied in fp32 to the final hidden state,
+            here and in every evaluation against the reference (:func:`forward_batches`).
 
     Every mode is written batch by batch, so only one batch of logits is ever in memory.
     """
@@ -213,10 +224,13 @@ def _compute_hidden_reference(
     model: PreTrainedModel, sequences: list[Sequence], batch_size: int, out: Path, n: int
 ) -> BaseReference:
     head = model.get_output_embeddings()
-    # fp32 only: in bf16 the logits' own rounding (~0.4%) would not cancel against mu . h
-    if not isinstance(head, torch.nn.Linear) or head.bias is not None or head.weight.dtype != torch.float32:
+    if not isinstance(head, torch.nn.Linear) or head.bias is not None:
         raise _HiddenUnsupported
-    weight = head.weight.detach()
+    # A bf16 head's own logits carry ~0.4% rounding that would not cancel against mu . h: the head is
+    # applied in fp32 to the final hidden state instead, here and in every evaluation (forward_batches).
+    weight = head.weight.detach().float()
+    if not _head_is_linear(model, sequences[0], weight):
+        raise _HiddenUnsupported
     weight64 = weight.double()  # once per reference: 226 MB for SmolLM2's head
     d = weight.shape[1]
     meta = {
@@ -227,14 +241,7 @@ def _compute_hidden_reference(
         "head_check": head_signature(model),
     }
     mu_mm = np.lib.format.open_memmap(out / "mean_emb.npy", "w+", np.float32, (n, d))
-    checked = False
     for batch_rows, logits, batch_targets, hidden in forward_batches(model, sequences, batch_size, hidden=True):
-        if not checked:  # the hidden mode's premise, checked on real data: logits = W h
-            direct = F.linear(hidden[:METRIC_CHUNK].to(weight.device), weight).cpu()
-            scale = float(logits[:METRIC_CHUNK].abs().max()) + 1e-30
-            if not torch.allclose(direct, logits[:METRIC_CHUNK], rtol=1e-4, atol=1e-4 * scale):
-                raise _HiddenUnsupported
-            checked = True
         # the same chunks, in the same order, as measure() uses: at identity both see the same numbers
         for rows, z, h, targets in chunks(batch_rows, logits, hidden, batch_targets):
             mu = mean_embedding(z, weight64)
@@ -249,6 +256,28 @@ def _compute_hidden_reference(
     del mu_mm
     np.savez(out / "meta.npz", **meta)
     return BaseReference.load(out, tuple(sequences))
+
+
+def _head_is_linear(model: PreTrainedModel, seq: Sequence, weight: torch.Tensor) -> bool:
+    """The hidden mode's premise, checked on real data: the model's logits are ``W h`` for its head ``W`` and
+    final hidden state ``h`` (not soft-capped, scaled or biased), within the rounding of the head's dtype."""
+    head = model.get_output_embeddings()
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            ids = torch.tensor([seq.ids[:METRIC_CHUNK]], device=weight.device)
+            logits = model(input_ids=ids).logits[0].float()
+    finally:
+        handle.remove()
+        model.train(was_training)
+    direct = F.linear(captured[-1][0].float(), weight)
+    # fp32: summation order only; bf16/fp16: the logits are rounded to 8/11 significant bits once
+    rtol = 1e-4 if head.weight.dtype == torch.float32 else 2.0 ** -6
+    scale = float(logits.abs().max()) + 1e-30
+    return bool(torch.allclose(direct, logits, rtol=rtol, atol=rtol * scale))
 
 
 HEAD_SIGNATURE_SEED = 1234
@@ -332,33 +361,103 @@ def reference_mode(run: RunConfig, model: Any) -> str:
     return run.forgetting.reference
 
 
-def reference_key(
-    model_fingerprint: str, tok: Any, seqs: list[Sequence], dtype: str, top_k: int | None, mode: str = "logits"
-) -> str:
-    """The cache key of a base reference: everything its numbers depend on.
+IDENTITY_FILE = "identity.json"
+"""Beside a cached reference's arrays: what it was computed with (:func:`reference_identity`)."""
 
-    Shared by studies, ``forgetscale forgetting`` and :class:`forgetscale.ForgettingCallback`,
-    so that each reuses a reference any of them computed.
+
+def evaluated_as(model: Any) -> tuple[str, str]:
+    """(device, dtype) a model computes in now, read from its input embeddings: ``cpu``, ``mps`` or ``cuda (NAME)``
+    (two GPU kinds round differently), and ``float32``/``bfloat16``/``float16``."""
+    weight = model.get_input_embeddings().weight
+    device = weight.device
+    label = device.type
+    if device.type == "cuda":
+        label = f"cuda ({torch.cuda.get_device_name(device)})"
+    return label, str(weight.dtype).removeprefix("torch.")
+
+
+def reference_identity(model: Any, model_fingerprint: str, dtype: str | None = None) -> dict[str, Any]:
+    """What a base reference's numbers depend on besides its corpus and storage: the model's full fingerprint
+    (:func:`forgetscale.models.source_fingerprint`), its dtype (``dtype`` labels a load dtype evaluated in
+    another, as the callback's upcast bf16 weights), the device and dtype it computes in, and the version
+    of the metric implementation. Part of every cache key and stored with every reference."""
+    device, eval_dtype = evaluated_as(model)
+    return {"model": model_fingerprint, "dtype": dtype or eval_dtype, "eval_dtype": eval_dtype, "device": device,
+            "metric_version": METRIC_VERSION}  # fmt: skip
+
+
+def reference_key(identity: dict[str, Any], tok: Any, seqs: list[Sequence], top_k: int | None,
+                  mode: str = "logits") -> str:  # fmt: skip
+    """The cache key of a base reference: a readable model name, then a hash of everything its numbers
+    depend on (the whole :func:`reference_identity`, the tokenizer, the corpus, the storage).
+
+    Shared by studies, ``forgetscale forgetting``, :class:`forgetscale.ForgettingCallback` and Ray workers,
+    so that each reuses a reference any of them computed, and none another model's: two hub models whose
+    names share a prefix, or two commits of one, never share a key.
     """
-    return "-".join(
-        [
-            model_fingerprint.split(":")[-1][:16],
-            tokenizer_fingerprint(tok),
-            fingerprint(seqs),
-            dtype,
-            f"k{top_k}-tail2" if top_k else ("exact" if mode == "logits" else mode),  # tail2: the tail summed directly
-        ]
-    )
+    what = {**identity, "tokenizer": tokenizer_fingerprint(tok), "corpus": fingerprint(seqs),
+            "storage": f"k{top_k}-tail2" if top_k else ("exact" if mode == "logits" else mode)}  # fmt: skip
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
+    name = identity["model"].split("@")[0].removeprefix("hub:")
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", name.replace("/", "--"))[:40].strip("-.") or "model"
+    return f"{slug}-{digest}"
+
+
+class ReferenceMismatch(UserError):
+    """A base reference asked to serve a model, device or dtype other than the one it was made for."""
+
+
+def identity_problem(found: dict[str, Any] | None, expected: dict[str, Any]) -> str | None:
+    """What differs between a reference's recorded identity and the one expected of it, or None."""
+    if found is None:
+        return "it records no identity (made by an older forgetscale)"
+    diff = [f"{k} {found.get(k)!r}, not {v!r}" for k, v in expected.items() if found.get(k) != v]
+    return "; ".join(diff) or None
+
+
+def check_serves(ref: BaseReference, model: Any, where: str = "base reference") -> None:
+    """Refuse to compare ``model`` with ``ref`` unless it computes on the device and in the dtype the reference
+    was made with: at the identity adapter the two must see the same numbers, so that KL is exactly 0.
+
+    Raises:
+        ReferenceMismatch: one line naming both.
+    """
+    if ref.identity is None:
+        return
+    device, dtype = evaluated_as(model)
+    made = (ref.identity.get("device"), ref.identity.get("eval_dtype"))
+    if made != (device, dtype):
+        raise ReferenceMismatch(
+            f"the {where} was computed on {made[0]} in {made[1]}, but the model now runs on {device} in {dtype}: "
+            "measure where the reference was made (model.device, model.dtype), or let a new one be computed"
+        )
+
+
+def base_reference(model: Any, identity: dict[str, Any], tok: Any, seqs: list[Sequence], top_k: int | None,
+                   mode: str, batch_size: int, cache: Path, compute: bool = True) -> BaseReference | None:  # fmt: skip
+    """The one way every path gets a base reference: the cache entry keyed by everything its numbers depend
+    on, checked against ``identity``, or computed from ``model`` (which must be the base now) into it.
+
+    ``compute`` False (the base is not in hand): only a cached reference, else None.
+    """
+    directory = cache / "refs" / reference_key(identity, tok, seqs, top_k, mode)
+    ref = cached_reference(directory, seqs, identity)
+    if ref is None and compute:
+        ref = save_reference(model, seqs, batch_size, directory, top_k, mode, identity)
+    return ref
 
 
 PER_POSITION = ("entropy", "top1", "top1_p", "target_p", "logp", "topk_idx", "topk_logp", "tail_logp", "mean_emb")
 """BaseReference arrays with one row per target position."""
 
 
-def cached_reference(directory: Path, seqs: list[Sequence]) -> BaseReference | None:
+def cached_reference(
+    directory: Path, seqs: list[Sequence], identity: dict[str, Any] | None = None
+) -> BaseReference | None:
     """The base reference cached in ``directory``; None when there is none, or when it is damaged
-    (truncated or garbage files, rows that do not fit the corpus): it is a cache, so a damaged
-    entry is discarded (with a warning logged), to be computed again, rather than failing the command."""
+    (truncated or garbage files, rows that do not fit the corpus) or was made for another ``identity``:
+    it is a cache, so such an entry is discarded (with a warning logged), to be computed again, rather
+    than failing the command or serving another model."""
     if not directory.exists():
         return None
     try:
@@ -393,11 +492,18 @@ def cached_reference(directory: Path, seqs: list[Sequence]) -> BaseReference | N
 
 
 def save_reference(
-    model: Any, seqs: list[Sequence], batch_size: int, directory: Path, top_k: int | None, mode: str = "logits"
+    model: Any, seqs: list[Sequence], batch_size: int, directory: Path, top_k: int | None, mode: str = "logits",
+    identity: dict[str, Any] | None = None,
 ) -> BaseReference:
-    """Compute a base reference into ``directory`` and load it; a half-written one never carries the final name
-    (when another process finished the same reference first, theirs is kept)."""
-    publish_dir(directory, lambda tmp: compute_reference(model, seqs, batch_size, tmp, top_k, mode), replace=False)
+    """Compute a base reference into ``directory`` (with its ``identity``) and load it; a half-written one never
+    carries the final name (when another process finished the same reference first, theirs is kept)."""
+
+    def fill(tmp: Path) -> None:
+        compute_reference(model, seqs, batch_size, tmp, top_k, mode)
+        if identity is not None:
+            (tmp / IDENTITY_FILE).write_text(json.dumps(identity, sort_keys=True), encoding="utf-8")
+
+    publish_dir(directory, fill, replace=False)
     return BaseReference.load(directory, tuple(seqs))
 
 

@@ -26,12 +26,7 @@ from forgetscale.data.encode import Sequence, encode_example
 from forgetscale.errors import UserError
 from forgetscale.forgetting import chunk_metrics, ratio_se, require_head
 from forgetscale.forward import chunks, forward_batches, lse_parts
-from forgetscale.reference import (
-    BaseReference,
-    cached_reference,
-    reference_key,
-    save_reference,
-)
+from forgetscale.reference import BaseReference, base_reference
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -44,21 +39,17 @@ scored position: 16 examples x 256 tokens of a 49k vocabulary is 0.8 GB on disk 
 
 
 def task_reference(
-    model: Any, tok: Any, model_fingerprint: str, held: list[Sequence], dtype: str, top_k: int | None, mode: str,
+    model: Any, tok: Any, identity: dict[str, Any], held: list[Sequence], top_k: int | None, mode: str,
     batch_size: int, cache: Path, compute: bool = True,
 ) -> BaseReference | None:
     """The base reference on the held-out fine-tuning examples, from the disk cache when present.
 
-    The same machinery and cache as the corpus reference (:func:`forgetscale.reference.reference_key`
-    names the held-out sequences by their fingerprint, so the two never share an entry). ``model`` must
+    The same machinery and cache as the corpus reference (:func:`forgetscale.reference.base_reference`; its
+    key names the held-out sequences by their fingerprint, so the two never share an entry). ``model`` must
     be the base (no adapter yet, or one disabled); with ``compute`` False (the base is not in hand) only
     a cached reference is returned, else None.
     """
-    directory = cache / "refs" / reference_key(model_fingerprint, tok, held, dtype, top_k, mode)
-    ref = cached_reference(directory, held)
-    if ref is not None or not compute:
-        return ref
-    return save_reference(model, held, batch_size, directory, top_k, mode)
+    return base_reference(model, identity, tok, held, top_k, mode, batch_size, cache, compute)
 
 
 def held_out_metrics(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> dict[str, float]:

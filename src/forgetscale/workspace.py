@@ -23,7 +23,7 @@ from forgetscale.errors import UserError
 from forgetscale.intruders import BaseSpectra
 from forgetscale.mitigation import replay_sequences
 from forgetscale.models import LoadedModel, load_model
-from forgetscale.reference import BaseReference, cached_reference, reference_key, reference_mode, save_reference
+from forgetscale.reference import BaseReference, base_reference, reference_identity, reference_mode
 from forgetscale.task import task_reference
 
 log = logging.getLogger(__name__)
@@ -102,16 +102,17 @@ class Workspace:
         t = time.perf_counter()
         seqs = build_corpus(f, lm.tokenizer, lm.model, lm.fingerprint, self.cache)
         self._phase("forgetting_corpus", t)
-        key = reference_key(lm.fingerprint, lm.tokenizer, seqs, run.model.dtype, f.top_k, mode)
-        directory = self.cache / "refs" / key
-        ref = cached_reference(directory, seqs)
-        if ref is None:
-            t = time.perf_counter()
-            ref = save_reference(lm.model, seqs, f.batch_size, directory, f.top_k, mode)
-            self._phase("base_reference", t)
-            log.info(f"base reference: {sum(s.n_targets for s in seqs)} tokens in {time.perf_counter() - t:.1f}s")
+        t = time.perf_counter()
+        ref = base_reference(lm.model, self.identity(run), lm.tokenizer, seqs, f.top_k, mode, f.batch_size, self.cache)
+        assert ref is not None  # computed when not cached
+        self._phase("base_reference", t)  # a cached one: the time to load it
         self._refs[memo] = ref
         return ref
+
+    def identity(self, run: RunConfig) -> dict[str, Any]:
+        """The base model's identity in every reference key (:func:`forgetscale.reference.reference_identity`)."""
+        lm = self.model(run)
+        return reference_identity(lm.model, lm.fingerprint)
 
     def task_reference(self, run: RunConfig) -> BaseReference:
         """The base reference on the run's held-out examples (``task_kl``, :mod:`forgetscale.task`), cached like
@@ -120,7 +121,7 @@ class Workspace:
         if memo not in self._task_refs:
             lm, (_, held), f = self.model(run), self.data(run), run.forgetting
             t = time.perf_counter()
-            ref = task_reference(lm.model, lm.tokenizer, lm.fingerprint, held, run.model.dtype, f.top_k,
+            ref = task_reference(lm.model, lm.tokenizer, self.identity(run), held, f.top_k,
                                  reference_mode(run, lm.model), f.batch_size, self.cache)
             assert ref is not None  # computed when not cached
             self._task_refs[memo] = ref

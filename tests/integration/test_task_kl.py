@@ -48,11 +48,13 @@ def test_identity_adapter_gives_zero_task_kl_and_the_same_ft_loss(tmp_path, shar
     from forgetscale.config import LoraConfig
     from forgetscale.forgetting import held_out_loss
     from forgetscale.merge import merged
+    from forgetscale.reference import reference_identity
     from forgetscale.task import held_out_metrics, task_reference
 
     base = _load(sharp_model)
     top_k = 16 if mode == "top16" else None
-    ref = task_reference(base, tok, "m", held, "float32", top_k, "logits" if top_k else mode, 4, tmp_path)
+    ref = task_reference(base, tok, reference_identity(base, "m"), held, top_k, "logits" if top_k else mode, 4,
+                         tmp_path)
     assert ref.mode == mode and ref.n_tokens == sum(s.n_targets for s in held)
     peft_model = train.attach_lora(base, LoraConfig(rank=4, dropout=0.1), 0)
     with merged(peft_model):
@@ -92,10 +94,12 @@ def _float64_truth(tuned, seqs) -> dict[str, float]:
 
 @pytest.mark.parametrize("mode", ["hidden", "logits"])
 def test_task_kl_equals_a_float64_computation_after_training(tmp_path, sharp_model, tok, held, mode):
+    from forgetscale.reference import reference_identity
     from forgetscale.task import held_out_metrics, task_reference
 
     adapter = train_adapter(sharp_model, tmp_path / "a", steps=6, lr=0.02)
-    ref = task_reference(_load(sharp_model), tok, "m", held, "float32", None, mode, 4, tmp_path)
+    base = _load(sharp_model)
+    ref = task_reference(base, tok, reference_identity(base, "m"), held, None, mode, 4, tmp_path)
     tuned = _load(sharp_model, adapter)
     m = held_out_metrics(tuned, ref, 4)
     truth = _float64_truth(tuned, held)
