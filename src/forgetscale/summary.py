@@ -14,9 +14,10 @@ from forgetscale.console import fmt, format_interval
 from forgetscale.laws.select import RELIABLE_ERROR
 
 RELIABILITY_LEGEND = (
-    f"reliable: held-out error of change <= {RELIABLE_ERROR:.0%} of the change since step 0 on both splits; "
-    "unreliable: above by more than its noise floor (the error run and step variation alone give a correct law, "
-    "90th percentile), or a refit failed; undecided: in between"
+    f"reliable: the one-sided 95% upper bound of the held-out error of change is <= {RELIABLE_ERROR:.0%} of the "
+    "change since step 0 on both splits (a law biased by the limit passes at most 5% of the time); unreliable: a "
+    "split's 97.5% lower bound exceeds it, or a refit failed; undecided: the bounds straddle it (such a law still "
+    "predicts, and says so). Bounds from the run, step and point variation the fit itself estimates"
 )
 """What the three reliability states of ``forgetscale fit``'s comparison table mean."""
 
@@ -53,9 +54,9 @@ def summary_lines(result: Mapping[str, Any]) -> list[str]:
             rows = [r for r in result.get("comparison") or [] if r["dataset"] == ds and r["target"] == target]
             best = next((r for r in rows if r["reliable"]), None)
             if best:
-                err, floor = pct(best["heldout_error_of_change"]), pct(best.get("noise_floor"))
+                err, upper = pct(best["heldout_error_of_change"]), pct(best.get("error_upper"))
                 lines.append(f"  {target}: {best['law']} reliable (held-out error {err} of the change since step 0, "
-                             f"noise floor {floor})")
+                             f"95% upper bound {upper})")
             elif rows:
                 lines.append(f"  {target}: no reliable law (best: {rows[0]['law']}, {rows[0].get('state')}: "
                              f"{rows[0].get('reliability')})")

@@ -13,13 +13,11 @@ from forgetscale.laws import (
     RELIABLE_ERROR,
     FitError,
     PlanError,
-    Reliability,
     comparison_table,
     fit_study,
     law_specs,
     plan,
     predict,
-    reliability,
     rows_to_arrays,
 )
 
@@ -256,28 +254,6 @@ def test_comparison_rows_carry_the_error_of_change_and_its_parts(fits):
 
 
 # ---------------------------------------------------------------------------- reliability states
-
-def _with_error(fit, target, err, floor, **held):
-    heldout = {k: {**h, "error_of_change": {target: err}, **held} for k, h in fit.heldout.items()}
-    return replace(fit, heldout=heldout, calibration={**fit.calibration, "noise_floor": {target: floor}})
-
-
-def test_reliability_has_three_states_with_reasons(fits):
-    f = fits["instruct"]["kl_power"]
-    ok = reliability(_with_error(f, "forget_kl", 0.10, 0.08), "forget_kl")
-    assert ok.state == "reliable" and bool(ok) and ok.limit == RELIABLE_ERROR == 0.15
-    within = reliability(_with_error(f, "forget_kl", 0.20, 0.08), "forget_kl")  # 5 points over, floor 8
-    assert within.state == "undecided" and not within and "cannot decide" in within.reason
-    assert within.error == 0.20 and within.noise_floor == 0.08
-    beyond = reliability(_with_error(f, "forget_kl", 0.30, 0.08), "forget_kl")
-    assert beyond.state == "unreliable" and "more than the noise" in beyond.reason
-    stalled = reliability(_with_error(f, "forget_kl", 0.05, 0.08, converged=False), "forget_kl")
-    assert stalled.state == "unreliable" and "did not converge" in stalled.reason
-    uncalibrated = replace(_with_error(f, "forget_kl", 0.05, 0.08), calibration={"note": "2 runs (< 3)"})
-    r = reliability(uncalibrated, "forget_kl")
-    assert r.state == "unreliable" and "uncalibrated" in r.reason
-    assert isinstance(r, Reliability) and set(r.to_dict()) == {"state", "reason", "error", "noise_floor", "limit"}
-
 
 def test_stored_fits_have_one_reliable_flag(fits):
     d = fits["news"]["paper"].to_dict()

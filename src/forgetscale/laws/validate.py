@@ -1,6 +1,6 @@
 """Held-out splits scored against the change since step 0, and the error that noise alone would give.
 
-Held-out splits (DESIGN.md section 8, issue 11). For a split key (P, N), the
+Held-out splits (docs/inference.md). For a split key (P, N), the
 points where the key is largest are left out, the law refitted on the rest
 (from the data-driven starts only: the full fit has seen the held-out points)
 and scored on them. Besides the RMSE and the mean relative error, each split
@@ -22,6 +22,15 @@ noise (``σ²_w``) and the refit's own uncertainty there (its sandwich
 variance, one draw shared by the split), with the variances from the
 prediction-interval calibration (``intervals.py``). The floor is the 90th
 percentile of the larger of the splits' simulated errors.
+
+Error bounds. The same draws give each split's error under a law whose forecasts are biased: every
+held-out prediction off by a factor ``e^β`` (either sign) chosen so that, without noise, the error of
+change would be ``b``. For a grid of ``b`` the split stores the 5% quantile of the simulated error
+(the smaller over the two signs) and the 97.5% quantile (the larger). Inverted
+(``select.error_bounds``), they give a one-sided 95% upper bound of the split's true error (the
+largest ``b`` whose 5% quantile is still below the observed error) and a lower bound at 97.5%
+(Bonferroni over the two splits). The variances come from the fit itself, so a law that misfits
+has larger ones and wider bounds: that can only make it less often ``reliable``.
 """
 
 from __future__ import annotations
@@ -39,6 +48,11 @@ from forgetscale.laws.optimize import Search, fit_point
 Array = np.ndarray
 NOISE_QUANTILE = 0.90
 NOISE_DRAWS = 2000
+BOUND_ALPHA = 0.05
+"""One-sided level of the upper bound of the held-out error (``reliable``); each split's lower bound is at
+``BOUND_ALPHA / 2`` (``unreliable`` on either of two splits: Bonferroni)."""
+BIAS_GRID = tuple(round(0.01 * i, 2) for i in range(0, 101)) + tuple(round(1 + 0.05 * i, 2) for i in range(1, 21))
+"""Biases (error of change without noise) at which the bounds' quantiles are stored: 0-1 by 0.01, to 2 by 0.05."""
 
 
 def heldout_split(
@@ -109,8 +123,8 @@ def noise_floor(
         ``{"noise_floor": {target: 90th percentile}, "noise_median": {target: median}}`` of the larger
         of the splits' simulated errors; None where the calibration has no variances.
     """
-    out: dict[str, dict[str, float | None]] = {"noise_floor": dict.fromkeys(targets),
-                                               "noise_median": dict.fromkeys(targets)}
+    out: dict[str, dict[str, Any]] = {"noise_floor": dict.fromkeys(targets), "noise_median": dict.fromkeys(targets),
+                                      "error_bound": dict.fromkeys(targets)}
     rng = np.random.default_rng(seed)
     for i, t in enumerate(targets):
         tau2 = (calibration.get("tau2") or {}).get(t)
@@ -119,7 +133,7 @@ def noise_floor(
         w2, s2 = calibration["within2"][t], calibration["step2"][t]
         off = (calibration.get("offset") or {}).get(t) or 0.0
         worst = np.zeros(NOISE_DRAWS)
-        for null in nulls.values():
+        for key, null in nulls.items():
             if null is None:
                 continue
             test = null["test"]
@@ -135,12 +149,47 @@ def noise_floor(
                 eps += rng.normal(0.0, math.sqrt(s2), (NOISE_DRAWS, cells.max() + 1))[:, cells] * null["new_cell"]
             eps += rng.standard_normal((NOISE_DRAWS, 1)) * null["sd_pred"][i]
             # a miss by more than e^5 = 148x is as bad as any; the cap keeps the arithmetic finite
-            err = np.mean(np.abs(level * np.expm1(np.clip(eps, -5, 5))), axis=1) / scale
+            eps = np.clip(eps, -5, 5)
+            err = np.mean(np.abs(level * np.expm1(eps)), axis=1) / scale
             worst = np.maximum(worst, err)
+            bounds = out["error_bound"][t] or {"bias": list(BIAS_GRID), "alpha": BOUND_ALPHA}
+            bounds[key] = biased_quantiles(level, eps, scale)
+            out["error_bound"][t] = bounds
         if worst.any():
             out["noise_floor"][t] = float(np.quantile(worst, NOISE_QUANTILE))
             out["noise_median"][t] = float(np.median(worst))
     return out
+
+
+def biased_quantiles(level: Array, eps: Array, scale: float) -> dict[str, list[float]]:
+    """Quantiles of the simulated error of change of forecasts biased by each of :data:`BIAS_GRID`.
+
+    Args:
+        level: ``(n,)`` the held-out points' levels (the target less its offset).
+        eps: ``(draws, n)`` simulated log errors of a correct law at those points.
+        scale: their mean absolute change since step 0.
+
+    Returns:
+        ``{"lo": [...], "hi": [...]}``: per bias, the :data:`BOUND_ALPHA` quantile (the smaller of the two
+        signs of the bias) and the ``1 - BOUND_ALPHA / 2`` quantile (the larger), each made non-decreasing
+        in the bias.
+
+    Example: without noise the error is the bias itself.
+        >>> q = biased_quantiles(np.ones(3), np.zeros((10, 3)), 1.0)
+        >>> q["lo"][15], q["hi"][15]
+        (0.15, 0.15)
+    """
+    grid = np.asarray(BIAS_GRID)
+    mean_level = float(np.mean(np.abs(level)))
+    lo = np.full(grid.size, np.inf)
+    hi = np.full(grid.size, -np.inf)
+    for sign in (1.0, -1.0):
+        factor = 1 + sign * grid * scale / mean_level  # e^β: the noise-free error is exactly the bias
+        ok = factor > 0
+        err = np.mean(np.abs(level * np.expm1(eps[None] + np.log(factor[ok])[:, None, None])), axis=2) / scale
+        lo[ok] = np.minimum(lo[ok], np.quantile(err, BOUND_ALPHA, axis=1))
+        hi[ok] = np.maximum(hi[ok], np.quantile(err, 1 - BOUND_ALPHA / 2, axis=1))
+    return {k: np.round(np.maximum.accumulate(q), 6).tolist() for k, q in (("lo", lo), ("hi", hi))}
 
 
 def error_of_change(pred: Array, y: Array, change: Array) -> float:
