@@ -61,7 +61,7 @@ def test_f4_supported_when_forgetting_follows_the_line_and_not_when_rank_matters
 
 
 def test_f4_a_curved_line_is_not_an_escape():
-    """Forgetting a curved function of ft_loss alone (review defect 1d): the spline absorbs the curvature."""
+    """Forgetting a curved function of ft_loss alone (a line that is not straight): the spline absorbs the curvature."""
     c = _study(6, 0.0)
     c["forget_ce"] = 3.0 - 0.3 * (c["ft_loss"] - 0.5) ** 1.6
     f = f4("d", c, min_step=4)
@@ -211,3 +211,18 @@ def test_f5_lost_refusal_interval_ignores_resamples_without_a_refusing_item():
     safety = f5("news", items)["evidence"]["safety"]
     share = (safety[0] if isinstance(safety, list) else safety)["lost_share"]
     assert share["value"] == 1.0 and share["lo"] == 1.0 and share["hi"] == 1.0
+
+
+def test_every_finding_says_what_it_is_conditional_on_and_names_multiplicity():
+    from forgetscale.laws.findings import findings
+    from forgetscale.laws.rows import shared_training
+
+    out = findings({}, {"d": {}}, shared=shared_training(256, 32, 4, 2))
+    assert [f["finding"] for f in out] == ["F1", "F2", "F3"]
+    for f in out:
+        given = f["evidence"]["conditional_on"]
+        assert "forgetting corpus" in given and "held-out ft_loss examples" in given
+        assert "same 256 training examples" in given and "128 by step 32" in given and "64 (50%)" in given
+        assert "Holm" in f["evidence"]["multiplicity"]
+    alone = findings({}, {"d": {}}, shared=shared_training(256, 32, 4, 1))[0]["evidence"]["conditional_on"]
+    assert "in common" not in alone and "1 data order" in alone

@@ -416,19 +416,26 @@ def findings(
     fits: Mapping[str, Mapping[str, FitResult]],
     probe_items: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     min_step: float = 1,
+    shared: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """F1-F6 for every dataset (F5 only where probe items exist).
+
+    Every finding's evidence gets ``conditional_on`` (what all its intervals take as fixed: the one
+    forgetting corpus, the one set of held-out ft_loss examples, the data orders and, with ``shared``,
+    the training examples the orders share) and ``multiplicity`` (six findings, each at its own 5%, with
+    no family-wise adjustment; Holm's bound is stated for a reader who wants one).
 
     Args:
         cols: ``laws.rows.rows_to_arrays`` output (with ``seed``, the data order, ``ft_loss_se`` and ``task_kl``).
         fits: ``{dataset: {label: FitResult}}``.
         probe_items: ``{dataset: [item records]}`` of fine-tuned runs (see :func:`f5`).
         min_step: the fits' ``min_step`` (F4 uses the same points).
+        shared: ``laws.rows.shared_training`` of the study's config (None: not stated beyond the orders).
 
     Returns:
         The list of findings, datasets sorted, F1..F6 within each.
     """
-    out = []
+    out: list[dict[str, Any]] = []
     for ds in sorted(set(cols) | set(fits)):
         f = fits.get(ds, {})
         out += [f1(ds, f), f23(ds, f, "P"), f23(ds, f, "N")]
@@ -438,4 +445,17 @@ def findings(
             out.append(f5(ds, probe_items[ds]))
         if ds in cols:
             out.append(f6(ds, cols[ds], min_step))
+    for f in out:
+        ev = f["evidence"]
+        given = ev.get("conditional_on")
+        ev["conditional_on"] = "; ".join(x for x in (given, CONDITIONAL_ON, (shared or {}).get("statement")) if x)
+        ev["multiplicity"] = (ev["multiplicity"] + "; " if "multiplicity" in ev else "") + MULTIPLICITY
     return out
+
+
+CONDITIONAL_ON = ("one forgetting corpus and one set of held-out ft_loss examples, shared by every run (a new "
+                  "corpus or held-out set would move every point together); the study's data orders")
+MULTIPLICITY = ("six findings are reported together, each a test at its own 5% with no family-wise adjustment: "
+                "the chance that at least one of six true nulls is rejected is up to 26% if they are independent "
+                "(30% at most); for a family-wise 5%, Holm's procedure would need the smallest of the six p-values "
+                "below 0.05/6 = 0.0083")

@@ -174,7 +174,7 @@ def _fit_spec(spec: LawSpec, cols: Mapping[str, np.ndarray], min_step: int, delt
     seeds = cols["seed"][keep]
     entropy = cols["base_entropy"][keep]
     offset = {"forget_ce": float(np.median(entropy))} if np.isfinite(entropy).any() else {}
-    # the splits name their columns (review 13): a law on ft_loss is still held out by rank and by step
+    # the splits name their columns: a law on ft_loss is still held out by rank and by step
     holdout = {"P": cols["P"][keep], "N": cols["N"][keep]}
     fit = fit_law(
         spec.law, {c: cols[c][keep] for c in spec.inputs}, {t: cols[t][keep] for t in spec.targets},
@@ -204,3 +204,27 @@ def change_since_start(cols: Mapping[str, np.ndarray], target: str) -> np.ndarra
     return out
 
 
+
+
+def shared_training(n_train: int, steps: int, batch: int, n_orders: int) -> dict[str, Any]:
+    """What the data orders of a study share: the training examples each has seen, and how many in common.
+
+    Every order draws from the same ``n_train`` examples, so replicates differ in order and in which examples
+    they happen to reach, not in the pool. With ``steps x batch`` draws an order sees ``min(steps x batch,
+    n_train)`` distinct examples (a shuffled pass, no repeats before the pool is used up); two independent
+    shuffles have ``seen^2 / n_train`` of them in common on average.
+
+    Example: the default study (256 examples, 32 steps of 4).
+        >>> d = shared_training(256, 32, 4, 2)
+        >>> d["seen_per_order"], d["expected_common"], d["share_common"]
+        (128, 64.0, 0.5)
+    """
+    seen = min(steps * batch, n_train)
+    common = seen * seen / n_train if n_train else 0.0
+    out: dict[str, Any] = {"n_train": n_train, "seen_per_order": seen, "expected_common": common,
+                           "share_common": common / seen if seen else 0.0, "n_orders": n_orders}
+    out["statement"] = (f"the {n_orders} data order(s) draw from the same {n_train} training examples: each has seen "
+                        f"{seen} by step {steps}" + (f", about {common:.0f} ({out['share_common']:.0%}) of them in "
+                                                     "common, so orders are not independent samples of training "
+                                                     "data" if n_orders > 1 else ""))  # fmt: skip
+    return out
