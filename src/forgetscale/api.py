@@ -395,6 +395,29 @@ def probe(
     return probe_study(Path(directory), ws, cfg, chosen, force=force)
 
 
+def lm_eval_flips(base: str | Path, tuned: str | Path, *, metric: str | None = None) -> list[dict[str, Any]]:
+    """Paired flips between two lm-evaluation-harness runs from their sample logs: ``forgetscale flips``.
+
+    The runs may be anyone's (``lm_eval --log_samples``); items pair by task, filter and ``doc_id``, and each
+    row carries what ``forgetscale probe`` gives its own probes (:func:`forgetscale.probes.flips.flips`).
+
+    Args:
+        base, tuned: the base's and the fine-tune's ``samples_<task>_<time>.jsonl``, or their ``--output_path``
+            directories (every task logged in both is compared).
+        metric: the per-sample right/wrong score; None: ``acc``, else ``exact_match``, else the first 0/1 one.
+
+    Returns:
+        One row per task and filter: ``task, filter, metric, n, n10, n01, mcnemar_p, accuracy, base_accuracy,
+        agreement, right_to_wrong, wrong_to_right``, each rate with ``_lo``/``_hi``.
+
+    Raises:
+        UserError: a path without sample logs, a bad record, runs of different tasks or documents.
+    """
+    from forgetscale.probes.lm_eval_logs import log_flips
+
+    return log_flips(Path(base), Path(tuned), metric)
+
+
 def load_base(name: str = "smollm2-135m-instruct", dtype: str = "float32") -> tuple[Any, Any]:
     """Load a base model and its tokenizer the way forgetscale does (the built-in default needs no download).
 

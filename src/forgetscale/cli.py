@@ -121,10 +121,11 @@ def _parser() -> argparse.ArgumentParser:
 
     # commands owned by their stage's package; each module keeps heavy imports inside its command
     from forgetscale.compare import add_compare_command
-    from forgetscale.probes.command import add_probe_command
+    from forgetscale.probes.command import add_flips_command, add_probe_command
     from forgetscale.report.command import add_report_command
 
     add_probe_command(sub)
+    add_flips_command(sub)
     add_report_command(sub)
     add_compare_command(sub)
     return p

@@ -1,7 +1,8 @@
-"""`forgetscale probe`: behaviour probes (or lm-evaluation-harness tasks) on a study's base model and adapters.
+"""`forgetscale probe`: behaviour probes (or lm-evaluation-harness tasks) on a study's base model and adapters;
+`forgetscale flips`: the same paired flips from the sample logs of any two lm-evaluation-harness runs.
 
-The command parses, makes one call (:func:`forgetscale.api.probe`) and prints; the API is imported
-inside it, so ``forgetscale --help`` stays instant.
+Each command parses, makes one call (:func:`forgetscale.api.probe`, :func:`forgetscale.api.lm_eval_flips`) and
+prints; the API is imported inside it, so ``forgetscale --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -83,6 +84,46 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if flipped:
         print(f"\n{FLIPS_TITLE}")
         print_rows(flipped, list(FLIP_COLUMNS))
+    return 0
+
+
+LOG_COLUMNS = ("task", "filter", "metric", "n", "base_accuracy", "accuracy", "agreement", "right_to_wrong",
+               "wrong_to_right", "mcnemar_p")  # fmt: skip
+"""The table of ``forgetscale flips``: one row per task (and filter) the two logs share."""
+LOG_TITLE = ("flips of the fine-tune against the base, paired by doc_id: items right -> wrong (n10) and wrong -> "
+             "right (n01), count = share [95% Wilson]; exact McNemar p, one test per row; rates [95% Wilson]")
+
+
+def add_flips_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "flips",
+        help="paired flips between two lm-evaluation-harness runs, from their --log_samples files",
+        description=(
+            "Pair the per-sample logs of two lm-evaluation-harness runs (a base model's and a fine-tune's, made "
+            "by anyone: lm_eval --log_samples) by task, filter and doc_id, and report what `forgetscale probe` "
+            "reports for its own probes: items right -> wrong (n10) and wrong -> right (n01) with 95% Wilson "
+            "intervals, the exact McNemar p (one test per row, unadjusted), accuracy and agreement of answers."
+        ),
+    )
+    for name, who in (("base", "the base model's"), ("tuned", "the fine-tuned model's")):
+        p.add_argument(name, type=Path, metavar=f"{name.upper()}_SAMPLES",
+                       help=f"{who} samples_<task>_<time>.jsonl, or its lm_eval --output_path directory")
+    p.add_argument("--metric", help="the per-sample right/wrong score (default: acc, else exact_match, "
+                                    "else the task's first 0/1 metric)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the rows as JSON (counts, p, rates with _lo/_hi)")
+    p.set_defaults(func=cmd_flips)
+
+
+def cmd_flips(args: argparse.Namespace) -> int:
+    from forgetscale.api import lm_eval_flips
+
+    rows = lm_eval_flips(args.base, args.tuned, metric=args.metric)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(LOG_TITLE)
+    print_rows([{**flip_cells(r), **{k: _rate(r, k) for k in ("base_accuracy", "accuracy", "agreement")}}
+                for r in rows], list(LOG_COLUMNS))  # fmt: skip
     return 0
 
 
