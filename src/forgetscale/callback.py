@@ -20,6 +20,7 @@ import logging
 import math
 import sys
 import time
+import uuid
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -46,7 +47,7 @@ from forgetscale.reference import (
     save_reference,
 )
 from forgetscale.run import provenance
-from forgetscale.schema import FORGETTING_METRICS, Measurement
+from forgetscale.schema import FORGETTING_METRICS, METRIC_VERSION, Measurement
 from forgetscale.store import open_study_to_write
 from forgetscale.task import TASK_METRICS, held_out_metrics, task_reference, trainer_task_sequences
 from forgetscale.train import full_precision
@@ -103,10 +104,15 @@ class ForgettingCallback(TrainerCallback):
         at_start: also measure before the first update (step 0: KL is 0 there).
         at_end: also measure after the last update.
         store: a study directory: each measurement becomes a row of its
-            ``study.sqlite`` (``ft_loss`` is the Trainer's ``eval_loss`` at the same
-            step, when there is one), so ``forgetscale fit``/``report`` work on it.
-        run_id: the run's id in the store (default: ``args.run_name``, else a hash of
-            the model, corpus and training arguments).
+            ``study.sqlite``, written under the study's lock, so ``forgetscale fit``/``report``
+            work on it. ``ft_loss`` there means what it means in a study's rows: the held-out
+            response-token cross-entropy (from ``task``/``eval_dataset``; None without held-out
+            examples); the Trainer's own ``eval_loss`` is kept apart as ``eval_loss``. P is the
+            model's trainable parameter count (any PEFT method, or a full fine-tune), and the
+            LoRA rank is recorded where there is one (0 otherwise).
+        run_id: the run's id in the store. Default: a new unique id per training (``cb-`` and 12
+            random hex digits); pass one to resume a run from a checkpoint. A run already
+            finished in the store is never overwritten: its id is refused.
         dataset: the label the store's laws group runs by (runs on one fine-tuning set share it).
         model_fingerprint: the base model's cache identity; default: derived from where
             it was loaded (the same value a study computes), else a hash of its weights.
@@ -189,6 +195,7 @@ class ForgettingCallback(TrainerCallback):
         self._logging = False
         self._eval_seconds = 0.0
         self._t0 = 0.0
+        self._run_id: str | None = None
 
     # ---------------------------------------------------------------- wiring
     def attach(self, trainer: Trainer) -> Trainer:
@@ -377,19 +384,25 @@ class ForgettingCallback(TrainerCallback):
     def _measure(self, model: Any, args: Any, state: Any, control: Any) -> None:
         assert self.reference is not None
         t = time.perf_counter()
+        task: dict[str, float] = {}
         with self._evaluating(model):
             m = measure(model, self.reference, self.config.batch_size)
-            if self.task_reference is not None:  # the held-out forward's ft_loss is not the Trainer's eval_loss
+            if self.task_reference is not None:
                 task = held_out_metrics(model, self.task_reference, self.config.batch_size)
                 m.update({k: task[k] for k in TASK_METRICS})
         self._eval_seconds += time.perf_counter() - t
         step = state.global_step
         self._measured.add(step)
-        # ft_loss is the Trainer's eval_loss, a mean whose spread over examples the Trainer does not report
-        row = Measurement(step=step, tokens=int(state.num_input_tokens_seen or 0), ft_loss=self._eval_loss.get(step),
-                          ft_loss_se=None, n_eval_tokens=int(m.pop("n_tokens")), **m)  # fmt: skip
+        # ft_loss is a study's: the held-out response-token CE, from the same forward as task_kl; the Trainer's
+        # eval_loss (its own loss over its own eval set, other tokens, other weighting) keeps its name
+        row = Measurement(step=step, tokens=int(state.num_input_tokens_seen or 0), ft_loss=task.get("ft_loss"),
+                          ft_loss_se=task.get("ft_loss_se"), eval_loss=self._eval_loss.get(step),
+                          metric_version=METRIC_VERSION, n_eval_tokens=int(m.pop("n_tokens")), **m)  # fmt: skip
         self.history.append(row)
-        self._log({self.prefix + k: float(m[k]) for k in (*LOGGED, *TASK_METRICS) if m.get(k) is not None}, control)
+        logged = {**m, **{f"heldout_{k}": v for k, v in task.items() if k.startswith("ft_loss")}}
+        self._log({self.prefix + k: float(logged[k]) for k in (*LOGGED, *TASK_METRICS, "heldout_ft_loss",
+                                                               "heldout_ft_loss_se") if logged.get(k) is not None},
+                  control)  # fmt: skip
         if self.store is not None and state.is_world_process_zero:  # one writer under distributed training
             self._write_row(row)
         if self.verbose and state.is_world_process_zero:
@@ -424,17 +437,22 @@ class ForgettingCallback(TrainerCallback):
             "train": {k: getattr(args, k, None) for k in _TRAIN_ARGS},
         }
         config = json.loads(json.dumps(config, default=str))
-        rid = self.run_id or getattr(args, "run_name", None) or hashlib.sha256(
-            json.dumps(config, sort_keys=True).encode()
-        ).hexdigest()[:12]
-        self._run_id = str(rid)
+        # unique per training unless the user named the run (args.run_name repeats across a sweep's trainings)
+        self._run_id = str(self.run_id) if self.run_id is not None else f"cb-{uuid.uuid4().hex[:12]}"
         precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
         with open_study_to_write(self.store, create=True) as s:
+            status = s.run_status(self._run_id)
+            if status == "done":
+                raise UserError(
+                    f"ForgettingCallback: run {self._run_id!r} is finished in {self.store}; its rows are kept: "
+                    "pass another run_id (or none, for a new unique one)"
+                )
             s.register_run(self._run_id, config, self.dataset, rank)
             ids = s.get_meta("run_ids")
             if ids is not None and self._run_id not in ids:
                 s.set_meta("run_ids", [*ids, self._run_id])
-            if state.global_step == 0 or s.run_status(self._run_id) != "running":
+            # a run resumed from a checkpoint keeps the rows it has; anything else starts clean
+            if state.global_step == 0 or status != "running":
                 s.start_run(self._run_id, P, provenance(self._fingerprint, "", self.reference, precision))
             self._measured |= {r["step"] for r in s.measurements(self._run_id)}
 

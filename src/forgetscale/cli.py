@@ -272,26 +272,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     m = result["metric"]
-    if result.get("rank") is None:
+    if result.get("steps") is None:
         print(f"dataset {result['dataset']}: no plan: {result.get('reason')}")
         return 0
     ext = " (extrapolated)" if result.get("extrapolated") else ""
-    where = "any rank and steps (--extrapolate)" if result.get("extrapolate") else "the studied ranks and steps"
+    where = "any size and steps (--extrapolate)" if result.get("extrapolate") else "the studied sizes and steps"
+    size = f"rank {result['rank']}" if result.get("rank") is not None else f"P {result['P']:.4g} parameters"
     print(
         f"dataset {result['dataset']}: best within {m} <= {args.max_forgetting:g} ({result['bound']} bound), "
-        f"among {where}: rank {result['rank']}, {result['steps']} steps{ext}"
+        f"among {where}: {size}, {result['steps']} steps{ext}"
     )
     for t in ("ft_loss", m):
         d, about = result[t], (result.get("intervals") or {}).get(t) or {}
         print(f"  {t:>10} {fmt(d['value'])}  {_interval_text(about)} [{fmt(d['lo'])}, {fmt(d['hi'])}]  "
               f"law {result['laws'][t]} ({about.get('state')})")
     rows = [
-        {"rank": t["rank"], "steps": t["steps"], "ft_loss": (t.get("ft_loss") or {}).get("value"),
+        {"rank": t["rank"], "P": t.get("P"), "steps": t["steps"], "ft_loss": (t.get("ft_loss") or {}).get("value"),
          m: (t.get(m) or {}).get("value"), f"{m}_hi": (t.get(m) or {}).get("hi"),
          "extrapolated": t.get("extrapolated")}
         for t in result["tradeoff"]
     ]  # fmt: skip
-    print_rows(rows, ["rank", "steps", "ft_loss", m, f"{m}_hi", "extrapolated"])
+    print_rows(rows, ["rank", "P", "steps", "ft_loss", m, f"{m}_hi", "extrapolated"])
     return 0
 
 

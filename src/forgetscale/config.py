@@ -74,12 +74,13 @@ class TrainConfig(_Frozen):
     weight_decay: float = Field(0.0, ge=0)
     seq_len: int = Field(96, ge=8)
     seed: int = 0
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """Training matmul precision: fp32, or bf16 mixed precision (fp32 adapter weights and optimizer
-    state). ``auto`` picks the faster of the two on this machine by measurement (cached per machine)
-    and is resolved once, when a study is created: the study records the choice, so its run ids,
-    resume and numbers do not depend on the machine it resumes on. Evaluations always run in fp32.
-    fp16 is refused: see :meth:`_no_fp16`."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    """Training matmul precision: fp32, or bf16 mixed precision (fp32 adapter weights and optimizer state,
+    bf16 autocast around the matmuls). fp32 by default, so that a study is the same study, with the same
+    run ids and numbers, on every machine. ``auto`` (opt-in) picks the faster of the two on this machine by
+    measurement and is resolved once, when a study is created; the study records the choice. Evaluations
+    never run under the training autocast: they run in the weights' own dtype (``model.dtype``). Which
+    precision each stage runs in: docs/precision.md. fp16 is refused: see :meth:`_no_fp16`."""
     sampling: Literal["random", "group_by_length"] = "random"
     """Plain random order (batches exchangeable across steps, as laws in N assume), or batches of similar
     length (less padding, but transformers' sampler sorts each mega-batch long-to-short: a curriculum

@@ -30,7 +30,7 @@ from forgetscale.laws.predict import plan as plan_law
 from forgetscale.laws.predict import predict as predict_law
 from forgetscale.laws.rows import rows_to_arrays
 from forgetscale.laws.select import comparison_table, reliability
-from forgetscale.store import Store, read_store
+from forgetscale.store import Store, open_study, open_study_to_write
 
 PLAIN_KINDS = ("none", "rescale")
 """Mitigation kinds whose training is plain LoRA's (``rescale`` only measures the adapter at other scales)."""
@@ -88,11 +88,15 @@ def base_entropy(store: Store, dataset: str) -> float | None:
     return float(np.median(vals)) if vals else None
 
 
-def params_per_rank(store: Store, dataset: str) -> float:
-    """Trainable parameters per unit of LoRA rank (LoRA's P is linear in the rank)."""
-    ratios = {r["P"] / r["rank"] for r in store.runs() if r["dataset"] == dataset and r["P"]}
-    if not ratios:
+def params_per_rank(store: Store, dataset: str) -> float | None:
+    """Trainable parameters per unit of LoRA rank (LoRA's P is linear in the rank); None when no run of the
+    dataset has a rank (a full fine-tune or another PEFT method, logged by the callback with rank 0)."""
+    runs = [r for r in store.runs() if r["dataset"] == dataset and r["P"]]
+    if not runs:
         raise UserError(f"no finished run of dataset {dataset!r} records its parameter count")
+    ratios = {r["P"] / r["rank"] for r in runs if r["rank"]}
+    if not ratios:
+        return None
     if max(ratios) - min(ratios) > 1e-9 * max(ratios):
         raise UserError("runs differ in parameters per rank (different target modules); pass --params")
     return ratios.pop()
@@ -136,7 +140,7 @@ def load_results(directory: str | Path, *, as_frame: bool = False) -> Results:
         >>> r = forgetscale.load_results("runs/default", as_frame=True)  # doctest: +SKIP
         >>> r.rows.groupby("rank").forget_kl.max()  # doctest: +SKIP
     """
-    with read_store(Path(directory)) as store:
+    with open_study(Path(directory)) as store:
         rows = study_rows(store)
         runs = store.runs()
         fits = [flatten_fit(ds, label, fit) for (ds, label), fit in store.fits().items()]
@@ -161,7 +165,7 @@ def flatten_fit(dataset: str, label: str, fit: Mapping[str, Any]) -> dict[str, A
     for k in ("n_points", "n_groups"):
         if k in fit:
             out[k] = fit[k]
-    if "fit_clean" in fit or "reliable" in fit:  # "reliable": its name in stores before issue 20
+    if "fit_clean" in fit or "reliable" in fit:  # "reliable": its name in stores written by older versions
         out["fit_clean"] = bool(fit.get("fit_clean", fit.get("reliable")))
     for k in ("r2", "rmse"):
         for target, v in (fit.get(k) or {}).items():
@@ -207,12 +211,13 @@ def fit(
         "skipped": {dataset: {law: reason}}}``.
 
     Raises:
-        UserError: no study in ``directory``, no finished runs, or a law that cannot be fitted.
+        UserError: no study in ``directory``, no finished runs, or a law that cannot be fitted; another
+            process is running the study (:class:`forgetscale.lock.StudyBusy`, the fit waits for no one).
     """
     out = Path(directory)
-    with read_store(out) as store:
+    with open_study_to_write(out) as store:  # the run lock: never refit a study another process is running
         result = _fit_store(store, out, laws, min_step, n_boot)
-    atomic_write(out / "fits.json", json.dumps(result, indent=2))
+        atomic_write(out / "fits.json", json.dumps(result, indent=2))
     return result
 
 
@@ -265,7 +270,7 @@ def findings(directory: str | Path) -> list[dict[str, Any]]:
     Raises:
         UserError: no study in ``directory``.
     """
-    with read_store(Path(directory)) as store:
+    with open_study(Path(directory)) as store:
         fits: dict[str, dict[str, Any]] = {}
         min_step = 1
         for (ds, label), d in store.fits().items():
@@ -375,9 +380,15 @@ def predict(
         raise UserError("--steps, --rank and --params must be positive")
     if (rank is None) == (params is None):
         raise UserError("predict: give a rank or a parameter count, not both")
-    with read_store(Path(directory)) as store:
+    with open_study(Path(directory)) as store:
         dataset, fits = _dataset_fits(store, dataset)
-        P = params if params is not None else float(rank) * params_per_rank(store, dataset)  # type: ignore[arg-type]
+        if params is None:
+            per_rank = params_per_rank(store, dataset)
+            if per_rank is None:
+                raise UserError("predict: the study's runs have no LoRA rank (a full fine-tune or another method): "
+                                "give the trainable parameter count with --params")
+            params = float(rank) * per_rank  # type: ignore[arg-type]
+        P = params
         try:
             result = predict_law(fits, P, steps, base_entropy=base_entropy(store, dataset))
         except ValueError as e:
@@ -409,13 +420,16 @@ def plan(
     """
     if not math.isfinite(max_forgetting) or max_forgetting <= 0:
         raise UserError("--max-forgetting must be a positive number of nats")
-    with read_store(Path(directory)) as store:
+    with open_study(Path(directory)) as store:
         dataset, fits = _dataset_fits(store, dataset)
-        try:
-            result = plan_law(fits, max_forgetting, params_per_rank(store, dataset), metric=metric, bound=bound,
+        per_rank = params_per_rank(store, dataset)
+        try:  # without a rank, the candidates are parameter counts themselves (P = "rank" x 1)
+            result = plan_law(fits, max_forgetting, per_rank or 1.0, metric=metric, bound=bound,
                               base_entropy=base_entropy(store, dataset), extrapolate=extrapolate)  # fmt: skip
         except (PlanError, ValueError) as e:
             raise UserError(f"plan: {e}") from None
+    if per_rank is None:
+        result = {**result, "rank": None, "tradeoff": [{**t, "rank": None} for t in result.get("tradeoff") or []]}
     return {"dataset": dataset, **result}
 
 
@@ -468,7 +482,7 @@ def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, 
         UserError: no store, no finished run, or no plain line to compare with.
     """
     out = Path(directory)
-    with read_store(out) as store:
+    with open_study(out) as store:
         cfg = FitConfig.model_validate((store.get_meta("study") or {}).get("fit", {}))
         runs = {r["run_id"]: r for r in store.runs()}
         rows = study_rows(store, mitigated=True)
@@ -481,7 +495,7 @@ def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, 
             continue
         kind, strength = mitigation_of(runs[r["run_id"]])
         if r.get("method"):  # a post-hoc row: the final adapter changed after training
-            kind, strength = str(r["method"]), float(r["scale"])
+            kind, strength = str(r["method"]), float(r["strength"])
         elif kind in PLAIN_KINDS:
             kind, strength = "none", None
         points.append({"dataset": r["dataset"], "run_id": r["run_id"], "rank": r["rank"], "step": r["step"],

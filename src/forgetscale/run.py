@@ -26,7 +26,7 @@ from forgetscale.merge import merged
 from forgetscale.mitigation import post_hoc_rows
 from forgetscale.precision import resolve as resolve_precision
 from forgetscale.reference import BaseReference
-from forgetscale.schema import Measurement
+from forgetscale.schema import METRIC_VERSION, Measurement
 from forgetscale.task import held_out_metrics
 from forgetscale.texts import corpus_texts
 from forgetscale.workspace import Workspace
@@ -73,7 +73,8 @@ def execute_run(
 
         def metrics(model: Any) -> dict[str, float]:
             with merged(model):  # W + s BA once per evaluation, not two extra matmuls per layer and call
-                return {**held_out_metrics(model, task_ref, bs), **measure(model, ref, bs)}  # ft_loss, task_kl
+                return {**held_out_metrics(model, task_ref, bs), **measure(model, ref, bs),  # ft_loss, task_kl
+                        "metric_version": METRIC_VERSION}  # fmt: skip
 
         post_hoc_seconds: dict[str, float] = {}
 
@@ -122,7 +123,10 @@ def provenance(model_fp: str, data_fp: str, ref: BaseReference, precision: str) 
         "versions": versions,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
+        "device": (ref.identity or {}).get("device") or "cpu",
+        "threads": torch.get_num_threads(),
+        "metric_version": METRIC_VERSION,
+        "reference": ref.identity,
         "train_precision": precision,
         "git": git_state(),
         "model_fingerprint": model_fp,

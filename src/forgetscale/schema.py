@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 FORGETTING_METRICS = ("forget_ce", "forget_kl", "base_entropy", "forget_top1_ce", "data_loss")
-"""What :func:`forgetscale.forgetting.measure` computes against the base reference (DESIGN section 2)."""
+"""What :func:`forgetscale.forgetting.measure` computes against the base reference (defined in docs/inference.md)."""
 METRICS = ("ft_loss", *FORGETTING_METRICS)
 """Every metric of a row: the fine-tuning loss on held-out data, then the forgetting metrics."""
 SE_METRICS = ("ft_loss", "forget_ce", "forget_kl")
@@ -35,7 +35,9 @@ class Measurement(TypedDict, total=False):
     Means are token-weighted over target positions (``seq_kl``: each corpus sequence's mean KL, stored
     apart in ``sequence_kl``); ``*_se`` are standard errors over sequences
     (held-out examples for ``ft_loss``, corpus sequences for the forgetting metrics). A value the
-    source cannot give (the callback's ``ft_loss`` without an ``eval_loss``) is None.
+    source cannot give is None. ``ft_loss`` is the held-out response-token cross-entropy in every row; a
+    callback row keeps the Trainer's own ``eval_loss`` apart, under that name. ``metric_version`` is the
+    :data:`METRIC_VERSION` the row was measured with.
     """
 
     step: int
@@ -58,6 +60,8 @@ class Measurement(TypedDict, total=False):
     task_kl: float | None
     task_kl_se: float | None
     seq_kl: list[float]
+    eval_loss: float | None
+    metric_version: int
     scale: float
     method: str
     n_intruders: int | None
@@ -70,5 +74,7 @@ MEASUREMENT_COLUMNS = (
     "n_eval_tokens",
     *(f"{m}_se" for m in SE_METRICS),
     *SUMMARY_METRICS,
+    "eval_loss",
+    "metric_version",
 )
 """The store's columns of a row (``scale`` and ``method`` aside), in the table's order."""

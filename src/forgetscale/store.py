@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from forgetscale.errors import UserError
+from forgetscale.lock import hold_or_share
 from forgetscale.schema import MEASUREMENT_COLUMNS, SUMMARY_METRICS
 
 SCHEMA_VERSION = 1
 
 _METRIC_SQL = ",\n    ".join(
-    f"{c} {'INTEGER' if c == 'n_eval_tokens' else 'REAL'}" for c in MEASUREMENT_COLUMNS if c not in ("step", "tokens")
+    f"{c} {'INTEGER' if c in ('n_eval_tokens', 'metric_version') else 'REAL'}"
+    for c in MEASUREMENT_COLUMNS
+    if c not in ("step", "tokens")
 )
 """Both measurement tables' metric columns, from the row's one list (``schema.MEASUREMENT_COLUMNS``)."""
 
@@ -54,11 +57,11 @@ CREATE TABLE IF NOT EXISTS scaled_measurements (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
     step INTEGER NOT NULL,
     method TEXT NOT NULL DEFAULT 'rescale',
-    scale REAL NOT NULL,
+    strength REAL NOT NULL,
     n_intruders INTEGER,
     tokens INTEGER NOT NULL,
     {metrics},
-    PRIMARY KEY (run_id, step, method, scale)
+    PRIMARY KEY (run_id, step, method, strength)
 );
 CREATE TABLE IF NOT EXISTS fits (
     dataset TEXT NOT NULL,
@@ -87,9 +90,12 @@ CREATE TABLE IF NOT EXISTS corpus_texts (
 );
 """.replace("{metrics}", _METRIC_SQL)
 # sequence_kl.kl: a measurement's mean KL per token of each corpus sequence, in corpus order (JSON list);
-# corpus_texts: the corpus' sequences as text (JSON list), keyed by the runs' provenance corpus_fingerprint
+# corpus_texts: the corpus' sequences as text (JSON list), keyed by the runs' provenance corpus_fingerprint;
+# scaled_measurements.strength: the post-hoc method's strength, rescale's factor on the adapter's update or
+# intruder reduction's lambda (0 removes the intruder dimensions), with the method in `method`
 
-_SUMMARY_COLUMNS = tuple((name, "REAL") for name in SUMMARY_METRICS)
+_SUMMARY_COLUMNS = (*((name, "REAL") for name in SUMMARY_METRICS), ("eval_loss", "REAL"),
+                    ("metric_version", "INTEGER"))  # fmt: skip
 _ADDED_COLUMNS = {
     "measurements": (("forget_ce_se", "REAL"), ("forget_kl_se", "REAL"), ("ft_loss_se", "REAL"), *_SUMMARY_COLUMNS),
     "scaled_measurements": (("ft_loss_se", "REAL"), ("n_intruders", "INTEGER"), *_SUMMARY_COLUMNS),
@@ -97,17 +103,22 @@ _ADDED_COLUMNS = {
 """Columns added to schema version 1 after stores were written: added on open (NULL in old rows)."""
 
 
-def _add_columns(conn: sqlite3.Connection) -> None:
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an earlier forgetscale to the current schema, in place (old rows kept)."""
     have = {r[1] for r in conn.execute("PRAGMA table_info(scaled_measurements)")}
     if "method" not in have:
         # a store from before post-hoc methods other than rescale: its rows are rescale's, and the
         # primary key gains the method, which SQLite cannot alter in place: copy into the new table
-        cols = ", ".join(c for c in ("run_id", "scale", *MEASUREMENT_COLUMNS) if c in have)
+        old = [c for c in ("run_id", "scale", *MEASUREMENT_COLUMNS) if c in have]
+        new = ", ".join("strength" if c == "scale" else c for c in old)
         with conn:
             conn.execute("ALTER TABLE scaled_measurements RENAME TO scaled_measurements_v0")
             conn.executescript(_SCHEMA)
-            conn.execute(f"INSERT INTO scaled_measurements ({cols}) SELECT {cols} FROM scaled_measurements_v0")
+            conn.execute(f"INSERT INTO scaled_measurements ({new}) SELECT {', '.join(old)} FROM scaled_measurements_v0")
             conn.execute("DROP TABLE scaled_measurements_v0")
+    elif "scale" in have:  # the strength column's earlier name (it holds intruder reduction's lambda too)
+        with conn:
+            conn.execute("ALTER TABLE scaled_measurements RENAME COLUMN scale TO strength")
     for table, columns in _ADDED_COLUMNS.items():
         have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         with conn:
@@ -178,11 +189,12 @@ class Store:
             )
 
     def add_measurement(self, run_id: str, row: Mapping[str, Any]) -> None:
-        """One row; a post-hoc row (with a ``method``: the final adapter changed after training, at strength
-        ``scale``) goes to ``scaled_measurements``, so that the laws, which read ``measurements``, never see it."""
+        """One row; a post-hoc row (with a ``method``: the final adapter changed after training, at
+        ``strength``) goes to ``scaled_measurements``, so that the laws, which read ``measurements``, never
+        see it."""
         table, columns = "measurements", MEASUREMENT_COLUMNS
         if row.get("method") is not None:
-            table, columns = "scaled_measurements", ("method", "scale", "n_intruders", *MEASUREMENT_COLUMNS)
+            table, columns = "scaled_measurements", ("method", "strength", "n_intruders", *MEASUREMENT_COLUMNS)
         cols = ", ".join(columns)
         marks = ", ".join("?" for _ in columns)
         with self._tx() as c:
@@ -228,12 +240,12 @@ class Store:
         return [dict(r) for r in self.conn.execute(sql, (run_id,) if run_id else ())]
 
     def scaled_measurements(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        """Post-hoc rows (``method``, ``scale``: the final adapter changed after training), joined like
+        """Post-hoc rows (``method`` at ``strength``: the final adapter changed after training), joined like
         :meth:`measurements`."""
         sql = (
             "SELECT m.*, r.dataset, r.rank, r.P FROM scaled_measurements m JOIN runs r USING (run_id)"
             + (" WHERE m.run_id = ?" if run_id else "")
-            + " ORDER BY r.rowid, m.step, m.method, m.scale"
+            + " ORDER BY r.rowid, m.step, m.method, m.strength"
         )
         return [dict(r) for r in self.conn.execute(sql, (run_id,) if run_id else ())]
 
@@ -314,7 +326,7 @@ def open_store(directory: Path, create: bool = True) -> Store:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(_SCHEMA)
-    _add_columns(conn)
+    _migrate(conn)
     version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     if version is None:
         with conn:
@@ -327,8 +339,10 @@ def open_store(directory: Path, create: bool = True) -> Store:
     return Store(conn, path)
 
 
-def read_store(directory: Path) -> Store:
+def open_study(directory: Path) -> Store:
     """Open the store of a study that ``forgetscale run`` (or a callback's ``store=``) wrote, to read it.
+
+    It takes no lock: to write, use :func:`open_study_to_write`.
 
     Raises:
         UserError: there is no ``study.sqlite`` in ``directory`` (one line saying how to make one), or
@@ -338,6 +352,26 @@ def read_store(directory: Path) -> Store:
         return open_store(Path(directory), create=False)
     except FileNotFoundError:
         raise UserError(f"{directory}: no study.sqlite here; run `forgetscale run --out {directory}` first") from None
+
+
+@contextmanager
+def open_study_to_write(directory: Path, *, create: bool = False) -> Iterator[Store]:
+    """A study's store, open to write while this process holds the study's run lock (:mod:`forgetscale.lock`).
+
+    Every writer goes through here (or holds the lock itself, as ``forgetscale run`` does), so that
+    ``fit`` or ``probe`` never write a study that another process is running.
+
+    Args:
+        directory: the study directory.
+        create: create the store when there is none (a callback's first row); else it must exist.
+
+    Raises:
+        UserError: no study in ``directory`` (unless ``create``), or not a forgetscale store.
+        forgetscale.lock.StudyBusy: another process holds the study.
+    """
+    directory = Path(directory)
+    with open_store(directory) if create else open_study(directory) as store, hold_or_share(directory):
+        yield store
 
 
 def check_store(directory: Path, create: bool = True) -> None:

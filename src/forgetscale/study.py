@@ -27,8 +27,10 @@ from forgetscale.mitigation import check_replay
 from forgetscale.models import cache_dir, resolve
 from forgetscale.precision import kernel_record, pin_for_study
 from forgetscale.probes.runner import probe_study
+from forgetscale.reference import evaluated_as
 from forgetscale.report.command import write_report
 from forgetscale.results import fit
+from forgetscale.schema import METRIC_VERSION
 from forgetscale.store import Store, check_store, open_store
 from forgetscale.train import check_targets
 from forgetscale.workspace import Workspace
@@ -93,9 +95,12 @@ def run_study(
     check_free(out)  # a busy study is refused before anything loads (one line, nothing else printed)
     ws = Workspace(cache)
     runs = prepare_study(config, ws)  # bad input fails here, before the directory (or its lock) exists
+    measured = measured_with(ws, runs)
+    check_resumable(out, measured)
     executor = make_executor(config.executor)  # joins or starts a Ray cluster when asked
     with hold(out):  # one runner per study directory
         with open_store(out) as store:
+            store.set_meta("measured_with", measured)
             todo = register_runs(config, runs, store)
             log.info(_plan(config, runs, todo, ws, cache).line())
             executor.run(todo, ws, store, out)
@@ -138,6 +143,45 @@ def prepare_study(study: StudyConfig, ws: Workspace) -> list[RunConfig]:
         if r.mitigation.kind == "replay":  # sampled here, so that Ray ships it with the corpora
             ws.replay(r)
     return runs
+
+
+def measured_with(ws: Workspace, runs: list[RunConfig]) -> dict[str, Any]:
+    """What every row of a study must share to be compared: the metric implementation's version and the device
+    the models compute on (numbers differ in their last digits between devices, and a reference made on one
+    device must not serve another)."""
+    devices = sorted({evaluated_as(ws.model(r).model)[0] for r in runs})
+    return {"metric_version": METRIC_VERSION, "device": devices[0] if len(devices) == 1 else devices}
+
+
+def check_resumable(out: Path, measured: dict[str, Any]) -> None:
+    """Refuse to add rows to a study measured under another metric version or on another device.
+
+    A study from before versions were recorded counts as version 1 once it holds a row.
+
+    Raises:
+        UserError: one line naming what differs and the way out.
+    """
+    if not (out / "study.sqlite").is_file():
+        return
+    with open_store(out, create=False) as store:
+        recorded = store.get_meta("measured_with")
+        has_rows = store.conn.execute("SELECT 1 FROM measurements LIMIT 1").fetchone() is not None
+    if recorded is None:
+        if not has_rows:
+            return
+        recorded = {"metric_version": 1, "device": measured["device"]}
+    if recorded.get("metric_version") != measured["metric_version"]:
+        raise UserError(
+            f"study {out} was measured with metric version {recorded.get('metric_version')}, and this forgetscale "
+            f"measures version {measured['metric_version']}: its rows would not be comparable. Start a new study "
+            "(--out a new directory), or resume it with the forgetscale that began it (its runs' provenance names "
+            "the version)"
+        )
+    if recorded.get("device") != measured["device"]:
+        raise UserError(
+            f"study {out} was measured on {recorded.get('device')}, and its models now run on {measured['device']}: "
+            f"resume it there (model.device), or start a new study (--out a new directory)"
+        )
 
 
 def register_runs(study: StudyConfig, runs: list[RunConfig], store: Store) -> list[RunConfig]:

@@ -128,7 +128,8 @@ def test_callback_equals_cli_on_the_same_adapter_at_the_same_step(capsys, tmp_pa
 
 
 def test_evaluation_events_and_store(capsys, tmp_path, tiny_model, corpus):
-    """Measured at the Trainer's evaluations (ft_loss = its eval_loss); rows in a store that fit/report read."""
+    """Measured at the Trainer's evaluations; rows in a store that fit/report read, with ft_loss a study's (the
+    held-out response-token CE, with its se) and the Trainer's eval_loss under its own name."""
     store = tmp_path / "study"
     for rank in (1, 4):
         model, tok = forgetscale.load_base(str(tiny_model))
@@ -139,7 +140,10 @@ def test_evaluation_events_and_store(capsys, tmp_path, tiny_model, corpus):
         evals = {h["step"]: h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h}
         assert sorted(evals) == [0, 2, 4]
         assert [r["step"] for r in cb.history] == [0, 2, 4]
-        assert all(r["ft_loss"] == evals[r["step"]] for r in cb.history)
+        assert all(r["eval_loss"] == evals[r["step"]] for r in cb.history)
+        # the same held-out responses, token-weighted over the set rather than batch by batch: close, and
+        # with the standard error over examples that only the study's definition has
+        assert all(abs(r["ft_loss"] - r["eval_loss"]) < 0.05 and r["ft_loss_se"] > 0 for r in cb.history)
 
     s = forgetscale.load_results(store)
     assert {(r["run_id"], r["step"]) for r in s.rows} == {(f"r{k}", n) for k in (1, 4) for n in (0, 2, 4)}

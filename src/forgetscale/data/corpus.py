@@ -178,7 +178,7 @@ def _generate(
             enc = tok(chats, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.inference_mode():
                 gen = model.generate(
-                    **enc,
+                    **enc.to(next(model.parameters()).device),  # sampled where the model is
                     do_sample=True,
                     temperature=cfg.temperature,
                     top_k=0,
