@@ -253,3 +253,50 @@ def test_sft_trainer(tmp_path, tiny_model, corpus):
     assert [r["step"] for r in cb.history] == [0, 1, 2]
     assert _at(cb, 0)["forget_kl"] == 0.0 and _at(cb, 2)["forget_kl"] > 0
     assert sorted(s for s, logs in recorder.logs if "forget_ce" in logs) == [0, 1, 2]
+
+
+def test_a_repeated_run_name_makes_two_runs_and_a_finished_run_is_never_restarted(tmp_path, tiny_model, corpus):
+    """Two trainings under one ``args.run_name`` (a sweep script's usual state): two runs, each with its rows;
+    a run id given again after its run finished is refused, and the finished run's rows stay."""
+    store = tmp_path / "study"
+    ids = []
+    for seed in (0, 1):
+        model, tok = forgetscale.load_base(str(tiny_model))
+        cb = forgetscale.ForgettingCallback(tok, str(corpus), seq_len=SEQ_LEN, store=store, eval_steps=2,
+                                            verbose=False)  # fmt: skip
+        _train(_lora(model), tok, tmp_path / f"out{seed}", [cb], steps=2, run_name="same-name", data_seed=seed)
+        ids.append(cb._run_id)
+    assert len(set(ids)) == 2 and all(i.startswith("cb-") for i in ids)
+    s = forgetscale.load_results(store)
+    assert {r["run_id"]: r["status"] for r in s.runs} == dict.fromkeys(ids, "done")
+    assert sorted((r["run_id"], r["step"]) for r in s.rows) == sorted((i, n) for i in ids for n in (0, 2))
+    assert {r["metric_version"] for r in s.rows} == {forgetscale.schema.METRIC_VERSION}
+
+    model, tok = forgetscale.load_base(str(tiny_model))
+    cb = forgetscale.ForgettingCallback(tok, str(corpus), seq_len=SEQ_LEN, store=store, run_id=ids[0],
+                                        verbose=False)  # fmt: skip
+    with pytest.raises(forgetscale.errors.UserError, match="finished"):
+        _train(_lora(model), tok, tmp_path / "again", [cb], steps=2)
+    after = forgetscale.load_results(store)
+    assert sorted((r["run_id"], r["step"], r["forget_kl"]) for r in after.rows) == \
+        sorted((r["run_id"], r["step"], r["forget_kl"]) for r in s.rows)  # fmt: skip
+
+
+def test_a_full_fine_tune_in_the_store_records_P_and_predicts_without_a_rank(capsys, tmp_path, tiny_model, corpus):
+    """A full fine-tune logged by the callback: rank 0, P = every trainable weight; predict takes --params (and
+    says so for --rank, in one line), plan answers over parameter counts instead of dividing by rank 0."""
+    from tests.helpers import one_error_line
+
+    store = tmp_path / "study"
+    model, tok = forgetscale.load_base(str(tiny_model))
+    n_params = sum(p.numel() for p in model.parameters())
+    cb = forgetscale.ForgettingCallback(tok, str(corpus), seq_len=SEQ_LEN, store=store, eval_steps=1, verbose=False)
+    _train(model, tok, tmp_path / "out", [cb], steps=3, learning_rate=1e-3)
+    (run,) = forgetscale.load_results(store).runs
+    assert (run["rank"], run["P"], run["status"]) == (0, n_params, "done")
+    assert main(["fit", str(store), "--law", "linear", "--n-boot", "0"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(store), "--params", str(n_params), "--steps", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["P"] == n_params
+    one_error_line(capsys, main(["predict", str(store), "--rank", "4", "--steps", "3"]), "--params")
+    assert main(["plan", str(store), "--max-forgetting", "100"]) == 0
