@@ -278,12 +278,12 @@ def build_mitigation_study(directory: Path) -> Path:
                         for s in (0.5,):  # fine-tuning loss of a half-way adapter: higher, forgetting above the line
                             ft_s = ft + 0.05
                             f_s = 4.0 - 0.8 * ft_s + RESCALE_OFFSET
-                            store.add_measurement(rid, {**row, "method": "rescale", "scale": s, "ft_loss": ft_s,
+                            store.add_measurement(rid, {**row, "method": "rescale", "strength": s, "ft_loss": ft_s,
                                                         "forget_ce": f_s,
                                                         "forget_kl": f_s - BASE_ENTROPY})  # fmt: skip
                         ft_i = ft + 0.02  # intruders removed: a little less learned, less forgotten
                         f_i = 4.0 - 0.8 * ft_i + INTRUDERS_OFFSET
-                        store.add_measurement(rid, {**row, "method": "intruders", "scale": 0.0, "n_intruders": 3,
+                        store.add_measurement(rid, {**row, "method": "intruders", "strength": 0.0, "n_intruders": 3,
                                                     "ft_loss": ft_i, "forget_ce": f_i,
                                                     "forget_kl": f_i - BASE_ENTROPY})  # fmt: skip
                 store.finish_run(rid, {"total": 5.0})

@@ -282,9 +282,9 @@ def _like_run(directory: Path, tuned: Path) -> RunConfig:
     """
     from pydantic import ValidationError
 
-    from forgetscale.store import read_store
+    from forgetscale.store import open_study
 
-    with read_store(directory) as store:
+    with open_study(directory) as store:
         stored = [(r["run_id"], r["config"]) for r in store.runs()]
     runs: dict[str, RunConfig] = {}
     for rid, config in stored:

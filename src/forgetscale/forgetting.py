@@ -1,4 +1,4 @@
-"""Forgetting metrics against the base model's own predictions (DESIGN.md section 2).
+"""Forgetting metrics against the base model's own predictions (docs/inference.md).
 
 With base ``p_b`` and fine-tuned ``p_ft`` at every target position ``t``:
 

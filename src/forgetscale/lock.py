@@ -5,8 +5,12 @@ second died on a UNIQUE constraint) or, a moment later, delete the first one's
 rows as an "unfinished run". The lock is ``flock`` on ``DIR/run.lock`` (a lock
 on the open file, not the file's existence), so ``kill -9`` leaves nothing
 stale: the file stays, the lock goes with the process. The file's text names
-the holder for the error message. Readers (``fit``, ``predict``, ``report``...)
-do not take it: SQLite's WAL mode lets them read while a run writes.
+the holder for the error message. Every writer of a study's store takes it
+(``run``, ``fit``, ``probe``, a callback's ``store=``: through
+:func:`forgetscale.store.open_study_to_write`, which goes on under the hold
+``run`` already has when ``run`` fits and probes its own study); readers
+(``predict``, ``report``...) do not: SQLite's WAL mode lets them read while a
+run writes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from typing import IO
 from forgetscale.errors import UserError
 
 LOCK_NAME = "run.lock"
+
+_HELD: set[Path] = set()
+"""Study directories this process holds (inside a :func:`hold` block)."""
 
 
 class StudyBusy(UserError):
@@ -46,9 +53,28 @@ def hold(directory: Path) -> Iterator[None]:
         f.truncate()
         f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
         f.flush()
-        yield
+        _HELD.add(key := directory.resolve())
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
     finally:
         f.close()  # closing the descriptor releases the lock
+
+
+@contextmanager
+def hold_or_share(directory: Path) -> Iterator[None]:
+    """Like :func:`hold`, but when this process already holds ``directory`` (``forgetscale run`` fitting and
+    probing its own study) the block goes on under that hold instead of being refused.
+
+    Raises:
+        StudyBusy: another live process holds it.
+    """
+    if Path(directory).resolve() in _HELD:
+        yield
+        return
+    with hold(Path(directory)):
+        yield
 
 
 def check_free(directory: Path) -> None:

@@ -160,7 +160,7 @@ def post_hoc_rows(
 
     def row(method: str, strength: float, values: dict[str, float], **extra: Any) -> None:
         ft_loss = values.pop("ft_loss")
-        rows.append({"step": step, "method": method, "scale": float(strength), "tokens": tokens, "ft_loss": ft_loss,
+        rows.append({"step": step, "method": method, "strength": float(strength), "tokens": tokens, "ft_loss": ft_loss,
                      "n_eval_tokens": values.pop("n_tokens"), **values, **extra})  # fmt: skip
 
     clock = seconds if seconds is not None else {}

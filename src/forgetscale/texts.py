@@ -17,7 +17,7 @@ from typing import Any
 
 from forgetscale.console import fmt
 from forgetscale.errors import UserError
-from forgetscale.store import read_store
+from forgetscale.store import open_study
 
 TEXT_CHARS = 400
 """Characters of each sequence's text a study stores (the snippets shown are shorter)."""
@@ -123,7 +123,7 @@ def forgotten_texts(
             or a step that was not measured.
     """
     directory = Path(directory)
-    with read_store(directory) as store:
+    with open_study(directory) as store:
         runs = {r["run_id"]: r for r in store.runs()}
         if run_id is None:
             last: dict[str, float] = {}

@@ -71,7 +71,7 @@ def test_hidden_reference_is_exact(tmp_path, sharp_model, adapter, sequences):
     truth = _float64_truth(tuned, sequences)
     assert h["forget_kl"] > 0.1
     for k in ("forget_ce", "forget_kl"):
-        # both are fp32 computations of the same numbers: equal to fp32 rounding (the issue's 1e-6)
+        # both are fp32 computations of the same numbers: equal to fp32 rounding (1e-6, the exact mode's promise)
         assert h[k] == pytest.approx(lg[k], rel=1e-6), k
         # against float64 arithmetic the model's own fp32 forward dominates (~1e-7 relative on logits)
         assert h[k] == pytest.approx(truth[k], rel=1e-5), k
@@ -219,7 +219,7 @@ def test_merged_evaluation_equals_unmerged_and_leaves_the_model_untouched(sharp_
     assert slow["forget_kl"] > 0.01
     for k, v in slow.items():
         # one fp32 matmul with W + sBA instead of two summed: fp32 rounding of the logits (~1e-7 relative),
-        # within the issue's 1e-6 on every metric. A standard error is a root of summed squared deviations
+        # within the exact mode's 1e-6 on every metric. A standard error is a root of summed squared deviations
         # of per-sequence sums from the mean, which amplifies that rounding (1.6e-6 seen): 1e-5 for those.
         # A sequence's own mean KL averages the rounding over ~20 positions, not the corpus' ~250: 1e-5 too.
         rel = 1e-5 if k.endswith("_se") or k == "seq_kl" else 1e-6

@@ -41,7 +41,7 @@ def test_compare_recovers_the_planted_offsets(study: Path, capsys):
         from forgetscale.results import study_rows
 
         assert not any("-kl-" in r["run_id"] or "-replay-" in r["run_id"] for r in study_rows(store))
-        assert all("scale" not in r for r in study_rows(store, mitigated=True))
+        assert all("strength" not in r for r in study_rows(store, mitigated=True))
 
 
 def test_compare_without_mitigations_says_what_to_do(tmp_path: Path, capsys):

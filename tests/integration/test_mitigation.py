@@ -71,11 +71,11 @@ def test_scale_zero_is_the_base_and_scaled_rows_stay_out_of_measurements(neutral
     scaled = _by_kind(neutral, "scaled_measurements")
     assert set(scaled) == {"rescale"}
     rows = scaled["rescale"]
-    assert {r["scale"] for r in rows} == {0.0, 0.5}
+    assert {r["strength"] for r in rows} == {0.0, 0.5}
     assert {r["step"] for r in rows} == {s for s in (r["step"] for r in _by_kind(neutral)["none"]) if s > 0}
     plain = {r["step"]: r for r in _by_kind(neutral)["rescale"]}
     for r in rows:
-        if r["scale"] == 0.0:
+        if r["strength"] == 0.0:
             # W + 0 * B A is W bit for bit, so the model is its base: exactly 0, as at step 0
             assert r["forget_kl"] == 0.0
             # forget_ce and base_entropy are separate float64 sums over the same positions: an ulp apart
@@ -121,11 +121,11 @@ def test_intruders_at_lambda_one_reproduce_the_runs_own_row(post_hoc):
     changed = _by_kind(post_hoc, "scaled_measurements")["none"]
     own = {(r["run_id"], r["step"]): r for r in _by_kind(post_hoc)["none"]}
     intr = [r for r in changed if r["method"] == "intruders"]
-    assert {(r["scale"], r["step"]) for r in intr} == {(0.0, 8), (1.0, 8)} and len(intr) == 4  # final step only
+    assert {(r["strength"], r["step"]) for r in intr} == {(0.0, 8), (1.0, 8)} and len(intr) == 4  # final step only
     for r in intr:
         assert r["n_intruders"] > 0
         mine = own[(r["run_id"], r["step"])]
-        if r["scale"] == 1.0:
+        if r["strength"] == 1.0:
             # PEFT refactors B A by an SVD of the unchanged delta (rank <= r): the same weights up to fp32
             # rounding of the factors, so the metrics agree far inside 1e-4 (a wrong adapter moves them ~1e-2)
             for m in METRICS:

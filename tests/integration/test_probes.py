@@ -300,7 +300,7 @@ def test_bad_input_exits_2_with_one_line(probed_study, tmp_path, capsys, monkeyp
     out, run_ids = probed_study
     before = _created(out)
     assert main(["probe", str(tmp_path / "nowhere")]) == 2
-    _one_error_line(capsys, "no study.sqlite")  # store.read_store's one line, as every command says it
+    _one_error_line(capsys, "no study.sqlite")  # store.open_study's one line, as every command says it
     (tmp_path / "empty").mkdir()
     assert main(["probe", str(tmp_path / "empty")]) == 2
     _one_error_line(capsys, "no study.sqlite")

@@ -105,7 +105,7 @@ def test_task_kl_equals_a_float64_computation_after_training(tmp_path, sharp_mod
     truth = _float64_truth(tuned, held)
     assert m["task_kl"] > 0.05
     # against float64 arithmetic the model's own fp32 forward dominates (~1e-7 relative on logits); 1e-5 is
-    # the tolerance and test_exact_eval's for forget_kl computed the same way
+    # the exact mode's tolerance and test_exact_eval's for forget_kl computed the same way
     for k in ("ft_loss", "task_kl", "ft_loss_se", "task_kl_se"):
         assert m[k] == pytest.approx(truth[k], rel=1e-5), k
 

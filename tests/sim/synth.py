@@ -17,7 +17,7 @@ ft_loss forgetting does not depend on P or N. ``law="curved"`` sets ``power = 1.
 exponents are ``1.2 a`` and ``1.2 b``. ``law="escape"`` sets ``escape_P = 0.1``: at equal ft_loss
 forgetting grows with P, so F4 is false.
 
-The noise (what the default study shows, docs/default-study.md and review §2), on the log scale of KL, which keeps
+The noise (what the default study shows, docs/default-study.md), on the log scale of KL, which keeps
 ``KL >= 0`` and ``KL = 0`` exactly at step 0 (so ``forget_ce == base_entropy`` there):
 
 - ``run_sd``: a run effect ``u_run``, one draw per run;
@@ -49,7 +49,7 @@ import numpy as np
 
 DEFAULT_PARAMS = {"A": 0.02, "a": 0.08, "b": 0.8, "c_fft": 0.29, "ft0": 2.5, "H": 1.9, "power": 1.0,
                   "escape_P": 0.0}  # fmt: skip
-"""The review's kl_power (A, a, b) with KL 0.1-0.45 nats over the default grid; c_fft and H as measured."""
+"""A kl_power (A, a, b) with KL 0.1-0.45 nats over the default grid; c_fft and H as measured."""
 LAWS = {"kl_power": {}, "curved": {"power": 1.2}, "escape": {"escape_P": 0.1}}
 TOP1_PER_KL, DATA_PER_KL = 1.3, 0.5  # the hard-target and data losses rise with KL too (not modelled further)
 

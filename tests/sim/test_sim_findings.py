@@ -37,10 +37,10 @@ def _cols(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("design", DESIGNS)
 def test_f4_size_when_f4_is_true(design):
     """F4 true (forgetting a function of ft_loss alone) but curved, KL ∝ (ft0 - ft)^1.2, with shared
-    step shocks and ft_loss noise: the review measured not_supported in 84-94% of such studies.
+    step shocks and ft_loss noise: an earlier F4 test said not_supported in 84-94% of such studies.
     60 studies: at a true rate of 5% the observed rate's sd is 2.8%, so <= 10% fails a true rate
     above ~10% with probability > 1/2 and a true 2% almost never. Measured: 0/60 in both designs (default:
-    36 supported, 24 undecided; 2 seeds: 60 supported); the code before issue 20: 27/60 and 24/60."""
+    36 supported, 24 undecided; 2 seeds: 60 supported); that earlier test: 27/60 and 24/60."""
     verdicts = Counter()
     for s in range(60):
         rows, truth = synthetic_study(np.random.default_rng(s), law="curved", **DESIGNS[design], **NOISE)
@@ -52,8 +52,8 @@ def test_f4_size_when_f4_is_true(design):
 @pytest.mark.parametrize("design", DESIGNS)
 def test_a_plain_level_posing_as_a_mitigation_stays_on_the_line(design):
     """A level of 2 new plain runs at rank 8 (the study's data order(s), so the same step shocks) judged
-    against the plain runs' line: off the line (beats_line or worse) at most 10% of the time. The review
-    measured 40-47% with one run and 18% with three for the old confidence-band test. 200 studies: sd of
+    against the plain runs' line: off the line (beats_line or worse) at most 10% of the time. An
+    earlier test measured 40-47% with one run and 18% with three for the old confidence-band test. 200 studies: sd of
     a 5% rate is 1.5%; measured 8/200 (default) and 3/200 (2 seeds); the old test, 11/60 and 2/60."""
     design_kw = DESIGNS[design]
     off = Counter()
@@ -99,8 +99,8 @@ def test_f5_can_fail_and_is_not_always_supported():
     wrong answers that change to other wrong ones, so the base must be mostly right for the claim to fail
     cleanly (base accuracy 0.95; the ~1.5% of wrong-to-other-wrong changes still put some intervals across
     the 0.05 margin: undecided). 40 studies of 100 items x 3 runs each way; measured 34/40 not_supported
-    (6 undecided, 0 supported) and 40/40 supported; the bounds leave ~2 sd of Monte Carlo room. The F5
-    before issue 20 called the answers-only-get-wrong case supported in 17/40."""
+    (6 undecided, 0 supported) and 40/40 supported; the bounds leave ~2 sd of Monte Carlo room. An earlier
+    F5 called the answers-only-get-wrong case supported in 17/40."""
     lost, kept = Counter(), Counter()
     for s in range(40):
         rng = np.random.default_rng(2000 + s)

@@ -1,4 +1,4 @@
-"""Calibration of the laws' inference on simulated studies whose truth is known (issue 20 item 8).
+"""Calibration of the laws' inference on simulated studies whose truth is known.
 
 Two designs, each with run effects (sd 0.05 on log KL), step shocks shared by the runs of one data
 order (sd 0.05: docs/default-study.md's ~10% batch-to-batch jumps of forget_kl, half of it) and point noise

@@ -9,7 +9,7 @@ from forgetscale.laws import LAWS, LawForm, additive_varpro, get_law, paper_gaug
 
 LLAMA2_7B_P_PER_RANK = 2_498_560  # LoRA on q,k,v,o,gate,up,down of Llama-2-7B, per unit rank
 
-# DESIGN.md section 2, reconstructed Eq. 5/6 constants
+# the paper's reconstructed Eq. 5/6 constants (docs/inference.md)
 OPENORCA = dict(a_f=3.88e5, a_ft=7e3, b_f=23.64, b_ft=72.92, c_ft=0.0020, c_fft=1.7334,
                 s_ft=0.6126, s_fft=2.0481, alpha_f=0.0351, alpha_ft=0.0424, beta_f=0.1468,
                 beta_ft=0.1219, rho=7.6885)

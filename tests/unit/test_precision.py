@@ -19,7 +19,7 @@ def cpu_only(monkeypatch):
 
 @pytest.mark.parametrize(("fp32_s", "bf16_s", "want"), [(1.0, 0.4, "bf16"), (1.0, 1.4, "fp32"), (1.0, 0.95, "fp32")])
 def test_auto_takes_the_measured_faster_precision(cpu_only, monkeypatch, tmp_path, fp32_s, bf16_s, want):
-    # the Xeon of issue 12 (AVX512-BF16 flag, bf16 slower) is the (1.0, 1.4) case: flags say bf16, timing says fp32
+    # a Xeon seen with the AVX512-BF16 flag and bf16 slower is the (1.0, 1.4) case: flags say bf16, timing says fp32
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     monkeypatch.setattr(precision, "time_kernels", lambda: (fp32_s, bf16_s))
     assert precision.resolve("auto", tmp_path) == want

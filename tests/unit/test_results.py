@@ -51,7 +51,7 @@ def test_flatten_fit_carries_fit_clean_and_each_targets_reliability():
     assert row["state_forget_kl"] in ("reliable", "unreliable", "undecided")
     assert row["heldout_error_forget_kl"] is None or row["heldout_error_forget_kl"] >= 0
     assert row["a"] == pytest.approx(fit.params["a"]) and row["a_lo"] <= row["a"] <= row["a_hi"]
-    # a fit stored before issue 20 named fit_clean "reliable"
+    # a fit stored by an older version named fit_clean "reliable"
     assert flatten_fit("news", "linear", {"law": "linear", "reliable": False, "params": {}})["fit_clean"] is False
 
 
@@ -79,10 +79,10 @@ def test_a_store_from_before_post_hoc_methods_keeps_its_rescaled_rows(tmp_path):
     con.close()
     with open_store(tmp_path) as store:
         (row,) = store.scaled_measurements()
-        assert (row["method"], row["scale"], row["forget_kl"], row["forget_kl_se"]) == ("rescale", 0.5, 0.4, 0.05)
+        assert (row["method"], row["strength"], row["forget_kl"], row["forget_kl_se"]) == ("rescale", 0.5, 0.4, 0.05)
         assert row["ft_loss_se"] is None and row["task_kl"] is None  # columns added since: NULL in old rows
         # the same step and strength under another method is a new row, not a clash
-        store.add_measurement("r1", {"step": 8, "method": "intruders", "scale": 0.5, "tokens": 800, "ft_loss": 2.1,
+        store.add_measurement("r1", {"step": 8, "method": "intruders", "strength": 0.5, "tokens": 800, "ft_loss": 2.1,
                                      "forget_ce": 2.9, "n_intruders": 3})  # fmt: skip
         assert [(r["method"], r["n_intruders"]) for r in store.scaled_measurements()] == [("intruders", 3),
                                                                                            ("rescale", None)]

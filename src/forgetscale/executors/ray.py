@@ -54,7 +54,6 @@ from forgetscale.fsutil import atomic_write, publish_dir
 from forgetscale.models import cache_dir
 from forgetscale.run import execute_run
 from forgetscale.store import Store
-from forgetscale.train import Diverged
 from forgetscale.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -62,11 +61,6 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 """The only address a cluster forgetscale starts for itself listens on: Ray's services are
 unauthenticated (its jobs API was exploited in the wild as ShadowRay, CVE-2023-48022)."""
-
-FAULTS: dict[str, tuple[int, str]] = {}
-"""Fault injection for tests, read by the driver when it submits a run: ``{run_id: (step, kind)}``
-makes the first attempt of that run, right after it reports ``step``, either kill its own worker
-(kind ``exit``: ``os._exit``, as a killed process) or fail as a diverged run (``diverge``)."""
 
 _POLL_S = 1.0
 """How long the driver waits for any task's next event before checking again (Ctrl-C is seen then)."""
@@ -195,10 +189,9 @@ class _Driver:
 
     def _submit(self, a: _Attempt) -> None:
         rid = a.run.run_id
-        fault = FAULTS.get(rid) if a.number == 0 else None
         name = f"forgetscale-{rid}" + (f"-retry{a.number}" if a.number else "")
         a.submitted = time.perf_counter()
-        gen = self.task.options(name=name, **self.options).remote(a.run.model_dump_json(), self.corpora, fault)
+        gen = self.task.options(name=name, **self.options).remote(a.run.model_dump_json(), self.corpora)
         self.pending[gen] = a
 
     def _next_event(self, gen: Any) -> None:
@@ -347,8 +340,8 @@ _END = object()
 class _Events:
     """Stands in for the store inside a task (a :class:`forgetscale.run.RunSink`): each call becomes an event."""
 
-    def __init__(self, put: Any, where: dict[str, Any], diverge_after: int | None = None):
-        self._put, self._where, self._diverge_after = put, where, diverge_after
+    def __init__(self, put: Any, where: dict[str, Any]):
+        self._put, self._where = put, where
         self.timings: dict[str, float] | None = None
 
     def start_run(self, run_id: str, P: int, provenance: Mapping[str, Any]) -> None:
@@ -356,8 +349,6 @@ class _Events:
 
     def add_measurement(self, run_id: str, row: Mapping[str, Any]) -> None:
         self._put(("row", dict(row)))
-        if row["step"] == self._diverge_after:  # fault injection: raised where a real divergence is
-            raise Diverged(f"run {run_id}: training diverged (injected after step {row['step']})")
 
     def finish_run(self, run_id: str, timings: Mapping[str, float]) -> None:
         self.timings = dict(timings)  # sent with the adapter, which is saved after this call
@@ -366,7 +357,7 @@ class _Events:
         pass  # the driver records the failure from the exception that ends the task
 
 
-def _run_task(run_json: str, corpora: dict[str, bytes], fault: tuple[int, str] | None) -> Iterator[tuple[Any, ...]]:
+def _run_task(run_json: str, corpora: dict[str, bytes]) -> Iterator[tuple[Any, ...]]:
     """One run on a Ray worker, as a stream of events (see the module docstring).
 
     Training runs in a thread so that its callbacks' events can be yielded while it goes on.
@@ -382,7 +373,7 @@ def _run_task(run_json: str, corpora: dict[str, bytes], fault: tuple[int, str] |
     events: queue.SimpleQueue[Any] = queue.SimpleQueue()
     ctx = ray.get_runtime_context()
     where = {"kind": "ray", "host": socket.gethostname(), "node_id": ctx.get_node_id(), "gpu_ids": ray.get_gpu_ids()}
-    sink = _Events(events.put, where, fault[0] if fault is not None and fault[1] == "diverge" else None)
+    sink = _Events(events.put, where)
     with tempfile.TemporaryDirectory(prefix="forgetscale-adapter-") as tmp:
         adapter = Path(tmp) / run.run_id
 
@@ -401,8 +392,6 @@ def _run_task(run_json: str, corpora: dict[str, bytes], fault: tuple[int, str] |
                 if isinstance(item, BaseException):
                     raise item
                 yield item
-                if fault is not None and fault[1] == "exit" and item[0] == "row" and item[1]["step"] == fault[0]:
-                    os._exit(1)  # fault injection: the worker dies as if killed, right after this row left
             thread.join()
 
 

@@ -63,7 +63,7 @@ class FitResult:
         law: name of the law form.
         inputs: names of the input columns the law was fitted on (e.g. ``("P", "N")``).
         targets: names of the modelled outputs (e.g. ``("forget_ce",)``).
-        params: every parameter by its DESIGN.md name, unrounded.
+        params: every parameter by its name in the law's form (docs/inference.md), unrounded.
         intervals: 95% interval per parameter (``intervals.py``; NaN when pinned, on a bound or
             without an interval), never beyond the parameter's declared bounds: a side cut there is
             named in ``warnings`` and ``inference["cut_at_bounds"]``.
@@ -185,7 +185,7 @@ class FitResult:
             r2={k: _float(v) for k, v in d["r2"].items()},
             rmse={k: _float(v) for k, v in d["rmse"].items()},
             n_points=int(d["n_points"]), n_groups=int(d["n_groups"]),
-            fit_clean=bool(d.get("fit_clean", d.get("reliable", False))),  # "reliable": stores before issue 20
+            fit_clean=bool(d.get("fit_clean", d.get("reliable", False))),  # "reliable": its name in older stores
             warnings=tuple(d["warnings"]), heldout=d["heldout"],
             pinned=tuple(k for k, v in p.items() if v.get("pinned")),
             domain={k: (_float(a), _float(b)) for k, (a, b) in d.get("domain", {}).items()},
@@ -300,7 +300,7 @@ def fit_law(
 
     pc = param_covariance(form, best, xa, ya, dz, delta)
     intervals = param_intervals(form, best, best.theta, pc)
-    if form.canonical:  # intervals are in the fitting gauge; a canonical gauge would mix them (review 18)
+    if form.canonical:  # intervals are in the fitting gauge; a canonical gauge would mix them
         caveats.append("parameter intervals are in the fitting gauge")
     unidentified = [form.params[i] for i in best.on_bound] + _coupled(form, best)
     if unidentified:

@@ -1,7 +1,7 @@
 """Law forms: the functional shapes that tie forgetting to fine-tuning loss, parameters and steps.
 
 A :class:`LawForm` is pure data plus a vectorised function: parameter names (as
-in DESIGN.md section 2), bounds, optimiser starts (a grid, and ``init``: starts
+in docs/inference.md), bounds, optimiser starts (a grid, and ``init``: starts
 computed from the data), which parameters are fitted in log space, which ones
 the data cannot identify (``pin``), and what data it needs (``check``).
 ``theta`` is in natural units, ordered as ``params``, and may carry leading

@@ -34,7 +34,7 @@ from forgetscale.probes import scoring
 from forgetscale.probes.flips import item_flips
 from forgetscale.probes.inference import PROBES, run_probe, swapped_adapters
 from forgetscale.probes.sets import ProbeItem, load_probe_set
-from forgetscale.store import Store, read_store
+from forgetscale.store import Store, open_study, open_study_to_write
 
 if TYPE_CHECKING:  # the Workspace loads models (torch); probing a study takes one from its caller
     from forgetscale.workspace import Workspace
@@ -160,7 +160,7 @@ def probe_study(
     """
     probes = probe_names(cfg.kinds)
     sets = {k: load_probe_set(k)[: cfg.max_items] for k in PROBES if k in cfg.kinds}
-    with _open(out) as store:
+    with _open(out, write=True) as store:
         groups = _plan(store, out, run_ids)
         stored = {(r["run_id"], r["probe"]): r["summary"].get("settings") for r in store.probes()}
         rows = []
@@ -239,8 +239,9 @@ def _logged_probe(
 
 
 @contextmanager
-def _open(out: Path) -> Iterator[Store]:
-    with read_store(Path(out)) as store:
+def _open(out: Path, write: bool = False) -> Iterator[Store]:
+    """The study's store; to ``write``, under its run lock (no probing a study another process runs)."""
+    with open_study_to_write(Path(out)) if write else open_study(Path(out)) as store:
         if store.get_meta("study") is None:
             raise UserError(f"{out}/study.sqlite holds no study config; was it written by `forgetscale run`?")
         yield store
@@ -330,7 +331,7 @@ def lm_eval_study(
     if not tasks:
         raise UserError("--lm-eval: name at least one task, e.g. --lm-eval arc_challenge,hellaswag")
     _check_tasks(tasks)
-    with _open(out) as store:
+    with _open(out, write=True) as store:
         groups = _plan(store, out, run_ids)
         rows = []
         for base_id, model_run, runs in groups:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from forgetscale.errors import UserError
 from forgetscale.fsutil import atomic_write
-from forgetscale.store import read_store
+from forgetscale.store import open_study
 
 if TYPE_CHECKING:
     from forgetscale.report.data import ReportData
@@ -66,7 +66,7 @@ def write_report(out: Path, fmt: str = "html", dest: Path | None = None) -> Path
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose from {', '.join(sorted(FORMATS))}")
     out = Path(out)
-    read_store(out).close()  # one line when there is no study here
+    open_study(out).close()  # one line when there is no study here
     dest = Path(dest) if dest is not None else out / FORMATS[fmt]
     if not dest.parent.is_dir():
         raise UserError(f"--out {dest}: folder {dest.parent} does not exist")

@@ -21,7 +21,7 @@ from forgetscale import results
 from forgetscale.errors import UserError
 from forgetscale.probes.flips import item_flips
 from forgetscale.report.texts import gather_texts
-from forgetscale.store import read_store
+from forgetscale.store import open_study
 from forgetscale.summary import finding_text
 
 EXPONENTS = ("alpha", "beta", "alpha_f", "alpha_ft", "beta_f", "beta_ft", "rho", "a", "b")
@@ -128,7 +128,7 @@ def gather(out: Path) -> ReportData:
     from forgetscale import __version__
 
     out = Path(out)
-    with read_store(out) as store:
+    with open_study(out) as store:
         study = store.get_meta("study") or {}
         current = list(store.get_meta("run_ids") or [])
         all_runs = store.runs()
