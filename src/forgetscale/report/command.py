@@ -78,8 +78,7 @@ def write_report(out: Path, fmt: str = "html", dest: Path | None = None) -> Path
 
     data = gather(out)
     drawn = _draw(data)
-    captions = {name: caption for name, (_, caption) in figs.FIGURES.items()}
-    captions["frontier"] = figs.FRONTIER_CAPTION
+    captions = figs.captions(data.fits)  # what the bands are, from the fits' own records
     if fmt == "html":
         from forgetscale.report.html import render_html
 

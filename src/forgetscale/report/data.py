@@ -74,7 +74,7 @@ class ReportData:
         datasets: datasets with measurements or fits, sorted.
         headlines: one :class:`Headline` per dataset.
         rows: measurement rows of the study's finished runs (the laws' input).
-        fits: ``{dataset: {law label: FitResult dict}}`` as stored (with bootstrap samples);
+        fits: ``{dataset: {law label: FitResult dict}}`` as stored (with parameter draws);
             datasets sorted, then ``linear``, ``paper``, ``kl_power`` and the rest by label.
         comparison: ``laws.select.comparison_table`` rows (best held-out error first).
         runs: one row per run of the study: id, dataset, rank, P, status, error,

@@ -15,6 +15,7 @@ from typing import Any
 
 from forgetscale.report.data import ReportData, fmt, fmt_ci, fmt_pct
 from forgetscale.report.flips import flip_table, rate_text
+from forgetscale.report.methods import band_text, interval_methods
 from forgetscale.report.texts import text_tables
 
 __all__ = ["check_svg", "inline_svg", "render_html", "svg_text"]
@@ -113,7 +114,8 @@ def render_html(data: ReportData, figures: Mapping[str, Any], captions: Mapping[
             # trusted: matplotlib's own output, sanitised and checked by inline_svg
             entry["svg"] = Markup(inline_svg(fig, f"f{i}"))  # noqa: S704
         figs.append(entry)
-    return env.get_template("report.html.j2").render(d=data, figures=figs)
+    return env.get_template("report.html.j2").render(d=data, figures=figs, methods=interval_methods(data.fits),
+                                                     band=band_text(data.fits))
 
 
 def _ci(d: Mapping[str, Any] | None, digits: int = 4) -> Any:

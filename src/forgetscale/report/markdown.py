@@ -15,6 +15,7 @@ from typing import Any
 
 from forgetscale.report.data import ReportData, fmt, fmt_ci, fmt_pct
 from forgetscale.report.flips import flip_table, rate_text
+from forgetscale.report.methods import band_text, interval_methods
 from forgetscale.report.texts import text_tables
 
 __all__ = ["esc", "render_markdown"]
@@ -86,8 +87,8 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
     out += [f"Study directory `{_code(d.directory)}`; {len(d.runs)} run(s); dataset(s): "
             f"{esc(', '.join(d.datasets)) or 'none'}. Forgetting L_f is the cross-entropy of the fine-tuned "
             "model against the base model's own next-token distribution (nats); laws after Kalajdzievski (2024), "
-            "arXiv 2401.05605. Parameter intervals are 95% bootstrap intervals over runs; "
-            "prediction intervals are for a new run, calibrated on leave-one-run-out errors.", ""]
+            "arXiv 2401.05605.", ""]
+    out += [x for m in interval_methods(d.fits) for x in (esc(m), "")]
     out += ["## Summary", ""]
     out += [f"- {esc(n)}" for n in d.notes] + ([""] if d.notes else [])
     if d.findings:
@@ -108,8 +109,8 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
             out += ["Linear law: no fit.", ""]
         if h.laws:
             out += ["Laws used for predictions (reliable: held-out error ≤ 15% of the change since step 0 on both "
-                    "splits; undecided: above, but within what run and step noise alone give; 95% prediction "
-                    "intervals for a new run, with their leave-one-run-out coverage):", ""]
+                    "splits; undecided: above, but within what run and step noise alone give; intervals: "
+                    f"{esc(band_text(d.fits))}, with its coverage check):", ""]
             out += _table(
                 ["quantity", "law", "held-out error of change", "coverage", "R²", "exponents [95%]"],
                 [[law["target"], esc(law["law"]) + ("" if law["reliable"] else f" ({law.get('state', 'unreliable')})"),
