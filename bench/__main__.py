@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if "forgetting" in only:
             f = speed.forgetting_speedup(setup, n_evals=10)
             results["forgetting"] = f
-            # the top-level figures: the hidden reference against the naive two-model evaluation
+            # the headline figures: the hidden reference against the naive two-model evaluation
             results["forgetting_speedup"] = {"value": f["modes"]["hidden"]["speedup"], "target": 3}
             results["hidden_reference_rel_error"] = {"value": f["hidden_reference_rel_error"], "target": 1e-6}
             results["reference_bytes_per_token"] = {m: d["bytes_per_token"] for m, d in f["modes"].items()}
@@ -50,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
             bs = setup.run.forgetting.batch_size
             if "evaluation" in only:
-                held = setup.ws.data(setup.run)[1]
                 results["eval_vs_bare_forward"] = evaluation.eval_vs_bare_forward(
-                    setup.peft_model, setup.corpus, held, bs
+                    setup.peft_model, setup.corpus, setup.task_ref, bs
                 )
             if "scale" in only:
                 sizes = (1_000, 3_000) if args.quick else (1_000, 10_000, 100_000)

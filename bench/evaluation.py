@@ -1,8 +1,9 @@
 """Evaluation and training against their physical floors, and evaluation at growing corpus sizes.
 
-- :func:`eval_vs_bare_forward`: one scheduled evaluation (ft_loss + forgetting metrics, merged
-  adapter, hidden reference) against the same forward passes with the adapter disabled and no
-  metrics, the floor no evaluation can go below;
+- :func:`eval_vs_bare_forward`: one scheduled evaluation as a study runs it (``ft_loss`` and
+  ``task_kl`` on the held-out examples, :func:`forgetscale.task.held_out_metrics`, then the forgetting
+  metrics, :func:`forgetscale.forgetting.measure`; merged adapter, hidden reference) against the
+  same forward passes with the adapter disabled and no metrics, the floor no evaluation can go below;
 - :func:`train_step_vs_bare`: a LoRA training step as the study takes it against a forward and
   backward pass through the frozen base over the very same batches, at the same precision;
 - :func:`scale`: evaluation time, reference size and peak memory at 1k-100k corpus tokens.
@@ -27,17 +28,20 @@ import torch.nn.functional as F
 from forgetscale import train
 from forgetscale.config import RunConfig
 from forgetscale.data.encode import Sequence
-from forgetscale.forgetting import measure, sequence_loss
+from forgetscale.forgetting import measure
 from forgetscale.forward import forward_batches
 from forgetscale.merge import merged
 from forgetscale.precision import resolve as resolve_precision
-from forgetscale.reference import compute_reference
+from forgetscale.reference import BaseReference, compute_reference
+from forgetscale.task import held_out_metrics
 
 
 def eval_vs_bare_forward(
-    peft_model: Any, corpus: list[Sequence], held: list[Sequence], batch_size: int, repeats: int = 3
+    peft_model: Any, corpus: list[Sequence], task_ref: BaseReference, batch_size: int, repeats: int = 3
 ) -> dict[str, Any]:
-    """Seconds of one evaluation (held-out ft_loss + forgetting metrics) over the floor's.
+    """Seconds of one evaluation over the floor's: the study's own evaluation (as ``forgetscale.run`` calls
+    it: :func:`~forgetscale.task.held_out_metrics` against ``task_ref``, the base on the held-out examples,
+    then :func:`~forgetscale.forgetting.measure` on the corpus, inside :func:`~forgetscale.merge.merged`).
 
     The floor runs the evaluation's own forward path (length-sorted batches, shared-prefix cache,
     vocabulary projection at scored positions only) over the same sequences with the adapter
@@ -50,6 +54,9 @@ def eval_vs_bare_forward(
             for mode in ("hidden", "logits"):
                 refs[mode] = compute_reference(peft_model, corpus, batch_size, Path(tmp) / mode, mode=mode)
 
+        held = list(task_ref.sequences)
+        seen: dict[tuple[str, bool], dict[str, float]] = {}  # each variant's metrics, last repeat
+
         def floor() -> None:
             with peft_model.disable_adapter():
                 for seqs in (held, corpus):
@@ -59,8 +66,8 @@ def eval_vs_bare_forward(
         def evaluation(mode: str, merge: bool = True) -> Callable[[], None]:
             def run() -> None:
                 with merged(peft_model) if merge else contextlib.nullcontext():
-                    sequence_loss(peft_model, held, batch_size)
-                    measure(peft_model, refs[mode], batch_size)
+                    held_out = held_out_metrics(peft_model, task_ref, batch_size)
+                    seen[mode, merge] = {**held_out, **measure(peft_model, refs[mode], batch_size)}
 
             return run
 
@@ -84,6 +91,7 @@ def eval_vs_bare_forward(
         "corpus_tokens": sum(s.n_targets for s in corpus),
         "heldout_tokens": sum(s.n_targets for s in held),
         "times_s": times,
+        "metrics": {k: seen["hidden", True][k] for k in ("ft_loss", "task_kl", "forget_ce", "forget_kl")},
     }
 
 

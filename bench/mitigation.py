@@ -9,10 +9,11 @@ from typing import Any
 
 from forgetscale import train
 from forgetscale.config import RunConfig
-from forgetscale.forgetting import measure, sequence_loss
+from forgetscale.forgetting import measure
 from forgetscale.intruders import BaseSpectra, IntruderReduction
 from forgetscale.merge import merged
 from forgetscale.mitigation import post_hoc_rows, replay_sequences
+from forgetscale.task import held_out_metrics
 
 
 def mitigation_overhead(setup: Any, steps: int = 8, repeats: int = 3) -> dict[str, Any]:
@@ -42,7 +43,8 @@ def mitigation_overhead(setup: Any, steps: int = 8, repeats: int = 3) -> dict[st
         "kl": _kind(plain, "kl", kl_weight=run.mitigation.kl_weight or 1.0),
     }
     lm = ws.model(plain)
-    seqs, held = ws.data(plain)
+    seqs, _ = ws.data(plain)
+    task_ref = ws.task_reference(plain)  # the base on the held-out examples (cached, or taken now: no adapter)
     replay = replay_sequences(variants["replay"], lm.tokenizer, base, lm.fingerprint, ws.cache)
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(repeats):
@@ -63,9 +65,9 @@ def mitigation_overhead(setup: Any, steps: int = 8, repeats: int = 3) -> dict[st
     ref = ws.reference(rescale)
     bs = rescale.forgetting.batch_size
 
-    def metrics(model: Any) -> dict[str, float]:
+    def metrics(model: Any) -> dict[str, float]:  # a study's evaluation, as forgetscale.run makes it
         with merged(model):
-            return {"ft_loss": sequence_loss(model, held, bs), **measure(model, ref, bs)}
+            return {**held_out_metrics(model, task_ref, bs), **measure(model, ref, bs)}
 
     peft_model = train.attach_lora(base, rescale.lora, rescale.train.seed)
     try:

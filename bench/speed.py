@@ -22,14 +22,15 @@ from forgetscale.forgetting import measure
 from forgetscale.merge import merged
 from forgetscale.models import cache_dir
 from forgetscale.precision import resolve as resolve_precision
-from forgetscale.reference import compute_reference
+from forgetscale.reference import BaseReference, compute_reference
 from forgetscale.schema import FORGETTING_METRICS as METRICS
 from forgetscale.workspace import Workspace
 
 
 @dataclass
 class Setup:
-    """The default study at rank 16: base model, both datasets, the forgetting corpus, a trained adapter."""
+    """The default study at rank 16: base model, both datasets, the forgetting corpus, the base reference on
+    the held-out examples (taken before the adapter exists, as a study takes it), a trained adapter."""
 
     runs: dict[str, RunConfig]
     """dataset -> run (the default study's two datasets)."""
@@ -37,6 +38,8 @@ class Setup:
     base_copy: torch.nn.Module
     peft_model: Any
     corpus: list[Sequence]
+    task_ref: BaseReference
+    """The base on the news run's held-out examples: what a study's evaluations score ft_loss and task_kl on."""
     _base: Any = None
 
     @property
@@ -58,10 +61,11 @@ class Setup:
         run = runs["news"]  # the default study's first dataset: the forgetting and precision benchmarks use it
         lm = ws.model(run)
         corpus = list(ws.reference(run).sequences)  # samples (or loads) the `self` corpus
+        task_ref = ws.task_reference(run)  # from the base: before the adapter below is attached
         base_copy = copy.deepcopy(lm.model).eval()  # what the naive approach keeps: a second full model
         peft_model = train.attach_lora(lm.model, run.lora, run.train.seed)
         train.train(peft_model, lm.tokenizer, run, ws.data(run)[0], lambda *a: None)  # a real, moved adapter
-        return cls(runs, ws, base_copy, peft_model, corpus)
+        return cls(runs, ws, base_copy, peft_model, corpus, task_ref)
 
 
 def naive_forget_ce(base: torch.nn.Module, tuned: torch.nn.Module, seqs: list[Sequence], batch_size: int) -> float:

@@ -67,10 +67,11 @@ def tiny_setup(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
     run = runs["news"]
     lm = ws.model(run)
     corpus = list(ws.reference(run).sequences)
+    task_ref = ws.task_reference(run)  # before the adapter, as Setup.create and a study take it
     base_copy = copy.deepcopy(lm.model).eval()
     peft_model = train.attach_lora(lm.model, run.lora, run.train.seed)
     train.train(peft_model, lm.tokenizer, run, ws.data(run)[0], lambda *a: None)
-    return Setup(runs, ws, base_copy, peft_model, corpus)
+    return Setup(runs, ws, base_copy, peft_model, corpus, task_ref)
 
 
 def test_bench_functions_run_and_report_their_keys(tiny_setup):
@@ -92,8 +93,21 @@ def test_bench_functions_run_and_report_their_keys(tiny_setup):
     per_token = {k: d["bytes_per_token"] for k, d in f["modes"].items()}
     assert per_token["hidden"] < per_token["logits"] / 2 and per_token["top16"] < per_token["logits"] / 2  # d=32, V=400
 
-    e = evaluation.eval_vs_bare_forward(s.peft_model, s.corpus, s.ws.data(s.run)[1], bs, repeats=1)
+    e = evaluation.eval_vs_bare_forward(s.peft_model, s.corpus, s.task_ref, bs, repeats=1)
     assert e["value"] > 0 and e["floor_s"] > 0 and e["corpus_tokens"] == sum(x.n_targets for x in s.corpus)
+    assert e["heldout_tokens"] == sum(x.n_targets for x in s.task_ref.sequences)
+    # the evaluation timed is a study's (held_out_metrics then measure, merged): the same numbers as the
+    # study's functions give on this adapter. task_kl is held_out_metrics' alone, and > 0 after training.
+    from forgetscale.forgetting import measure
+    from forgetscale.merge import merged
+    from forgetscale.task import held_out_metrics
+
+    with merged(s.peft_model):
+        study = {**held_out_metrics(s.peft_model, s.task_ref, bs), **measure(s.peft_model, s.ws.reference(s.run), bs)}
+    assert e["metrics"]["task_kl"] > 0
+    for k in ("ft_loss", "forget_ce"):  # the same fp32 computation on the same merged weights: equal to rounding
+        assert e["metrics"][k] == pytest.approx(study[k], rel=1e-6), k
+    assert e["metrics"]["task_kl"] == pytest.approx(study["task_kl"], abs=1e-7)  # KL ~1e-5 here: fp32 noise ~3e-8
 
     sc = evaluation.scale(s.peft_model, s.ws.model(s.run).tokenizer, sizes=(100, 300), seq_len=32, batch_size=bs)
     assert [r["tokens"] for r in sc["rows"]] == [93, 310]  # whole blocks of 31 scored positions
@@ -111,8 +125,12 @@ def test_mitigation_overhead_runs_on_the_tiny_model(tiny_setup):
 
     m = mitigation_overhead(tiny_setup, steps=2, repeats=1)
     assert set(m["training"]) == {"none", "replay", "kl"}
-    assert m["training"]["none"]["overhead"] == 0.0
     assert all(len(d["train_s"]) == 1 and d["train_s"][0] > 0 for d in m["training"].values())
+    # each overhead is against plain LoRA's timing (one repeat: its only one), not another variant's
+    none = m["training"]["none"]["train_s"][0]
+    for kind in ("replay", "kl"):
+        d = m["training"][kind]
+        assert d["overhead"] == pytest.approx(d["train_s"][0] / none - 1, rel=1e-12), kind
     assert m["training"]["kl"]["strength"] > 0 and m["training"]["replay"]["strength"] > 0
     assert m["rescale"]["scales"] == [0.25, 0.5, 0.75] and m["rescale"]["scaled_s"] > 0
     assert m["intruders"]["first_detection_s"] > 0 and m["intruders"]["detection_s"] > 0
