@@ -146,7 +146,7 @@ def post_hoc_rows(
       reduction (:class:`forgetscale.intruders.IntruderReduction`, with the base's singular vectors from
       ``spectra``); the row's ``n_intruders`` counts the dimensions changed.
 
-    A row's ``method`` and ``scale`` (the strength) send it to the store's post-hoc table. ``seconds``,
+    A row's ``method`` and ``strength`` send it to the store's post-hoc table. ``seconds``,
     when given, accumulates each method's wall time (changing the adapter and measuring it). ``own``, the
     run's own metrics at ``step`` (``metrics(model)``), stands for a measurement of an adapter the method
     left unchanged (no intruder found): the same weights give the same numbers, so it is not measured.

@@ -25,12 +25,12 @@ its precision, the corpus protocol): references and study rows record it, a cach
 version is never used, and a study measured under another version refuses to resume."""
 POST_HOC_METHODS = ("rescale", "intruders")
 """Post-hoc mitigations measured on a plain run's final adapter (rows keyed by ``method`` and
-``scale``, the method's strength, in their own table)."""
+``strength``, the method's strength, in their own table)."""
 
 
 class Measurement(TypedDict, total=False):
     """One row: a run measured at one optimizer step (with a post-hoc ``method``: its final adapter
-    changed after training, ``scale`` being the method's strength).
+    changed after training, ``strength`` being the method's strength).
 
     Means are token-weighted over target positions (``seq_kl``: each corpus sequence's mean KL, stored
     apart in ``sequence_kl``); ``*_se`` are standard errors over sequences
@@ -62,7 +62,7 @@ class Measurement(TypedDict, total=False):
     seq_kl: list[float]
     eval_loss: float | None
     metric_version: int
-    scale: float
+    strength: float
     method: str
     n_intruders: int | None
 
@@ -77,4 +77,4 @@ MEASUREMENT_COLUMNS = (
     "eval_loss",
     "metric_version",
 )
-"""The store's columns of a row (``scale`` and ``method`` aside), in the table's order."""
+"""The store's columns of a row (``strength`` and ``method`` aside), in the table's order."""
