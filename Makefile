@@ -46,7 +46,8 @@ smoke: setup
 
 test: setup
 	$(BIN)/ruff check src tests bench
-	# the report's browser test needs Debian's chromium + chromedriver (installed when missing)
+	# the browser tests need Debian's chromium + chromedriver (installed when missing); without them they
+	# are skipped, except under CI=true, where this script and the tests fail
 	sh tests/browser/ensure_chromium.sh
 	$(BIN)/python -m pytest -q
 
