@@ -369,11 +369,13 @@ def evaluated_as(model: Any) -> tuple[str, str]:
     """(device, dtype) a model computes in now, read from its input embeddings: ``cpu``, ``mps`` or ``cuda (NAME)``
     (two GPU kinds round differently), and ``float32``/``bfloat16``/``float16``."""
     weight = model.get_input_embeddings().weight
-    device = weight.device
-    label = device.type
-    if device.type == "cuda":
-        label = f"cuda ({torch.cuda.get_device_name(device)})"
-    return label, str(weight.dtype).removeprefix("torch.")
+    return device_label(weight.device), str(weight.dtype).removeprefix("torch.")
+
+
+def device_label(device: torch.device | str) -> str:
+    """``cpu``, ``mps`` or ``cuda (NAME)``: a device as references and studies record it."""
+    device = torch.device(device)
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
 
 
 def reference_identity(model: Any, model_fingerprint: str, dtype: str | None = None) -> dict[str, Any]:
@@ -467,6 +469,9 @@ def cached_reference(
         if bad is not None:
             raise ValueError(f"meta.npz member {bad} fails its CRC check")
         ref = BaseReference.load(directory, tuple(seqs))
+        problem = None if identity is None else identity_problem(ref.identity, identity)
+        if problem:
+            raise ValueError(f"not this model's reference: {problem}")
         if ref.top1_p is None or ref.target_p is None:  # from before these probabilities were stored
             log.info(f"base reference cache {directory.name} predates the stored top-token and next-token "
                      "probabilities; computing it again")

@@ -24,10 +24,10 @@ from forgetscale.executors import check as check_executor
 from forgetscale.executors import make_executor
 from forgetscale.lock import check_free, hold
 from forgetscale.mitigation import check_replay
-from forgetscale.models import cache_dir, resolve
+from forgetscale.models import cache_dir, pick_device, resolve
 from forgetscale.precision import kernel_record, pin_for_study
 from forgetscale.probes.runner import probe_study
-from forgetscale.reference import evaluated_as
+from forgetscale.reference import device_label
 from forgetscale.report.command import write_report
 from forgetscale.results import fit
 from forgetscale.schema import METRIC_VERSION
@@ -93,10 +93,10 @@ def run_study(
     if dry_run:
         return StudyRun(config, out, config.runs())
     check_free(out)  # a busy study is refused before anything loads (one line, nothing else printed)
+    measured = measured_with(config.runs())
+    check_resumable(out, measured)  # and one measured otherwise, too
     ws = Workspace(cache)
     runs = prepare_study(config, ws)  # bad input fails here, before the directory (or its lock) exists
-    measured = measured_with(ws, runs)
-    check_resumable(out, measured)
     executor = make_executor(config.executor)  # joins or starts a Ray cluster when asked
     with hold(out):  # one runner per study directory
         with open_store(out) as store:
@@ -145,11 +145,15 @@ def prepare_study(study: StudyConfig, ws: Workspace) -> list[RunConfig]:
     return runs
 
 
-def measured_with(ws: Workspace, runs: list[RunConfig]) -> dict[str, Any]:
+def measured_with(runs: list[RunConfig]) -> dict[str, Any]:
     """What every row of a study must share to be compared: the metric implementation's version and the device
     the models compute on (numbers differ in their last digits between devices, and a reference made on one
-    device must not serve another)."""
-    devices = sorted({evaluated_as(ws.model(r).model)[0] for r in runs})
+    device must not serve another).
+
+    Raises:
+        UserError: a run's ``model.device`` is not available here.
+    """
+    devices = sorted({device_label(pick_device(r.model.device)) for r in runs})
     return {"metric_version": METRIC_VERSION, "device": devices[0] if len(devices) == 1 else devices}
 
 

@@ -51,12 +51,13 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def hub_cache_model(model_dir: Path, hub_cache: Path, repo_id: str) -> Path:
-    """Lay ``model_dir`` out as huggingface_hub caches ``repo_id``: content-addressed blobs, a snapshot
-    of symlinks into them named by the commit, and ``refs/main`` holding that commit."""
+def hub_cache_model(model_dir: Path, hub_cache: Path, repo_id: str, rev: str = REV) -> Path:
+    """Lay ``model_dir`` out as huggingface_hub caches ``repo_id`` at commit ``rev``: content-addressed blobs, a
+    snapshot of symlinks into them named by the commit, and ``refs/main`` holding that commit (a second call
+    for the same repository adds a commit and moves ``main`` to it, as a pull after an update does)."""
     repo = hub_cache / f"models--{repo_id.replace('/', '--')}"
-    (repo / "blobs").mkdir(parents=True)
-    snapshot = repo / "snapshots" / REV
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot = repo / "snapshots" / rev
     snapshot.mkdir(parents=True)
     for f in sorted(model_dir.iterdir()):
         data = f.read_bytes()
@@ -66,8 +67,8 @@ def hub_cache_model(model_dir: Path, hub_cache: Path, repo_id: str) -> Path:
             etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
         (repo / "blobs" / etag).write_bytes(data)
         (snapshot / f.name).symlink_to(Path("..", "..", "blobs", etag))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(REV)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(rev)
     return repo
 
 
@@ -121,7 +122,7 @@ def test_hub_model_id_resolves_from_the_hub_cache_offline(isolated: Path, tiny_m
     hub_cache_model(tiny_model, isolated / "hub", "org/tiny-llama")
     assert resolve(ModelConfig(name="org/tiny-llama")) == ("hub", None)
     lm = load_model(ModelConfig(name="org/tiny-llama"))
-    assert lm.fingerprint == "hub:org/tiny-llama@main"
+    assert lm.fingerprint == f"hub:org/tiny-llama@{REV}"  # the commit loaded, never the moving "main"
     local = load_model(ModelConfig(name=str(tiny_model)))
     for (k, a), (_, b) in zip(lm.model.state_dict().items(), local.model.state_dict().items(), strict=True):
         assert (a == b).all(), k
