@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from forgetscale import train
 from forgetscale.config import RunConfig
 from forgetscale.data.encode import Sequence
+from forgetscale.fold import folded
 from forgetscale.forgetting import measure
 from forgetscale.forward import forward_batches
-from forgetscale.merge import merged
 from forgetscale.precision import resolve as resolve_precision
 from forgetscale.reference import BaseReference, compute_reference
 from forgetscale.task import held_out_metrics
@@ -41,7 +41,7 @@ def eval_vs_bare_forward(
 ) -> dict[str, Any]:
     """Seconds of one evaluation over the floor's: the study's own evaluation (as ``forgetscale.run`` calls
     it: :func:`~forgetscale.task.held_out_metrics` against ``task_ref``, the base on the held-out examples,
-    then :func:`~forgetscale.forgetting.measure` on the corpus, inside :func:`~forgetscale.merge.merged`).
+    then :func:`~forgetscale.forgetting.measure` on the corpus, inside :func:`~forgetscale.fold.merged`).
 
     The floor runs the evaluation's own forward path (length-sorted batches, shared-prefix cache,
     vocabulary projection at scored positions only) over the same sequences with the adapter
@@ -65,7 +65,7 @@ def eval_vs_bare_forward(
 
         def evaluation(mode: str, merge: bool = True) -> Callable[[], None]:
             def run() -> None:
-                with merged(peft_model) if merge else contextlib.nullcontext():
+                with folded(peft_model) if merge else contextlib.nullcontext():
                     held_out = held_out_metrics(peft_model, task_ref, batch_size)
                     seen[mode, merge] = {**held_out, **measure(peft_model, refs[mode], batch_size)}
 
@@ -174,7 +174,7 @@ def scale(
                 t = time.perf_counter()
                 ref = compute_reference(peft_model, corpus, batch_size, Path(tmp) / "r", mode="hidden")
                 ref_s = time.perf_counter() - t
-            with _PeakRss() as eval_mem, merged(peft_model):
+            with _PeakRss() as eval_mem, folded(peft_model):
                 t = time.perf_counter()
                 measure(peft_model, ref, batch_size)
                 eval_s = time.perf_counter() - t

@@ -9,9 +9,9 @@ from typing import Any
 
 from forgetscale import train
 from forgetscale.config import RunConfig
+from forgetscale.fold import folded
 from forgetscale.forgetting import measure
 from forgetscale.intruders import BaseSpectra, IntruderReduction
-from forgetscale.merge import merged
 from forgetscale.mitigation import post_hoc_rows, replay_sequences
 from forgetscale.task import held_out_metrics
 
@@ -66,7 +66,7 @@ def mitigation_overhead(setup: Any, steps: int = 8, repeats: int = 3) -> dict[st
     bs = rescale.forgetting.batch_size
 
     def metrics(model: Any) -> dict[str, float]:  # a study's evaluation, as forgetscale.run makes it
-        with merged(model):
+        with folded(model):
             return {**held_out_metrics(model, task_ref, bs), **measure(model, ref, bs)}
 
     peft_model = train.attach_lora(base, rescale.lora, rescale.train.seed)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from forgetscale import train
 from forgetscale.config import RunConfig, load_config
 from forgetscale.data.encode import Sequence
+from forgetscale.fold import folded
 from forgetscale.forgetting import measure
-from forgetscale.merge import merged
 from forgetscale.models import cache_dir
 from forgetscale.precision import resolve as resolve_precision
 from forgetscale.reference import BaseReference, compute_reference
@@ -120,7 +120,7 @@ def forgetting_speedup(
             ref_s = time.perf_counter() - t
             size = sum(f.stat().st_size for f in Path(tmp).iterdir())
             t = time.perf_counter()
-            with merged(setup.peft_model):  # as the study evaluates
+            with folded(setup.peft_model):  # as the study evaluates
                 ours = [measure(setup.peft_model, ref, bs) for _ in range(n_evals)]
             ours_s = time.perf_counter() - t
             unmerged = measure(setup.peft_model, ref, bs)

@@ -157,12 +157,15 @@ def measure_forgetting(
     like: str | Path | None = None,
     top: int = 0,
     reverse: bool = False,
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None,
+    device: Literal["auto", "cpu", "cuda", "mps"] | None = None,
 ) -> ForgettingResult:
     """Forgetting of a PEFT adapter or a fully fine-tuned model against its base model: ``forgetscale forgetting``.
 
     The base reference is computed once per (base, corpus, tokenizer) before any adapter is
     attached (so the base is never silently changed underneath it) and cached; the fine-tuned
-    model is then measured against it in fp32, with its adapter merged for the evaluation.
+    model is then measured against it in the base's dtype, with its adapter folded into its weights for the
+    evaluation (:func:`forgetscale.fold.folded`; the base weights are never written).
 
     Args:
         base: the base model: ``smollm2-135m-instruct`` (built in), a hub id, a local
@@ -181,6 +184,8 @@ def measure_forgetting(
             stored row can be checked by hand. Excludes ``base``, ``corpus`` and the settings.
         top: list this many corpus sequences with the largest mean KL (``ForgettingResult.top``).
         reverse: require the reverse KL(p_ft || p_base), which only a full-logit reference gives.
+        dtype: the dtype both models are loaded and evaluated in (default ``float32``; a study's with ``like``).
+        device: where both run (default ``auto``: cuda, then mps, then cpu).
 
     Returns:
         A :class:`ForgettingResult`.
@@ -199,8 +204,8 @@ def measure_forgetting(
     import contextlib
 
     from forgetscale.data.corpus import check_corpus
+    from forgetscale.fold import folded
     from forgetscale.forgetting import evaluate
-    from forgetscale.merge import merged
     from forgetscale.models import check_adapter, load_adapter, load_model, resolve
     from forgetscale.reference import head_signature, same_head
     from forgetscale.texts import corpus_texts, top_sequences
@@ -210,7 +215,7 @@ def measure_forgetting(
     adapter = (path / "adapter_config.json").is_file() if kind == "auto" else kind == "adapter"
     if like is not None:
         options = (("--base", base), ("--data", corpus), ("--seq-len", seq_len), ("--batch-size", batch_size),
-                   ("--top-k", top_k), ("--reference", reference))
+                   ("--top-k", top_k), ("--reference", reference), ("--dtype", dtype))
         given = [o for o, v in options if v is not None]
         if given:
             raise UserError(f"--like {like} takes the base, corpus and settings from the study; "
@@ -220,10 +225,12 @@ def measure_forgetting(
         if base is None:
             raise UserError("forgetting needs --base MODEL (or --like STUDY_DIR)")
         run = RunConfig(
-            model=ModelConfig(name=base),
+            model=ModelConfig(name=base, dtype=dtype or "float32"),
             forgetting=ForgettingConfig(corpus=corpus or "self", seq_len=seq_len or 128, batch_size=batch_size or 8,
                                         top_k=top_k, reference=reference or "hidden"),
         )  # fmt: skip
+    if device is not None:
+        run = run.model_copy(update={"model": run.model.model_copy(update={"device": device})})
     if reverse:
         _check_reverse(run, like)
     try:
@@ -239,7 +246,9 @@ def measure_forgetting(
         if adapter:
             model = load_adapter(ws.model(run).model, path, "--adapter")
         else:
-            model = load_model(ModelConfig(name=str(path)), "--model").model
+            # the fine-tuned model in the base's dtype and on its device: the reference serves no other
+            model = load_model(ModelConfig(name=str(path), dtype=run.model.dtype, device=run.model.device),
+                               "--model").model  # fmt: skip
     except UserError as e:  # the shared loaders name config keys; here the caller named options
         raise UserError(str(e).replace("model.name)", "--base)").replace("forgetting.corpus", "--data")) from None
     if ref.mode == "hidden" and not same_head(head_signature(model), ref.head_check):
@@ -247,7 +256,7 @@ def measure_forgetting(
         run = run.model_copy(update={"forgetting": run.forgetting.model_copy(update={"reference": "logits"})})
         with model.disable_adapter() if adapter else contextlib.nullcontext():  # the base's view
             ref = ws.reference(run)
-    with merged(model):
+    with folded(model):
         ev = evaluate(model, ref, run.forgetting.batch_size)
     found = top_sequences(ev.sequence_kl(), corpus_texts(ref.sequences, ws.model(run).tokenizer), top,
                           ev.counts.astype(int).tolist()) if top > 0 else None  # fmt: skip

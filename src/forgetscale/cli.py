@@ -82,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     f.add_argument("--reverse", action="store_true",
                    help="require reverse KL(p_ft || p_base); needs --reference logits (which always prints it)")
+    f.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="load both models in this dtype (default float32; docs/precision.md)")
+    f.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where both models run (default auto: cuda, then mps, then cpu)")
     f.add_argument("--top", type=int, default=0, metavar="N", help="list the N corpus texts with the largest KL")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_forgetting)
@@ -184,6 +188,8 @@ def cmd_forgetting(args: argparse.Namespace) -> int:
         like=args.like,
         top=args.top,
         reverse=args.reverse,
+        dtype=args.dtype,
+        device=args.device,
     )
     metrics = result.as_dict()
     if args.json:

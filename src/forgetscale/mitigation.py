@@ -139,7 +139,7 @@ def post_hoc_rows(
     """The measurement rows of ``model``'s adapter changed by each post-hoc method of ``run``.
 
     - ``rescale`` (WiSE-FT) at each of ``mitigation.scales``: PEFT's ``rescale_adapter_scale``, entered
-      *outside* ``metrics``' :func:`forgetscale.merge.merged`, which reads each layer's scaling when it
+      *outside* ``metrics``' :func:`forgetscale.fold.folded`, which reads each layer's scaling when it
       folds ``W + s B A``: the folded weight is the rescaled one. At the final step (or at every
       scheduled step but 0, with ``rescale_steps: all``).
     - ``intruders`` at each of ``mitigation.intruder_lambdas``, at the final step: PEFT's intruder-dimension

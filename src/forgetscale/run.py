@@ -21,8 +21,8 @@ import torch
 from forgetscale import train
 from forgetscale.config import RunConfig
 from forgetscale.data.encode import fingerprint
+from forgetscale.fold import folded
 from forgetscale.forgetting import measure
-from forgetscale.merge import merged
 from forgetscale.mitigation import post_hoc_rows
 from forgetscale.precision import resolve as resolve_precision
 from forgetscale.reference import BaseReference
@@ -72,7 +72,7 @@ def execute_run(
         sink.start_run(run.run_id, P, {**provenance(lm.fingerprint, ws.data_fingerprint(run), ref, precision), **texts})
 
         def metrics(model: Any) -> dict[str, float]:
-            with merged(model):  # W + s BA once per evaluation, not two extra matmuls per layer and call
+            with folded(model):  # W + s BA once per evaluation, not two extra matmuls per layer and call
                 return {**held_out_metrics(model, task_ref, bs), **measure(model, ref, bs),  # ft_loss, task_kl
                         "metric_version": METRIC_VERSION}  # fmt: skip
 

@@ -98,11 +98,11 @@ def test_bench_functions_run_and_report_their_keys(tiny_setup):
     assert e["heldout_tokens"] == sum(x.n_targets for x in s.task_ref.sequences)
     # the evaluation timed is a study's (held_out_metrics then measure, merged): the same numbers as the
     # study's functions give on this adapter. task_kl is held_out_metrics' alone, and > 0 after training.
+    from forgetscale.fold import folded
     from forgetscale.forgetting import measure
-    from forgetscale.merge import merged
     from forgetscale.task import held_out_metrics
 
-    with merged(s.peft_model):
+    with folded(s.peft_model):
         study = {**held_out_metrics(s.peft_model, s.task_ref, bs), **measure(s.peft_model, s.ws.reference(s.run), bs)}
     assert e["metrics"]["task_kl"] > 0
     for k in ("ft_loss", "forget_ce"):  # the same fp32 computation on the same merged weights: equal to rounding

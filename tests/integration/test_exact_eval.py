@@ -83,15 +83,15 @@ def test_hidden_reference_is_exact(tmp_path, sharp_model, adapter, sequences):
 def test_identity_has_zero_kl_and_zero_se(tmp_path, sharp_model, sequences, mode):
     from forgetscale import train
     from forgetscale.config import LoraConfig
+    from forgetscale.fold import folded
     from forgetscale.forgetting import measure
-    from forgetscale.merge import merged
     from forgetscale.reference import compute_reference
 
     base = _load(sharp_model)
     top_k = 16 if mode == "top16" else None
     ref = compute_reference(base, sequences, 4, tmp_path / "r", top_k=top_k, mode="logits" if top_k else mode)
     peft_model = train.attach_lora(base, LoraConfig(rank=4, dropout=0.1), 0)
-    with merged(peft_model):
+    with folded(peft_model):
         m = measure(peft_model, ref, 4)
     # the same forward, chunks and formulas as the reference: exactly zero, not merely small
     assert m["forget_kl"] == 0.0 and m["forget_kl_se"] == 0.0
@@ -189,12 +189,12 @@ def test_full_fine_tune_with_a_changed_head_falls_back(tmp_path, capsys, sharp_m
 
 
 @pytest.mark.parametrize("rslora", [True, False])
-def test_merged_evaluation_equals_unmerged_and_leaves_the_model_untouched(sharp_model, adapter, sequences, rslora):
+def test_folded_evaluation_equals_unfolded_and_leaves_the_model_untouched(sharp_model, adapter, sequences, rslora):
     from peft import PeftModel
 
     from forgetscale.config import ModelConfig
+    from forgetscale.fold import folded
     from forgetscale.forgetting import measure, sequence_loss
-    from forgetscale.merge import merged
     from forgetscale.models import load_model
     from forgetscale.reference import compute_reference
 
@@ -210,7 +210,7 @@ def test_merged_evaluation_equals_unmerged_and_leaves_the_model_untouched(sharp_
         if p.requires_grad:
             p.grad = torch.randn_like(p)
     before = {n: (p.detach().clone(), None if p.grad is None else p.grad.clone()) for n, p in tuned.named_parameters()}
-    with merged(tuned):
+    with folded(tuned):
         assert sum("forward" in m.__dict__ for m in tuned.modules()) == 14  # 7 linear modules x 2 layers
         fast = {**measure(tuned, ref, 4), "ft_loss": sequence_loss(tuned, sequences, 4)}
     assert tuned.training and not any("forward" in m.__dict__ for m in tuned.modules())

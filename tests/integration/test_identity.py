@@ -127,8 +127,8 @@ def test_a_bf16_model_gets_a_compact_reference_and_exactly_zero_at_identity(refe
     import torch.nn.functional as F
 
     from forgetscale import train
+    from forgetscale.fold import folded
     from forgetscale.forgetting import measure
-    from forgetscale.merge import merged
 
     ws, run = reference_setup
     run = run.model_copy(update={"model": run.model.model_copy(update={"dtype": "bfloat16"})})
@@ -140,7 +140,7 @@ def test_a_bf16_model_gets_a_compact_reference_and_exactly_zero_at_identity(refe
     assert ref.mean_emb.shape == (ref.n_tokens, d) and per_position < 4 * d + 200 < 4 * vocab
     peft_model = train.attach_lora(lm.model, run.lora, 0)
     try:
-        with merged(peft_model):
+        with folded(peft_model):
             assert measure(peft_model, ref, 8)["forget_kl"] == 0.0
         with torch.no_grad():  # move the adapter: a real fine-tune's worth of change
             for name, p in peft_model.named_parameters():

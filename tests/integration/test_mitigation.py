@@ -180,7 +180,7 @@ def test_rescaling_composes_with_the_merged_evaluation(tiny_model):
     from transformers import AutoModelForCausalLM
 
     from forgetscale.config import LoraConfig
-    from forgetscale.merge import merged
+    from forgetscale.fold import folded
     from forgetscale.train import attach_lora
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
@@ -196,7 +196,7 @@ def test_rescaling_composes_with_the_merged_evaluation(tiny_model):
         for s in (0.0, 0.5, 1.0):
             with rescale_adapter_scale(peft_model, s):
                 unmerged = peft_model(input_ids=ids).logits
-                with merged(peft_model):
+                with folded(peft_model):
                     folded = peft_model(input_ids=ids).logits
             # fp32: (W + s BA) x against W x + s B(A x), rounding of a 32-wide sum: 1e-5 absolute on O(1) logits
             torch.testing.assert_close(folded, unmerged, rtol=1e-5, atol=1e-5)
@@ -205,7 +205,7 @@ def test_rescaling_composes_with_the_merged_evaluation(tiny_model):
             if s == 1.0:
                 torch.testing.assert_close(folded, full, rtol=1e-5, atol=1e-5)
         assert not torch.allclose(full, base, atol=1e-3)  # the adapter does change the model
-        with merged(peft_model):  # and the scale is restored on exit
+        with folded(peft_model):  # and the scale is restored on exit
             torch.testing.assert_close(peft_model(input_ids=ids).logits, full, rtol=1e-5, atol=1e-5)
     peft_model.unload()
 

@@ -46,8 +46,8 @@ def _load(model_dir: Path, adapter: Path | None = None):
 def test_identity_adapter_gives_zero_task_kl_and_the_same_ft_loss(tmp_path, sharp_model, tok, held, mode):
     from forgetscale import train
     from forgetscale.config import LoraConfig
+    from forgetscale.fold import folded
     from forgetscale.forgetting import held_out_loss
-    from forgetscale.merge import merged
     from forgetscale.reference import reference_identity
     from forgetscale.task import held_out_metrics, task_reference
 
@@ -57,7 +57,7 @@ def test_identity_adapter_gives_zero_task_kl_and_the_same_ft_loss(tmp_path, shar
                          tmp_path)
     assert ref.mode == mode and ref.n_tokens == sum(s.n_targets for s in held)
     peft_model = train.attach_lora(base, LoraConfig(rank=4, dropout=0.1), 0)
-    with merged(peft_model):
+    with folded(peft_model):
         m = held_out_metrics(peft_model, ref, 4)
         plain = held_out_loss(peft_model, held, 4)
     # the same forward, chunks and formulas as the reference: exactly zero, not merely small

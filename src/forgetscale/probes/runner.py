@@ -33,6 +33,7 @@ from forgetscale.models import check_adapter, file_digest
 from forgetscale.probes import scoring
 from forgetscale.probes.flips import item_flips
 from forgetscale.probes.inference import PROBES, run_probe, swapped_adapters
+from forgetscale.probes.lm_eval_logs import side_by_side
 from forgetscale.probes.sets import ProbeItem, load_probe_set
 from forgetscale.store import Store, open_study, open_study_to_write
 
@@ -183,14 +184,14 @@ def probe_study(
                 base_records[p] = _logged_probe(lm.model, lm.tokenizer, p, sets[_kind(p)], cfg, f"{base_id} {p}")
                 if p in todo[base_id]:
                     _put(store, base_id, p, base_records[p], base_records[p], settings[base_id, p])
-            from forgetscale.merge import merged
+            from forgetscale.fold import folded
 
             with swapped_adapters(lm.model) as attach:
                 for rid, adapter in runs:
                     if not todo[rid]:
                         continue
                     model = attach(adapter, rid)
-                    with merged(model):  # the adapter folded into W + sBA once for all of this run's probes
+                    with folded(model):  # the adapter folded into W + sBA once for all of this run's probes
                         for p in todo[rid]:
                             recs = _logged_probe(model, lm.tokenizer, p, sets[_kind(p)], cfg, f"{rid} {p}")
                             _put(store, rid, p, recs, base_records[p], settings[rid, p])
@@ -317,7 +318,11 @@ def lm_eval_study(
     The base is loaded once and wrapped in ``HFLM(pretrained=<model object>)``;
     adapters are swapped on it as in :func:`probe_study`. Each task's metrics
     are stored as probe ``lm_eval:<task>`` with ``accuracy`` (``acc``) and, when
-    lm-eval logged per-sample answers, ``agreement`` with the base's answers.
+    lm-eval logged per-sample answers, ``agreement`` with the base's answers. Each run's per-sample
+    records are paired with the base's by ``doc_id`` and stored as items, so a task gets the flips the
+    shipped probes get (``n10``, ``n01``, McNemar, Wilson; :func:`forgetscale.probes.lm_eval_logs.side_by_side`).
+    A task may be a local task's YAML file: its directory is included (lm-eval's ``--include_path``), and
+    relative ``data_files`` in it resolve from the working directory, as in ``lm_eval`` itself.
 
     Raises:
         UserError: lm-eval is not installed; no study in ``out``; an unknown run or task.
@@ -327,10 +332,10 @@ def lm_eval_study(
         from lm_eval.models.huggingface import HFLM
     except ImportError:
         raise UserError("--lm-eval needs lm-evaluation-harness: pip install 'forgetscale[lm-eval]'") from None
-    tasks = [t.strip() for t in tasks if t.strip()]
+    tasks, include = local_tasks([t.strip() for t in tasks if t.strip()])
     if not tasks:
         raise UserError("--lm-eval: name at least one task, e.g. --lm-eval arc_challenge,hellaswag")
-    _check_tasks(tasks)
+    _check_tasks(tasks, include)
     with _open(out, write=True) as store:
         groups = _plan(store, out, run_ids)
         rows = []
@@ -344,6 +349,7 @@ def lm_eval_study(
                     tasks=tasks,
                     limit=limit,
                     log_samples=True,
+                    **({"task_manager": _task_manager(include)} if include else {}),
                 )
                 log.info(f"lm-eval {label}: {', '.join(tasks)} in {time.perf_counter() - t:.1f}s")
                 return res
@@ -355,16 +361,62 @@ def lm_eval_study(
                     results.append((rid, evaluate(attach(adapter, rid), rid)))
             for rid, res in results:
                 for task, summary in lm_eval_summaries(res, base_res).items():
-                    store.put_probe(rid, f"lm_eval:{task}", summary, [])
-                    rows.append(summary_row(rid, f"lm_eval:{task}", summary))
+                    items = [] if rid == base_id else _paired_items(task, base_res, res)
+                    store.put_probe(rid, f"lm_eval:{task}", summary, items)
+                    rows.append(summary_row(rid, f"lm_eval:{task}", summary, items))
         return rows
 
 
-def _check_tasks(tasks: list[str]) -> None:
-    try:
-        from lm_eval.tasks import TaskManager
+def _task_manager(include: list[str]) -> Any:
+    from lm_eval.tasks import TaskManager
 
-        known = set(getattr(TaskManager(), "all_tasks", []))
+    return TaskManager(include_path=include or None)
+
+
+def _paired_items(task: str, base: dict[str, Any], res: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's per-sample records of ``task`` beside the base's, as stored items (the first filter's); none when
+    lm-eval logged no samples or no right/wrong score."""
+    b, r = (base.get("samples") or {}).get(task), (res.get("samples") or {}).get(task)
+    if not b or not r:
+        return []
+    try:
+        _metric, by_filter = side_by_side(task, b, r)
+    except UserError as e:  # not a right/wrong task (a BLEU score, say): rates only, as before
+        log.info(f"lm-eval {task}: no flips ({e})")
+        return []
+    return next(iter(by_filter.values()), [])
+
+
+def local_tasks(tasks: list[str]) -> tuple[list[str], list[str]]:
+    """Task names, with each ``.yaml`` file among ``tasks`` replaced by the task it defines, and the directories
+    of those files (for lm-eval's include path).
+
+    Raises:
+        UserError: a YAML file that is missing or names no ``task``.
+    """
+    import yaml
+
+    names, include = [], []
+    for t in tasks:
+        if not t.endswith((".yaml", ".yml")):
+            names.append(t)
+            continue
+        path = Path(t)
+        try:
+            spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as e:
+            raise UserError(f"--lm-eval {t}: cannot read the task file ({type(e).__name__})") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("task"), str):
+            raise UserError(f"--lm-eval {t}: not an lm-eval task file (no task: name in it)")
+        names.append(spec["task"])
+        if str(path.resolve().parent) not in include:
+            include.append(str(path.resolve().parent))
+    return names, include
+
+
+def _check_tasks(tasks: list[str], include: list[str] | None = None) -> None:
+    try:
+        known = set(getattr(_task_manager(include or []), "all_tasks", []))
     except Exception:  # an lm-eval without this API: let simple_evaluate judge the names
         return
     unknown = [t for t in tasks if known and t not in known]

@@ -1,13 +1,13 @@
-"""Evaluate a LoRA model with its adapter folded into effective weights.
+"""Evaluate a LoRA model with its adapter folded into effective weights, without merging anything.
 
-Unmerged, every adapted layer runs its base matmul plus two thin ones
+Unfolded, every adapted layer runs its base matmul plus two thin ones
 (``x A^T B^T``), 210 extra small matmuls per forward pass for LoRA on all
 linear modules of a 30-layer model. An evaluation does not change the adapter,
-so :func:`merged` computes ``W + s B A`` once per evaluation and runs each
-adapted layer as one plain linear map. PEFT's own ``merge``/``unmerge`` would
-write into the base weights and subtract again, which is not bit-exact; here the
-base weights are never written at all: each adapted layer's ``forward`` is
-shadowed for the duration, and removing the shadow restores it.
+so :func:`folded` computes ``W + s B A`` once per evaluation, into a new tensor,
+and shadows each adapted layer's ``forward`` with one plain linear map over it
+for the duration. Nothing is merged: PEFT's own ``merge``/``unmerge`` would write
+into the base weights and subtract again, which is not bit-exact; here the base
+weights are never written, and removing the shadow restores the layer.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import torch.nn.functional as F
 
 
 @contextmanager
-def merged(model: Any) -> Iterator[Any]:
+def folded(model: Any) -> Iterator[Any]:
     """Run ``model`` (in eval mode) with every plain fp32 LoRA linear layer folded into one weight.
 
-    Within fp32 rounding of the unmerged model (dropout is off in eval mode, and
+    Within fp32 rounding of the unfolded model (dropout is off in eval mode, and
     the scaling is PEFT's own, rsLoRA included). Layers it cannot fold exactly
     run unmerged: DoRA and other LoRA variants, LoRA biases, ``fan_in_fan_out``
-    (Conv1D) bases, non-fp32 weights (folding would round the sum to bf16), a
+    (Conv1D) bases, non-fp32 weights (folding would round ``W + s B A`` to bf16, a
+    change of the model evaluated; a bf16 model's layers run PEFT's own way), a
     disabled or already merged adapter, and any layer while in training mode.
     Parameters, gradients and optimizer state are never touched; a model with
     no LoRA layers is run as it is. The training flag is restored on exit. The
