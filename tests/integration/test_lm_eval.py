@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from forgetscale.cli import main
-from tests.helpers import one_error_line, train_adapter
+from tests.helpers import TINY_STUDY, one_error_line
 
 DATA = Path(__file__).parents[1] / "data" / "lm_eval"
 TASKS = ("fs_reasoning", "fs_science")
@@ -40,10 +40,21 @@ def _lm_eval(model: Path, out: Path, hf_home: Path, adapter: Path | None = None)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> tuple[Path, Path]:
+def study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """A one-run study of the tiny model: its adapter is the fine-tune both harness paths evaluate."""
+    out = tmp_path_factory.mktemp("study")
+    # lr 0.05 (not the tiny studies' 0.01): enough to move some of the tiny model's answers
+    one_run = [f"model.name={tiny_model}", *TINY_STUDY, "sweep.data.dataset=[instruct]", "sweep.lora.rank=[4]",
+               "probes.enabled=false", "probes.max_items=24", "train.lr=0.05"]  # fmt: skip
+    assert main(["run", "--out", str(out), *(a for o in one_run for a in ("--set", o))]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, study: Path) -> tuple[Path, Path]:
     """The base's and the fine-tune's lm_eval output directories."""
     tmp = tmp_path_factory.mktemp("lm_eval")
-    adapter = train_adapter(tiny_model, tmp / "adapter", steps=8, lr=0.05)
+    (adapter,) = (study / "adapters").iterdir()
     base = _lm_eval(tiny_model, tmp / "base", tmp / "hf")
     tuned = _lm_eval(tiny_model, tmp / "tuned", tmp / "hf", adapter)
     return base, tuned
@@ -171,3 +182,28 @@ def test_bad_or_mismatched_logs_are_one_line(runs, tmp_path, capsys):
     shutil.copytree(base, both / "a")
     shutil.copytree(base, both / "b")
     one_error_line(capsys, flips(both, tuned), "2 sample logs of task", "pass the two files")
+
+
+def test_probe_lm_eval_runs_a_local_task_and_stores_the_same_flips(study, runs, monkeypatch, capsys):
+    """``forgetscale probe --lm-eval TASK.yaml``: the real harness in-process on the study's base and adapter,
+    the task included from its file; its stored flips are those of the two lm_eval command-line runs' logs."""
+    from forgetscale.store import open_store
+
+    base, tuned = runs
+    assert main(["flips", str(base), str(tuned), "--json"]) == 0
+    want = {r["task"]: r for r in json.loads(capsys.readouterr().out)}
+    monkeypatch.chdir(DATA)  # the task's data_files are relative, as for lm_eval itself
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(study / "hf-datasets"))
+    assert main(["probe", str(study), "--lm-eval", str(DATA / "fs_reasoning.yaml"), "--json"]) == 0
+    rows = {r["run_id"]: r for r in json.loads(capsys.readouterr().out)}
+    (rid,) = [r for r in rows if r != "base"]
+    got, w = rows[rid], want["fs_reasoning"]
+    assert got["probe"] == "lm_eval:fs_reasoning" and got["n"] == 24
+    for k in ("n10", "n01", "mcnemar_p", "agreement", "accuracy", "base_accuracy", "right_to_wrong_hi"):
+        assert got[k] == pytest.approx(w[k], abs=1e-12), k
+    assert rows["base"]["n10"] is None  # the base is not compared with itself
+    with open_store(study, create=False) as store:
+        items = {r["run_id"]: r["items"] for r in store.probes() if r["probe"] == "lm_eval:fs_reasoning"}
+    assert len(items[rid]) == 24 and {"answer", "base_answer", "correct", "base_correct"} <= set(items[rid][0])
+    rc = main(["probe", str(study), "--lm-eval", str(DATA / "missing.yaml")])
+    one_error_line(capsys, rc, "missing.yaml", "cannot read the task file")

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from forgetscale.errors import UserError
-from forgetscale.probes.flips import flips
+from forgetscale.probes.flips import flips, sides
 
-__all__ = ["MAIN_METRICS", "find_sample_logs", "log_flips", "pair_samples", "read_sample_log", "sample_answer"]
+__all__ = ["MAIN_METRICS", "find_sample_logs", "log_flips", "pair_samples", "read_sample_log", "sample_answer",
+           "side_by_side"]
 
 SAMPLES_FILE = re.compile(r"^samples_(?P<task>.+)_(?P<time>\d{4}-\d{2}-\d{2}T[\d.\-]+)\.jsonl$")
 """lm-eval's name of a sample log: ``samples_<task>_<date>T<time>.jsonl``."""
@@ -117,7 +118,7 @@ def sample_answer(sample: Mapping[str, Any]) -> Any:
 def _metric(task: str, records: Sequence[Mapping[str, Any]], metric: str | None) -> str:
     """The per-sample score that says right or wrong: ``metric``, else the first of :data:`MAIN_METRICS`, else
     the first metric every record scores 0 or 1."""
-    logged = [m for m in records[0]["metrics"] if all(m in r for r in records)]
+    logged = [m for m in records[0].get("metrics") or [] if all(m in r for r in records)]
     binary = [m for m in logged if all(_is_01(r[m]) for r in records)]
     if metric is not None:
         if metric not in logged:
@@ -146,9 +147,45 @@ def _by_doc(task: str, side: str, records: Iterable[Mapping[str, Any]]) -> dict[
     return out
 
 
+def side_by_side(task: str, base: Sequence[Mapping[str, Any]], tuned: Sequence[Mapping[str, Any]],
+                 metric: str | None = None) -> tuple[str, dict[str, list[dict[str, Any]]]]:
+    """One task's base and fine-tuned sample records paired by filter and ``doc_id``, as the side-by-side items
+    ``forgetscale probe`` stores (``id``, ``answer``, ``base_answer``, ``correct``, ``base_correct``).
+
+    Returns:
+        ``(metric, {filter: items})``: the per-sample score read as right/wrong (:data:`MAIN_METRICS`), and the
+        items of each filter in ``doc_id`` order; ``answer`` is :func:`sample_answer`'s.
+
+    Raises:
+        UserError: the records cover different documents, a document's ``doc_hash`` differs (not the same task
+            data), or no right/wrong metric (the message says which).
+    """
+    name = _metric(task, base, metric)
+    if _metric(task, tuned, metric) != name:
+        raise UserError(f"task {task}: the two logs score different metrics; name one with --metric")
+    b, t = _by_doc(task, "base", base), _by_doc(task, "fine-tuned", tuned)
+    if b.keys() != t.keys():
+        only = sorted(b.keys() ^ t.keys(), key=_order)
+        raise UserError(f"task {task}: the two logs cover different documents ({len(b)} and {len(t)}; e.g. doc_id "
+                        f"{only[0][1]} in one only): run both on the same documents (same --limit)")  # fmt: skip
+    out: dict[str, list[dict[str, Any]]] = {}
+    for k in sorted(b, key=_order):
+        hb, ht = b[k].get("doc_hash"), t[k].get("doc_hash")
+        if hb is not None and ht is not None and hb != ht:
+            raise UserError(f"task {task}: doc_id {k[1]} is a different document in the two logs (doc_hash "
+                            f"{str(hb)[:12]} vs {str(ht)[:12]}): not the same task data")  # fmt: skip
+        out.setdefault(k[0], []).append({"id": k[1], "answer": sample_answer(t[k]), "correct": bool(t[k][name]),
+                                         "base_answer": sample_answer(b[k]), "base_correct": bool(b[k][name])})
+    return name, out
+
+
+def _order(key: tuple[str, str]) -> tuple[str, int, str]:
+    return key[0], int(key[1]) if key[1].isdigit() else -1, key[1]
+
+
 def pair_samples(task: str, base: Sequence[Mapping[str, Any]], tuned: Sequence[Mapping[str, Any]],
                  metric: str | None = None) -> list[dict[str, Any]]:
-    """One task's flips from its base and fine-tuned sample records, paired by filter and ``doc_id``.
+    """One task's flips from its base and fine-tuned sample records (:func:`side_by_side`).
 
     Returns:
         One row per filter: ``task``, ``filter``, ``metric`` and :func:`~forgetscale.probes.flips.flips`' keys
@@ -156,8 +193,7 @@ def pair_samples(task: str, base: Sequence[Mapping[str, Any]], tuned: Sequence[M
         each rate with its Wilson ``_lo``/``_hi``); ``agreement`` compares the two answers (:func:`sample_answer`).
 
     Raises:
-        UserError: the logs cover different documents, a document's ``doc_hash`` differs (not the same task
-            data), or no right/wrong metric (the message says which).
+        UserError: as :func:`side_by_side`.
 
     >>> def rec(i, pick, acc):
     ...     resps = [["-1.0", "False"] if j == pick else ["-9.0", "False"] for j in range(3)]
@@ -168,27 +204,8 @@ def pair_samples(task: str, base: Sequence[Mapping[str, Any]], tuned: Sequence[M
     >>> row["metric"], row["n"], row["n10"], row["n01"], row["agreement"]
     ('acc', 3, 1, 1, 0.3333333333333333)
     """
-    name = _metric(task, base, metric)
-    if _metric(task, tuned, metric) != name:
-        raise UserError(f"task {task}: the two logs score different metrics; name one with --metric")
-    b, t = _by_doc(task, "base", base), _by_doc(task, "fine-tuned", tuned)
-    if b.keys() != t.keys():
-        only = sorted(b.keys() ^ t.keys(), key=lambda k: (k[0], int(k[1]) if k[1].isdigit() else k[1]))
-        raise UserError(f"task {task}: the two logs cover different documents ({len(b)} and {len(t)}; e.g. doc_id "
-                        f"{only[0][1]} in one only): run both on the same documents (same --limit)")  # fmt: skip
-    rows = []
-    for filt in sorted({f for f, _ in b}):
-        keys = sorted((k for k in b if k[0] == filt), key=lambda k: int(k[1]) if k[1].isdigit() else 0)
-        side: dict[str, list[dict[str, Any]]] = {"base": [], "tuned": []}
-        for k in keys:
-            hb, ht = b[k].get("doc_hash"), t[k].get("doc_hash")
-            if hb is not None and ht is not None and hb != ht:
-                raise UserError(f"task {task}: doc_id {k[1]} is a different document in the two logs (doc_hash "
-                                f"{str(hb)[:12]} vs {str(ht)[:12]}): not the same task data")  # fmt: skip
-            for which, r in (("base", b[k]), ("tuned", t[k])):
-                side[which].append({"id": k[1], "answer": sample_answer(r), "correct": bool(r[name])})
-        rows.append({"task": task, "filter": filt, "metric": name, **flips(side["base"], side["tuned"])})
-    return rows
+    name, by_filter = side_by_side(task, base, tuned, metric)
+    return [{"task": task, "filter": f, "metric": name, **flips(*sides(items))} for f, items in by_filter.items()]
 
 
 def log_flips(base: Path, tuned: Path, metric: str | None = None) -> list[dict[str, Any]]:
