@@ -43,6 +43,13 @@ def test_report_renders_safely_in_chromium(report: Path, driver, tmp_path: Path)
     assert len(svgs) == 5
     assert all(s.size["width"] > 300 and s.size["height"] > 150 for s in svgs)
     assert "alert(1)" in driver.find_element(By.ID, "summary").text  # the hostile dataset name, as text
+    # the interval methods as the reader sees them: the fits' recorded ones, none called a bootstrap
+    header = driver.find_element(By.TAG_NAME, "header").text
+    methods = driver.find_elements(By.CSS_SELECTOR, "header p.method")
+    assert len(methods) == 2 and all(m.is_displayed() and m.size["height"] > 10 for m in methods)
+    assert "jackknife" in methods[0].text and "prediction interval" in methods[1].text
+    captions = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#figures figcaption")]
+    assert "bootstrap" not in (header + " ".join(captions)).lower()
     assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
 
     # the planted scripts did not run

@@ -173,7 +173,9 @@ def forgetting_vs_params(rows: Rows, fits: Fits, steps: Iterable[int] | None = N
             pn.note(ax, f"law: {label}")
         ax.set_xscale("log")
         pn.decorate(ax, ds, "trainable parameters P", LABELS["forget_ce"])
-        pn.set_limits(ax, pn.span([r["P"] for r in shown] + ([grid[-1]] if label is not None else []), log=True), ylim)
+        xlim = pn.span([r["P"] for r in shown] + ([grid[-1]] if label is not None else []), log=True)
+        pn.set_limits(ax, xlim, ylim)
+        pn.plain_log(ax.xaxis, xlim)
         pn.legend(ax)
     return fig
 

@@ -201,12 +201,14 @@ def log_steps(ax: Any) -> None:
 
 
 def plain_log(axis: Any, lim: tuple[float, float] | None) -> None:
-    """Plain numbers (0.4, not 4x10^-1) on a log axis; within one decade the minor ticks are labelled too."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    """Within one decade, plain numbers on every tick of a log axis (0.4 0.5 0.6, not 4x10^-1 or none)."""
+    from matplotlib.ticker import FuncFormatter
 
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    short = lim is not None and lim[1] / lim[0] < 10
-    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}") if short else NullFormatter())
+    if lim is not None and lim[1] / lim[0] < 10:
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+        axis.set_tick_params(which="minor", labelsize=8)  # as the major ticks' (decorate)
 
 
 def decorate(ax: Any, title: str | None, xlabel: str | None, ylabel: str | None) -> None:
