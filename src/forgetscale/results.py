@@ -28,7 +28,7 @@ from forgetscale.laws.frontier import POST_HOC, fit_line, frontier, residuals
 from forgetscale.laws.predict import PlanError
 from forgetscale.laws.predict import plan as plan_law
 from forgetscale.laws.predict import predict as predict_law
-from forgetscale.laws.rows import rows_to_arrays
+from forgetscale.laws.rows import rows_to_arrays, shared_training
 from forgetscale.laws.select import comparison_table, reliability
 from forgetscale.store import Store, open_study, open_study_to_write
 
@@ -261,7 +261,22 @@ def _findings(store: Store, rows: list[dict[str, Any]], fits: Mapping[str, Any],
         for key in ("ft_loss_se", "task_kl"):
             vals = [r.get(key) for r in rows if str(r["dataset"]) == ds]
             c[key] = np.array([math.nan if v is None else float(v) for v in vals])
-    return judge_findings(cols, fits, items, min_step)
+    return judge_findings(cols, fits, items, min_step, shared=_shared(store, rows))
+
+
+def _shared(store: Store, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the data orders of these rows' runs share (``laws.rows.shared_training``), read from the runs'
+    configs; None when a config lacks the numbers (a callback run) or the runs disagree on them."""
+    ids = {r["run_id"] for r in rows}
+    shapes = set()
+    for run in store.runs():
+        if run["run_id"] in ids:
+            data, train = (run.get("config") or {}).get("data") or {}, (run.get("config") or {}).get("train") or {}
+            per_step = None if train.get("batch_size") is None else train["batch_size"] * train.get("grad_accum", 1)
+            shapes.add((data.get("n_train"), train.get("steps"), per_step))
+    if len(shapes) != 1 or None in (shape := shapes.pop()):
+        return None
+    return shared_training(*shape, n_orders=len({r["seed"] for r in rows}))
 
 
 def findings(directory: str | Path) -> list[dict[str, Any]]:

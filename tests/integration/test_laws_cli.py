@@ -173,6 +173,9 @@ def test_tiny_study_states_findings_and_refuses_to_predict_without_a_reliable_la
     result = json.loads((out / "fits.json").read_text())
     assert {f["finding"] for f in result["findings"]} >= {"F1", "F2", "F3", "F4"}
     assert all(f["verdict"] in ("supported", "not_supported", "undecided") for f in result["findings"])
+    # what the runs' data orders share, from their configs (24 examples, 8 steps of 4: each order saw all 24)
+    assert all("draw from the same 24 training examples: each has seen 24 by step 8" in f["evidence"]["conditional_on"]
+               for f in result["findings"])  # fmt: skip
     assert result["comparison"] and all("heldout_error_of_change" in r for r in result["comparison"])
     assert main(["predict", str(out), "--rank", "8", "--steps", "8", "--dataset", "news", "--json"]) == 0
     pred = json.loads(capsys.readouterr().out)
