@@ -463,9 +463,10 @@ def fit_laws(
         laws: law labels (``linear``, ``paper``, ``kl_power``, ``additive:forget_ce``, ...);
             None fits every law the rows allow and leaves out, with a warning, those they do not.
         min_step: leave out steps below this (the onset; the paper left out its first 50).
-        n_boot: bootstrap replicates over runs for the 95% intervals (0: none).
+        n_boot: parameter draws kept for the bands of the fitted mean (0: none); the intervals themselves are t
+            intervals from a cluster-robust jackknife over runs, which draws nothing.
         delta: Huber threshold on log-residuals.
-        seed: the bootstrap's seed.
+        seed: the parameter draws' seed.
 
     Returns:
         ``{dataset: {law: FitResult}}``; ``FitResult.params``, ``.intervals``, ``.r2`` and

@@ -96,9 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--from-csv", type=Path, help="fit external data instead of a study")
     ft.add_argument("--x", help="CSV input column(s), comma-separated")
     ft.add_argument("--y", help="CSV target column(s), comma-separated (paper: ft_loss_col,forgetting_col)")
-    ft.add_argument("--group", help="CSV column identifying a run (the bootstrap resamples runs)")
+    ft.add_argument("--group", help="CSV column identifying a run (the jackknife leaves runs out)")
     ft.add_argument("--min-step", type=int, help="exclude steps below this (the paper used 50)")
-    ft.add_argument("--n-boot", type=int, help="bootstrap replicates")
+    ft.add_argument("--n-boot", type=int, help="parameter draws kept for the bands of the mean (0: none)")
     ft.add_argument("--json", action="store_true")
     ft.set_defaults(func=cmd_fit)
 
