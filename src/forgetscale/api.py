@@ -61,6 +61,7 @@ __all__ = [
     "fit_csv",
     "fit_laws",
     "flatten_fit",
+    "lm_eval_flips",
     "load_base",
     "load_results",
     "measure_forgetting",
