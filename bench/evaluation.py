@@ -41,7 +41,7 @@ def eval_vs_bare_forward(
 ) -> dict[str, Any]:
     """Seconds of one evaluation over the floor's: the study's own evaluation (as ``forgetscale.run`` calls
     it: :func:`~forgetscale.task.held_out_metrics` against ``task_ref``, the base on the held-out examples,
-    then :func:`~forgetscale.forgetting.measure` on the corpus, inside :func:`~forgetscale.fold.merged`).
+    then :func:`~forgetscale.forgetting.measure` on the corpus, inside :func:`~forgetscale.fold.folded`).
 
     The floor runs the evaluation's own forward path (length-sorted batches, shared-prefix cache,
     vocabulary projection at scored positions only) over the same sequences with the adapter
