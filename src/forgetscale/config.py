@@ -39,9 +39,8 @@ class ModelConfig(_Frozen):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """The weights' dtype as loaded; evaluations run the model in it (docs/precision.md)."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    """Where the model is placed, once, before its first forward: ``auto`` is cuda, then mps, then cpu.
-    Not part of a run's id (where a run ran is provenance); a study records its device and refuses to
-    resume on another, since numbers differ in their last digits between devices."""
+    """Where the model is placed before its first forward (``auto``: cuda, mps, cpu). Provenance, not part of
+    a run id; a study records it and refuses to resume on another device."""
 
 
 class DataConfig(_Frozen):
@@ -75,12 +74,10 @@ class TrainConfig(_Frozen):
     seq_len: int = Field(96, ge=8)
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
-    """Training matmul precision: fp32, or bf16 mixed precision (fp32 adapter weights and optimizer state,
-    bf16 autocast around the matmuls). fp32 by default, so that a study is the same study, with the same
-    run ids and numbers, on every machine. ``auto`` (opt-in) picks the faster of the two on this machine by
-    measurement and is resolved once, when a study is created; the study records the choice. Evaluations
-    never run under the training autocast: they run in the weights' own dtype (``model.dtype``). Which
-    precision each stage runs in: docs/precision.md. fp16 is refused: see :meth:`_no_fp16`."""
+    """Training matmul precision: fp32 (the default: the same study and numbers on every machine) or bf16
+    autocast (fp32 adapter weights and optimizer state). ``auto`` (opt-in) takes the faster one, measured,
+    once per study. Evaluations run in the weights' dtype, never under autocast (docs/precision.md). fp16
+    is refused: see :meth:`_no_fp16`."""
     sampling: Literal["random", "group_by_length"] = "random"
     """Plain random order (batches exchangeable across steps, as laws in N assume), or batches of similar
     length (less padding, but transformers' sampler sorts each mega-batch long-to-short: a curriculum
@@ -126,11 +123,10 @@ class ForgettingConfig(_Frozen):
     top_k: int | None = Field(None, ge=1)
     """Keep only the top-K base log-probs + a tail bucket per position (a KL lower bound); None: exact."""
     reference: Literal["hidden", "logits"] = "hidden"
-    """How an exact (``top_k: null``) base reference is stored. ``hidden``: d floats per position
-    derived from the base's final hidden states (576 for SmolLM2, against 49152 for ``logits``),
-    exact while the fine-tune leaves the LM head alone; a run whose LoRA targets the head, and a
-    model whose logits are not a plain linear map of its hidden states, get ``logits`` instead.
-    ``logits``: the full log-probabilities, valid for any fine-tune."""
+    """Exact (``top_k: null``) reference storage. ``hidden``: d floats per position from the base's final
+    hidden states (576 for SmolLM2, not 49152), exact while the LM head is the base's (any dtype: a bf16 head
+    is applied in fp32); a LoRA on the head, or a head that is not linear, gets ``logits``: the full
+    log-probabilities, valid for any fine-tune."""
 
 
 _POST_HOC_FIELDS = {"rescale": ("scales", "rescale_steps"),
@@ -166,14 +162,12 @@ class MitigationConfig(_Frozen):
     rescale_steps: Literal["final", "all"] = "final"
     """``rescale``: measure the scaled adapter at the final step only, or at every scheduled step."""
     intruder_lambdas: tuple[float, ...] = (0.75,)
-    """``intruders``: PEFT's ``mitigation_lambda`` (``reduce_intruder_dimension``), the share of each
-    intruder dimension the adapter keeps: 0 removes them; 1 changes nothing (it reproduces the run's own
-    rows through PEFT's refactoring, a check)."""
+    """``intruders``: PEFT's ``mitigation_lambda``, the share of each intruder dimension kept: 0 removes them;
+    1 changes nothing (it reproduces the run's own rows through PEFT's refactoring, a check)."""
     intruder_top_k: int = Field(10, ge=1)
     """``intruders``: how many of a merged weight's leading singular vectors are examined for intruders."""
     intruder_epsilon: float = Field(0.5, gt=0, le=1)
-    """``intruders``: a singular vector is an intruder when its largest |cosine| with the base weight's
-    singular vectors is below this."""
+    """``intruders``: an intruder's largest |cosine| with the base weight's singular vectors is below this."""
 
     @field_validator("scales")
     @classmethod
