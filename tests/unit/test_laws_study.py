@@ -269,7 +269,12 @@ def test_intervals_say_what_they_are(fits):
         d = out[q]
         assert d["level"] == 0.95 and d["units"] == len(RANKS) and d["coverage"] is not None
         assert d["supported_level"] == pytest.approx(len(RANKS) / (len(RANKS) + 1))
-        assert "batch order" in d["conditional_on"] and d["state"] == "reliable"
+        assert d["state"] == "reliable"
+        for shared in ("forgetting corpus", "held-out fine-tuning examples", "one data order"):
+            assert shared in d["conditional_on"], (shared, d["conditional_on"])
+        assert "left out in turn" in d["coverage_check"]
+    # one run per rank (4 runs): too few to model how run spread changes with P, and it says so
+    assert "assumed equal" in out["forget_kl"]["run_variance"]
     f = fits["instruct"]["kl_power"]
     assert f.inference["units"] == len(RANKS) and f.inference["redrawn"] == 0
     assert all(df >= 1 for df in f.inference["df"].values())

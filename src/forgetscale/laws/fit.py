@@ -328,7 +328,7 @@ def fit_law(
         heldout[k], nulls[k] = heldout_split(form, xa, ya, np.asarray(v, dtype=float), targets, delta, search,
                                              ch, dz, off)
     mvar = mean_variance(form, best.theta, pc, xa, off)
-    calibration = calibrate(form, xa, ya, dz, best, delta, targets, off, mvar)
+    calibration = calibrate(form, xa, ya, dz, best, delta, targets, off, mvar, inputs=inputs)
     calibration["kappa"] = {t: extrapolation_kappa(heldout, inputs, t) for t in targets}
     if ch is not None:
         calibration.update(noise_floor(nulls, ya, ch, dz, calibration, targets, seed))

@@ -10,14 +10,22 @@ strength) is summarised by the mean over its runs of each run's mean residual.
 
 - **Trained kinds** (``replay``, ``kl``): the level is compared with a
   *prediction* interval for the same number of new plain runs at the same
-  fine-tuning loss. Each plain run is left out in turn, the line refitted
-  without it and the run's mean residual taken (``e_g``); their mean square
-  ``s²`` is the variance of one new plain run's mean residual, the run-level
-  spread together with the line's error (calibrated leave-one-plain-run-out).
-  The line's error at the level's fine-tuning loss, ``v``, is the jackknife
-  variance over the same refits. Interval: ``mean ± t(G-1) · sqrt(s²/k + v)``
-  for k mitigated runs and G plain runs. Under the null a plain run posing as a
-  mitigation falls outside it about 5% of the time (``tests/sim``).
+  fine-tuning loss and the same P. Each plain run is left out in turn, the line
+  refitted without it and the run's mean residual taken (``e_g``): the spread of
+  a new plain run's mean residual, the run-level spread and the line's error
+  together. Run-to-run spread may grow with P (the default study's largest rank
+  is its least stable), so ``e_g`` is not pooled: ``log s²(P)`` is fitted linear
+  in ``log P`` to them (:func:`run_variance`, when 4 or more plain runs sit at 3
+  or more P; equal for all otherwise, and the row's ``variance`` says which), and
+  the level gets ``s²`` at its own runs' P. The line's error at the level's
+  fine-tuning loss, ``v``, is the jackknife variance over the same refits.
+  Interval: ``mean ± t(df) · sqrt(mean s²(P_run)/k + v)`` for k mitigated runs,
+  ``df`` Satterthwaite's from the variance model's information. Under the null a
+  plain level posing as a mitigation falls outside it at most about 5% of the
+  time, whether run spread is equal or grows with rank (``tests/sim``). The
+  mitigation's own runs are assumed to spread as plain runs at the same P do;
+  each row reports their own spread (``own_run_sd``) beside the model's
+  (``model_run_sd``). Without a P (or rank) column run spread is taken as equal.
 - **Post-hoc kinds** (:data:`POST_HOC`: ``rescale``, ``intruders``, measured on the plain
   runs' own adapters): each point is paired with the same run's own point at the
   same step; the run's contrast is the mean residual difference, and the level
@@ -33,17 +41,20 @@ outside the plain points' range are counted: there the line is extrapolated.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from forgetscale.schema import POST_HOC_METHODS
 
 Array = np.ndarray
 LEVEL = 0.95
 MIN_PLAIN_RUNS, MIN_LEVEL_RUNS = 3, 2
+CONDITIONAL_ON = ("the study's one forgetting corpus and one set of held-out fine-tuning examples, shared by "
+                  "every run; its data orders, which draw from the same training examples")
 POST_HOC = set(POST_HOC_METHODS)
 """Kinds measured on plain runs' own adapters after training (no retraining: ``rescale``,
 ``intruders``): judged by the paired within-run contrast with the run's own points."""
@@ -94,7 +105,8 @@ def frontier(
     """Judge mitigated points against plain LoRA's line, one result per (kind, strength) level.
 
     Args:
-        plain: the plain runs' points: ``ft_loss``, ``forget_ce``, ``run_id`` and ``step`` arrays.
+        plain: the plain runs' points: ``ft_loss``, ``forget_ce``, ``run_id`` and ``step`` arrays, and
+            ``P`` (or ``rank``) for run spread at each level's own P.
         points: the mitigated points, the same columns (a post-hoc point's ``run_id`` is a plain run's).
         labels: (kind, strength) per mitigated point.
 
@@ -131,18 +143,26 @@ def frontier(
         ln = fit_line(px[keep], py[keep])
         loo.append(ln)
         e_g.append(residuals(ln, px[~keep], py[~keep]).mean())
-    s2 = float(np.mean(np.square(e_g))) if e_g else float("nan")
+    plain_levels, levels = _levels(plain), _levels(points)
+    if levels is None:
+        plain_levels = None
+    kept = [g for g in plain_ids if len(np.unique(px[pruns != g])) >= 2]
+    lv_g = (np.array([plain_levels[pruns == g][0] for g in kept], float) if plain_levels is not None
+            else None)  # fmt: skip
+    model = run_variance(np.array(e_g), lv_g) if e_g else None
     lo_x, hi_x = line["ft_loss_range"]
     out = []
     for label in sorted(set(labels), key=lambda lab: (lab[0], lab[1])):
         idx = np.flatnonzero([lab == label for lab in labels])
         kind = label[0]
         row: dict[str, Any] = {"mitigation": kind, "strength": float(label[1]), "n_points": int(idx.size),
-                               "n_plain_runs": G, "n_outside": int(np.sum((x[idx] < lo_x) | (x[idx] > hi_x)))}
+                               "n_plain_runs": G, "n_outside": int(np.sum((x[idx] < lo_x) | (x[idx] > hi_x))),
+                               "conditional_on": CONDITIONAL_ON}
         if kind in POST_HOC:
             row.update(_paired(line, loo, x[idx], y[idx], runs[idx], steps[idx], px, py, pruns, psteps))
         else:
-            row.update(_unpaired(line, loo, s2, x[idx], y[idx], runs[idx]))
+            row.update(_unpaired(line, loo, model, x[idx], y[idx], runs[idx],
+                                   None if levels is None else levels[idx]))
         lo, hi = row["lo"], row["hi"]
         if row.get("reason") is None:
             row["verdict"] = "beats_line" if hi < 0 else "worse" if lo > 0 else "on_line"
@@ -150,6 +170,16 @@ def frontier(
             row["verdict"] = "undecided"
         out.append(row)
     return out
+
+
+def _levels(cols: Mapping[str, Array]) -> Array | None:
+    """Each point's level, P (or rank): run variance is modelled on it. None when not given."""
+    for key in ("P", "rank"):
+        if key in cols and cols[key] is not None:
+            v = np.asarray(cols[key], float)
+            if v.size and np.all(np.isfinite(v)) and np.all(v > 0):
+                return v
+    return None
 
 
 def _line_var(loo: list[dict[str, Any]], delta: Any) -> float:
@@ -160,24 +190,85 @@ def _line_var(loo: list[dict[str, Any]], delta: Any) -> float:
     return float((len(v) - 1) / len(v) * np.sum((v - v.mean()) ** 2))
 
 
-def _unpaired(line: dict[str, Any], loo: list[dict[str, Any]], s2: float, x: Array, y: Array,
-              runs: Array) -> dict[str, Any]:
-    """A trained level against a prediction interval for as many new plain runs at its ft_loss."""
+def run_variance(e: Array, levels: Array | None) -> dict[str, Any]:
+    """Variance of a new plain run's mean residual as a function of its level (P or rank).
+
+    ``e``: the plain runs' leave-one-run-out mean residuals; ``levels``: each run's P (None: unknown).
+    Modelled as ``log s²(L) = γ0 + γ1 (log L - mean)`` by maximum likelihood (``e_g ~ N(0, s²(L_g))``)
+    when there are 4 or more runs at 3 or more levels; otherwise equal for every run. The estimates'
+    covariance is the inverse expected information, ``2 (ZᵀZ)⁻¹``, which does not depend on them.
+
+    Example:
+        >>> m = run_variance(np.array([0.1, -0.1, 0.1, -0.1]), None)
+        >>> round(float(m["s2"](np.array([1.0]))[0]), 6), m["slope"]
+        (0.01, None)
+    """
+    e = np.asarray(e, float)
+    ok = levels is not None and np.all(np.asarray(levels, float) > 0)
+    ell = np.log(np.asarray(levels, float)) if ok else np.zeros(e.size)
+    center = float(ell.mean())
+    slope = bool(ok and e.size >= 4 and len(np.unique(np.round(ell, 9))) >= 3)
+    z = np.column_stack([np.ones(e.size), ell - center]) if slope else np.ones((e.size, 1))
+    gamma = np.array([math.log(max(float(np.mean(e**2)), 1e-300))] + ([0.0] if slope else []))
+    p_slope = None
+    if slope:
+        def nll(g: Array) -> float:
+            lv = z @ g
+            return float(0.5 * np.sum(lv + e**2 * np.exp(-lv)))
+
+        res = optimize.minimize(nll, gamma, method="BFGS")
+        p_slope = float(stats.chi2.sf(max(2 * (nll(gamma) - res.fun), 0.0), 1))
+        gamma = res.x
+    cov = 2 * np.linalg.inv(z.T @ z)
+
+    def zrow(lv: Array) -> Array:
+        lv = np.atleast_1d(np.asarray(lv, float))
+        return (np.column_stack([np.ones(lv.size), np.log(lv) - center]) if slope
+                else np.ones((lv.size, 1)))  # fmt: skip
+
+    if not ok:
+        model = "equal for every plain run (no rank or P given for the runs)"
+    elif slope:
+        model = (f"log run variance linear in log P, fitted to {e.size} plain runs (slope {gamma[1]:.3g}; test of "
+                 f"equal variance p = {p_slope:.3g}, used either way)")
+    else:
+        model = f"equal for every plain run: {e.size} runs at too few levels to model how it changes with P"
+    return {"s2": lambda lv: np.exp(zrow(lv) @ gamma), "z": zrow, "gamma": gamma, "cov": cov, "slope": p_slope,
+            "model": model, "by_level": bool(ok)}
+
+
+def _unpaired(line: dict[str, Any], loo: list[dict[str, Any]], model: dict[str, Any] | None, x: Array, y: Array,
+              runs: Array, levels: Array | None) -> dict[str, Any]:
+    """A trained level against a prediction interval for as many new plain runs at its ft_loss and P."""
     k, G = len(np.unique(runs)), len(loo)
     est = float(_run_means(residuals(line, x, y), runs).mean())
-    test = (f"mean run residual vs a prediction interval for {k} new plain run(s): t({G - 1}) x sqrt(s2/k + v), "
-            "s2 from leave-one-plain-run-out residuals, v the line's jackknife variance")
-    res: dict[str, Any] = {"residual": est, "lo": None, "hi": None, "n_runs": k, "test": test, "reason": None}
+    test = (f"mean run residual vs a prediction interval for {k} new plain run(s) at the level's own P: "
+            "t(df) x sqrt(mean s2(P_run)/k + v), s2(P) the plain runs' leave-one-run-out residual variance "
+            "at P, v the line's jackknife variance, df Satterthwaite's")
+    res: dict[str, Any] = {"residual": est, "lo": None, "hi": None, "n_runs": k, "test": test, "reason": None,
+                           "variance": model["model"] if model else None, "df": None}
     if G < MIN_PLAIN_RUNS:
         res["reason"] = f"{G} plain runs: too few to calibrate a prediction interval (needs {MIN_PLAIN_RUNS})"
     elif k < MIN_LEVEL_RUNS:
         res["reason"] = (f"{k} run at this level: its own run-to-run variation is unknown, so one run cannot be told "
                          "from a plain run's spread (needs 2)")  # fmt: skip
-    if res["reason"]:
+    if res["reason"] or model is None:
         return res
     xbar = float(x.mean())
     v = _line_var(loo, lambda ln: ln["s_fft"] - ln["c_fft"] * xbar)
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, G - 1)) * float(np.sqrt(s2 / k + v))
+    ids = np.unique(runs)
+    lv = (np.array([levels[runs == g][0] for g in ids], float) if levels is not None and model["by_level"]
+          else np.ones(k))  # fmt: skip
+    s2 = model["s2"](lv)
+    part = float(np.sum(s2)) / k**2
+    grad = (model["z"](lv) * s2[:, None]).sum(0) / k**2  # d part / d gamma
+    var_part = float(grad @ model["cov"] @ grad)
+    var_v = 2 * v**2 / max(G - 1, 1)
+    total = part + v
+    df = float(np.clip(total**2 / (var_part + var_v), 1.0, 1e6)) if var_part + var_v > 0 else float(G - 1)
+    own = _run_means(residuals(line, x, y), runs)
+    res.update(df=df, own_run_sd=float(own.std(ddof=1)), model_run_sd=float(np.sqrt(np.mean(s2))))
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, df)) * math.sqrt(total)
     res.update(lo=est - half, hi=est + half)
     return res
 

@@ -4,39 +4,43 @@ Units. Points of one run share its offset (seed, adapter init), so runs are
 resampled or clustered, never points. Runs that share a data order share its
 batches: every run's point at step N in that order carries the same *step
 shock*. A :class:`Design` names, per point, its run and its *cell* (data
-order, step); with one data order for all runs (the default study) the cells
-are the steps, and they are the only replication of what all runs share.
+order, step); with one data order for all runs the cells are the steps, and
+they are the only replication of what all runs share.
 
 Parameters. The fit is linearised at its optimum on the fitting scale (log
 residuals, least squares: exact for ``delta="auto"`` up to the few points
-Huber down-weights, an approximation for a near-L1 small δ) in coordinates ``w`` (``log|θ|`` for scale parameters, ``θ``
-otherwise; pinned parameters and parameters on a bound are held fixed). The
-covariance is a two-way cluster-robust sandwich, by run and by cell
+Huber down-weights) in coordinates ``w`` (``log|θ|`` for scale parameters,
+``θ`` otherwise; pinned parameters and parameters on a bound are held fixed).
+The covariance is a two-way cluster-robust sandwich, by run and by cell
 (Cameron, Gelbach and Miller 2011: ``V = V_run + V_cell - V_point``), each part
-the leave-one-cluster-out jackknife (CR3: residuals corrected for the
-cluster's leverage, so that four runs are not read as forty points). A
-parameter's interval is ``w ± t_{0.975, df}·se`` with ``df`` from
-Satterthwaite's rule over the two parts (``G_run - 2`` when only runs vary it,
-a level and a slope being estimated across runs; ``G_cell - 3`` when only steps
-do, a margin measured by the simulation tier). No resample is drawn, so none is redrawn.
+CR2 (a cluster's residuals scaled by ``(I - H_gg)^{-1/2}``, so that four runs
+are not read as forty points). A parameter's interval is ``w ± t_{0.975, df}·se``,
+``df`` Satterthwaite's over the two parts, each part's df Bell and McCaffrey's
+(derived from the design's leverage, :func:`variance.bm_df`; with 4 runs the
+run part has 1.5-2 df and the P exponent's interval is conservative). Step
+shocks are taken as independent across steps; a shock that persists (AR(1),
+a random walk) moves all steps of an order together, which one order cannot
+reveal, and ``docs/inference.md`` gives the coverage measured under it.
 
 Prediction intervals for a new run, on the scale where the quantity lives
 (log of the target; for a ``forget_ce`` law with a known base entropy ``H``,
-log of ``forget_ce - H``, so KL is never negative). Each run is left out in
-turn and the law refitted on the others; its log errors give the run-level
-variance ``τ²`` (mean squared run-mean error) and the within-run variance
-``σ²_w``; the step-shock variance ``σ²_step`` comes from the full fit's
-residuals by cell (0 when no two runs share a cell). At ``x`` the half-width
-is ``t_{0.975, G-1}·sqrt(τ² + σ²_w + σ²_step + growth(x) + extra(x))``:
-``growth`` is how much the fitted mean's variance at ``x`` exceeds its
-average over the data (it grows beyond the studied P and N), and ``extra`` the
-misfit outside the data, ``(κ_k·d_k)²`` summed over the held-out inputs ``k``:
-``d_k`` is how far ``x`` lies beyond the studied range in ``log k`` and ``κ_k``
-the held-out split's RMS log error per unit of log distance it extrapolated.
-The interval is a normal random-effects interval: its 95% rests on that model.
+log of ``forget_ce - H``, so KL is never negative). A new run's log error is
+its run effect, a step shock of its own data order, point noise, the fitted
+mean's error and the law's misfit beyond the data. The three variance
+components are estimated by REML on the linearised fit (``variance.py``),
+the run variance log-linear in P when the runs allow it (``run_variance``
+says which), so that a new run at a large P gets the spread runs show there.
+Half-width at ``x``: ``t_{0.975, df}·sqrt(τ²(P) + σ²_step + σ²_w + g V gᵀ +
+misfit(x))``, ``V`` the fitted mean's covariance under those components,
+``misfit`` ``(κ_k·d_k)²`` summed over the held-out splits ``k`` (``d_k``: how
+far ``x`` lies beyond the studied range in ``log k``; ``κ_k``: the split's log
+error beyond its noise, per unit of log distance), ``df`` Satterthwaite's. The
+interval is a normal random-effects interval: its 95% rests on that model.
 Without it, ``G`` runs can vouch for a level of ``G/(G+1)`` at most
-(``supported_level``); a leave-one-run-out check of the interval is reported
-as ``coverage``.
+(``supported_level``). ``coverage`` is an out-of-sample check: each end P
+level is left out in turn, the law refitted and recalibrated without it, and
+its points counted inside the rebuilt interval, an extrapolation like the
+one a user makes.
 """
 
 from __future__ import annotations
@@ -51,15 +55,16 @@ from scipy import stats
 
 from forgetscale.laws.forms import FitError, LawForm
 from forgetscale.laws.optimize import BOOT_MAXITER, Best, fit_point
+from forgetscale.laws.variance import MIN_LEVELS, MIN_SLOPE_DF, Components, bm_df, jackknife_cov, reml
 
 Array = np.ndarray
 LEVEL = 0.95
 MIN_RUNS = 3  # fewer runs than this and no run-level variance can be estimated
-MAX_REFITS = 12  # more runs than this: leave-one-run-out errors from the linearised fit (fast, near exact)
-PARAM_METHOD = ("t interval on a two-way (run, data-order step) cluster-robust jackknife variance of the "
-                "linearised fit, Satterthwaite df")
-PI_METHOD = ("95% prediction interval for a new run: t_{G-1} x sqrt(run + within-run + step-shock variance "
-             "+ growth of the mean's variance + misfit per unit log distance beyond the data)")
+PARAM_METHOD = ("t interval on a two-way (run, data-order step) cluster-robust (CR2) variance of the "
+                "linearised fit, Satterthwaite df over Bell-McCaffrey df per part")
+PI_METHOD = ("95% prediction interval for a new run: t_df x sqrt(run variance at the run's own P + step-shock + "
+             "point variance (REML) + the fitted mean's variance + misfit per unit log distance beyond the data), "
+             "df Satterthwaite's")
 
 
 @dataclass(frozen=True)
@@ -80,12 +85,14 @@ class Design:
         return len(np.unique(self.cell)) < self.cell.size
 
     def conditional_on(self) -> str:
+        common = ("the study's one forgetting corpus and its one set of held-out fine-tuning examples (a "
+                  "new corpus or held-out set would move every run alike)")
         if not self.shared:
-            return "the studied runs, each with its own data order"
-        if self.n_orders == 1:
-            return ("this batch order: all runs share one data order, whose step shocks are treated as "
-                    "independent across steps")
-        return f"{self.n_orders} data orders, step shocks independent across steps"
+            return f"{common}; the studied runs, each with its own data order"
+        orders = ("one data order shared by every run" if self.n_orders == 1
+                  else f"{self.n_orders} data orders (drawn from the same training examples)")
+        return (f"{common}; {orders}, whose step shocks are taken as independent across steps (a batch "
+                "effect that persists over steps is not seen by one order)")
 
 
 def design(runs: Any, cells: Any | None = None, n_orders: int | None = None) -> Design:
@@ -146,41 +153,6 @@ def log_gradient(form: LawForm, theta: Array, free: list[int], x: Array, offset:
 
 # ---------------------------------------------------------------------------- parameter covariance
 
-def jackknife_cov(jac: Array, r: Array, omega: Array, labels: Array) -> Array:
-    """Leave-one-cluster-out (CR3) covariance of a weighted least-squares fit, from one linearisation.
-
-    Args:
-        jac: ``(m, k)`` derivatives of the fitted values; r: ``(m,)`` residuals (observed - fitted);
-        omega: ``(m,)`` weights; labels: ``(m,)`` cluster of each row.
-
-    Returns:
-        ``(G-1)/G · Σ_g Δ_g Δ_gᵀ``, ``Δ_g`` the exact change of a linear fit when cluster ``g`` is dropped.
-
-    Example:
-        >>> x = np.array([[1., 0.], [1., 1.], [1., 2.], [1., 3.]]); y = np.array([0.1, 0.9, 2.1, 2.9])
-        >>> beta = np.linalg.lstsq(x, y, rcond=None)[0]
-        >>> v = jackknife_cov(x, y - x @ beta, np.ones(4), np.arange(4))
-        >>> bool(v[1, 1] > 0)
-        True
-    """
-    bread = np.linalg.pinv((jac * omega[:, None]).T @ jac)
-    groups = np.unique(labels)
-    meat = np.zeros((jac.shape[1], jac.shape[1]))
-    for g in groups:
-        m = labels == g
-        jg, wg = jac[m], omega[m]
-        hgg = jg @ bread @ (jg * wg[:, None]).T
-        with np.errstate(all="ignore"):
-            try:
-                adj = np.linalg.solve(np.eye(m.sum()) - hgg, r[m])
-            except np.linalg.LinAlgError:
-                adj = np.linalg.lstsq(np.eye(m.sum()) - hgg, r[m], rcond=None)[0]
-        d = bread @ (jg * wg[:, None]).T @ adj
-        meat += np.outer(d, d)
-    n = len(groups)
-    return meat * (n - 1) / max(n, 1)
-
-
 def param_covariance(
     form: LawForm, best: Best, x: Array, y: Array, dz: Design, delta: float,
 ) -> dict[str, Any]:
@@ -222,15 +194,19 @@ def param_covariance(
         lam, vec = np.linalg.eigh(jackknife_cov(jac, res, omega, rows_cell) - v_point)
         excess = (vec * np.maximum(lam, 0)) @ vec.T
     cov = v_run + excess
-    # Satterthwaite: run part on G_run - 2 df (a level and a slope are estimated across runs); step
-    # part on G_cell - 3: a jackknife over 6 log-spaced steps, dominated by the end steps' leverage,
-    # varies more than its nominal df say (tests/sim, one data order: N exponent coverage 77% with
-    # G - 1, 87% with G - 2, measured over 150 studies)
+    # Satterthwaite over the two parts, each part's df Bell and McCaffrey's (2002): the df of a cluster
+    # jackknife variance under the component it is there to catch (run effects for the run part, step
+    # shocks shared by a cell for the cell part), computed from the design's leverage, which lets a few
+    # end steps or end ranks dominate
     a, b = np.diag(v_run), np.maximum(np.diag(excess), 0)
-    g_run, g_cell = max(dz.n_runs - 2, 1), max(out["n_cells"] - 3, 1)
+    same_run = (rows_run[:, None] == rows_run[None, :]).astype(float)
+    same_cell = (rows_cell[:, None] == rows_cell[None, :]).astype(float)
+    nu_run = bm_df(jac, rows_run, same_run)
+    nu_cell = bm_df(jac, rows_cell, same_cell) if dz.shared else np.full(len(free), np.inf)
     with np.errstate(all="ignore"):
-        df = (a + b) ** 2 / (a**2 / g_run + b**2 / g_cell)
-    out["cov"], out["df"] = cov, np.where(np.isfinite(df) & (df > 0), np.minimum(df, 1e6), g_run)
+        df = (a + b) ** 2 / (a**2 / nu_run + b**2 / nu_cell)
+    out["cov"], out["df"] = cov, np.where(np.isfinite(df) & (df > 0), np.clip(df, 1.0, 1e6), nu_run)
+    out["df_parts"] = {"run": nu_run.tolist(), "cell": nu_cell.tolist()}
     return out
 
 
@@ -302,117 +278,216 @@ def _pi_scale(pred: Array, offset: Array) -> Array:
         return np.log(pred - offset[:, None])
 
 
+def level_input(x: Array, dz: Design, inputs: tuple[str, ...] | None = None) -> int | None:
+    """The input that is a run's level (constant within each run, varying across runs): P for ``(P, N)``
+    laws; None when there is none (a law on ``ft_loss``), and run variance is then equal across runs."""
+    order = list(range(x.shape[0]))
+    if inputs is not None and "P" in inputs:
+        order.sort(key=lambda j: inputs[j] != "P")
+    for j in order:
+        v = x[j]
+        if not np.all(v > 0):
+            continue
+        if all(np.ptp(v[dz.run == g]) == 0 for g in np.unique(dz.run)) and np.ptp(v) > 0:
+            return j
+    return None
+
+
+def _fit_components(form: LawForm, best: Best, x: Array, y: Array, dz: Design, offset: Array,
+                    lvl: int | None) -> tuple[list[Components | None], Array, list[int]]:
+    """Per target, the REML variance components of the log residuals (``variance.py``); and the covariance
+    of the free parameters that those components imply for the least-squares fit, ``B Jᵀ Σ J B``."""
+    free = free_params(form, best)
+    jac = log_gradient(form, best.theta, free, x, offset)  # (n_out, n, k)
+    resid = _pi_scale(y, offset) - _pi_scale(form.predict(best.theta, x), offset)
+    comps: list[Components | None] = []
+    k = len(free)
+    bread, meat = np.zeros((k, k)), np.zeros((k, k))
+    cell = dz.cell if dz.shared else None
+    level = x[lvl] if lvl is not None else None
+    for i in range(y.shape[0]):
+        if not (np.all(np.isfinite(jac[i])) and np.all(np.isfinite(resid[i]))):
+            comps.append(None)
+            continue
+        c = reml(jac[i], resid[i], dz.run, cell, level)
+        comps.append(c)
+        if k:
+            sig = _sigma(c, dz, level)
+            bread += jac[i].T @ jac[i]
+            meat += jac[i].T @ sig @ jac[i]
+    b = np.linalg.pinv(bread) if k else bread
+    return comps, b @ meat @ b, free
+
+
+def _sigma(c: Components, dz: Design, level: Array | None) -> Array:
+    """The points' covariance under the components: run blocks, shared cells, point noise."""
+    n = dz.run.size
+    same_run = dz.run[:, None] == dz.run[None, :]
+    tau = c.tau2(level if level is not None else np.ones(n))
+    s = np.where(same_run, np.sqrt(np.outer(tau, tau)), 0.0) + math.exp(c.get("log_within2")) * np.eye(n)
+    if dz.shared:
+        s += math.exp(c.get("log_step2")) * (dz.cell[:, None] == dz.cell[None, :])
+    return s
+
+
+def _components_dict(c: Components, by: str | None) -> dict[str, Any]:
+    if by is None:
+        model = "equal for every run: no input is constant within runs and varies across them"
+    elif c.slope_fitted:
+        model = (f"log run variance linear in log {by}, estimated by REML (slope {c.get('gamma1'):.3g}; "
+                 f"equal variance rejected at p = {c.slope_p:.3g})" if c.slope_p is not None and c.slope_p < 0.05
+                 else f"log run variance linear in log {by}, estimated by REML (slope {c.get('gamma1'):.3g}; "
+                      f"test of equal variance p = {c.slope_p:.3g}: used either way)")
+    else:
+        model = (f"assumed equal at every {by}: {c.df_run} run-level df, too few to estimate how it changes "
+                 f"with {by} (needs {MIN_SLOPE_DF} and {MIN_LEVELS} levels)")
+    return {"model": model, "by": by, "slope_fitted": c.slope_fitted, "slope_p": c.slope_p, "df_run": c.df_run,
+            "names": list(c.names), "phi": c.phi.tolist(), "cov": c.cov.tolist(), "center": c.center}
+
+
+def components_from(d: Mapping[str, Any]) -> Components:
+    """Rebuild :class:`Components` from :func:`calibrate`'s ``run_variance`` entry."""
+    return Components(np.asarray(d["phi"], float), np.asarray(d["cov"], float), tuple(d["names"]),
+                      float(d["center"]), bool(d["slope_fitted"]), d.get("slope_p"), int(d["df_run"]), math.nan)
+
+
 def calibrate(
     form: LawForm, x: Array, y: Array, dz: Design, best: Best, delta: float, targets: tuple[str, ...],
-    offset: Array, mean_var: Array,
+    offset: Array, mean_var: Array | None = None, inputs: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Run-level variance components of a new run's prediction error (see the module docstring).
+    """Variance components of a new run's prediction error, and an out-of-sample check of the interval.
 
     Args:
         x, y: the fitted data; dz: its design; best: the full fit.
         offset: ``(n_out,)`` subtracted before the log (the base entropy for ``forget_ce``; else 0).
-        mean_var: ``(n_out, n)`` variance of the fitted mean at the data (its average is what
-            ``τ²`` already carries; only growth beyond it is added at new points).
+        mean_var: unused (kept for callers of the earlier signature).
+        inputs: the inputs' names (to find P, the level a run's variance may depend on).
 
     Returns:
-        Per target: ``tau2``, ``within2``, ``step2``, ``mean_var_in``, ``df``, ``t``, ``coverage``
-        (leave-one-run-out check), ``supported_level`` (``G/(G+1)``), ``units``, ``offset``, ``scale``;
-        and ``n_runs``, ``n_not_converged``, ``note``.
+        Per target: ``tau2`` (run variance averaged over the studied runs), ``within2``, ``step2``,
+        ``run_variance`` (the model, its parameters and their covariance), ``coverage`` (the end-level
+        check), ``supported_level`` (``G/(G+1)``), ``offset``, ``scale``; ``mean_cov`` and ``free`` (the
+        fitted mean's covariance implied by the components); ``coverage_check`` (how the check was made);
+        ``n_runs``, ``n_not_converged``, ``note``.
     """
+    del mean_var
     names = dict.fromkeys(targets)
     out: dict[str, Any] = {"method": PI_METHOD, "level": LEVEL, "units": dz.n_runs, "n_orders": dz.n_orders,
                            "conditional_on": dz.conditional_on(), "n_not_converged": 0, "note": None,
                            "offset": {t: float(offset[i]) for i, t in enumerate(targets)},
                            "scale": {t: "log(y - offset)" if offset[i] else "log(y)" for i, t in enumerate(targets)},
-                           **{k: dict(names) for k in ("tau2", "within2", "step2", "mean_var_in", "df", "t",
+                           "coverage_check": None, "mean_cov": None, "free": None,
+                           **{k: dict(names) for k in ("tau2", "within2", "step2", "run_variance", "t", "df",
                                                         "coverage", "supported_level")}}  # fmt: skip
     if dz.n_runs < MIN_RUNS:
         out["note"] = f"{dz.n_runs} runs (< {MIN_RUNS}): no run-level variance, no prediction interval"
         return out
-    resid = _pi_scale(y, offset) - _pi_scale(form.predict(best.theta, x), offset)
-    if dz.n_runs > MAX_REFITS:
-        errs = _linear_loo(form, best, x, y, dz, offset, resid)
-        out["note"] = f"{dz.n_runs} runs: leave-one-run-out errors from the linearised fit, not refits"
-    else:
-        errs = np.full(y.shape, np.nan)
-        for g in np.unique(dz.run):
-            test = dz.run == g
-            try:
-                form.check(x[:, ~test], y[:, ~test])
-                b = fit_point(form, x[:, ~test], y[:, ~test], delta, "varpro", 1, warm=best, maxiter=BOOT_MAXITER)
-            except FitError:
-                continue
-            out["n_not_converged"] += not b.converged
-            errs[:, test] = _pi_scale(y[:, test], offset) - _pi_scale(form.predict(b.theta, x[:, test]), offset)
+    lvl = level_input(x, dz, inputs)
+    by = None if lvl is None else (inputs[lvl] if inputs is not None else f"x{lvl}")
+    comps, cov, free = _fit_components(form, best, x, y, dz, offset, lvl)
+    out["mean_cov"], out["free"] = cov.tolist(), free
+    level = x[lvl] if lvl is not None else np.ones(x.shape[1])
     for i, t in enumerate(targets):
-        e = errs[i]
-        runs = [g for g in np.unique(dz.run) if np.all(np.isfinite(e[dz.run == g]))]
-        if len(runs) < MIN_RUNS or not np.all(np.isfinite(resid[i])):
-            out["note"] = (f"{t}: {len(runs)} runs with finite leave-one-run-out errors on the "
-                           f"{out['scale'][t]} scale: no prediction interval")
+        c = comps[i]
+        if c is None:
+            out["note"] = f"{t}: residuals not finite on the {out['scale'][t]} scale: no prediction interval"
             continue
-        means = np.array([e[dz.run == g].mean() for g in runs])
-        dev = np.concatenate([e[dz.run == g] - e[dz.run == g].mean() for g in runs])
-        dof = sum(int(np.sum(dz.run == g)) - 1 for g in runs)
-        within2 = float(np.sum(dev**2) / dof) if dof > 0 else 0.0
-        tau2 = float(np.mean(means**2))
-        step2 = _step_variance(resid[i], dz, within2)
-        df = len(runs) - 1
-        tq = float(stats.t.ppf(0.5 + LEVEL / 2, df))
-        out["tau2"][t], out["within2"][t], out["step2"][t] = tau2, within2, step2
-        out["mean_var_in"][t] = float(np.mean(mean_var[i])) if np.all(np.isfinite(mean_var[i])) else 0.0
-        out["df"][t], out["t"][t] = df, tq
-        out["supported_level"][t] = len(runs) / (len(runs) + 1)
-        # the check: each run against the interval built from the others' run-level errors
-        covered = []
-        for k, g in enumerate(runs):
-            rest = np.delete(means, k)
-            tk = float(stats.t.ppf(0.5 + LEVEL / 2, max(len(rest) - 1, 1)))
-            half = tk * math.sqrt(np.mean(rest**2) + within2 + step2)
-            covered.extend(np.abs(e[dz.run == g]) <= half)
-        out["coverage"][t] = float(np.mean(covered))
+        run_levels = np.array([level[dz.run == g][0] for g in np.unique(dz.run)])
+        out["tau2"][t] = float(np.mean(c.tau2(run_levels)))
+        out["within2"][t] = math.exp(c.get("log_within2"))
+        out["step2"][t] = math.exp(c.get("log_step2"))
+        out["run_variance"][t] = _components_dict(c, by)
+        out["df"][t] = float(np.min(c.df(run_levels)))
+        out["t"][t] = float(stats.t.ppf(0.5 + LEVEL / 2, out["df"][t]))
+        out["supported_level"][t] = dz.n_runs / (dz.n_runs + 1)
+    check = _end_level_check(form, best, x, y, dz, delta, offset, lvl, targets)
+    out["n_not_converged"] += check.pop("n_not_converged")
+    out["coverage_check"] = check.pop("how")
+    for t, v in check.items():
+        if out["t"][t] is not None:
+            out["coverage"][t] = v
     return out
 
 
-def _linear_loo(form: LawForm, best: Best, x: Array, y: Array, dz: Design, offset: Array, resid: Array) -> Array:
-    """Leave-one-run-out errors of the linearised fit, ``(I - H_gg)^-1 r_g``: exact for a linear law."""
-    free = free_params(form, best)
-    g = log_gradient(form, best.theta, free, x, offset).reshape(-1, len(free))
-    r = resid.reshape(-1)
-    runs = np.tile(dz.run, y.shape[0])
-    errs = np.full(r.shape, np.nan)
-    if free and np.all(np.isfinite(g)) and np.all(np.isfinite(r)):
-        bread = np.linalg.pinv(g.T @ g)
-        for k in np.unique(runs):
-            m = runs == k
-            errs[m] = np.linalg.lstsq(np.eye(m.sum()) - g[m] @ bread @ g[m].T, r[m], rcond=None)[0]
-    return errs.reshape(y.shape)
+def _end_level_check(form: LawForm, best: Best, x: Array, y: Array, dz: Design, delta: float, offset: Array,
+                     lvl: int | None, targets: tuple[str, ...]) -> dict[str, Any]:
+    """Leave each end level (smallest and largest P) out in turn, refit and recalibrate on the rest, and
+    count the held-out runs' points inside the resulting intervals: the interval's own procedure,
+    extrapolating as far as the study's next level, so it fails where extrapolation fails."""
+    res: dict[str, Any] = {"n_not_converged": 0, **{t: None for t in targets}}
+    if lvl is None:
+        res["how"] = "none: no level input to extrapolate in"
+        return res
+    values = np.unique(x[lvl])
+    hits: dict[str, list[bool]] = {t: [] for t in targets}
+    used = []
+    for v in (values[0], values[-1]):
+        test = x[lvl] == v
+        sub = Design(dz.run[~test], dz.cell[~test], dz.n_orders)
+        if sub.n_runs < MIN_RUNS or len(np.unique(x[lvl][~test])) < 2:
+            continue
+        try:
+            form.check(x[:, ~test], y[:, ~test])
+            b = fit_point(form, x[:, ~test], y[:, ~test], delta, "varpro", 1, warm=best, maxiter=BOOT_MAXITER)
+        except FitError:
+            continue
+        res["n_not_converged"] += not b.converged
+        comps, cov, free = _fit_components(form, b, x[:, ~test], y[:, ~test], sub, offset, lvl)
+        mvar = _mean_var(form, b.theta, free, cov, x[:, test], offset)
+        used.append(float(v))
+        for i, t in enumerate(targets):
+            c = comps[i]
+            if c is None:
+                continue
+            lev = x[lvl][test]
+            var = c.total(lev, mvar[i])
+            tq = stats.t.ppf(0.5 + LEVEL / 2, float(np.min(c.df(lev, mvar[i]))))
+            with np.errstate(all="ignore"):
+                e = _pi_scale(y[:, test], offset)[i] - _pi_scale(form.predict(b.theta, x[:, test]), offset)[i]
+            hits[t].extend(np.abs(e) <= tq * np.sqrt(var))
+    res["how"] = (f"each end level ({', '.join(f'{u:.4g}' for u in used)}) left out in turn: its runs' points "
+                  "against the interval refitted and recalibrated without them (an extrapolation to the "
+                  "next studied level, without the misfit term)") if used else "none: too few levels or runs"
+    for t in targets:
+        res[t] = float(np.mean(hits[t])) if hits[t] else None
+    return res
 
 
-def _step_variance(resid: Array, dz: Design, within2: float) -> float:
-    """Variance of the step shock shared within a cell, from residuals net of run means (0 if unshared)."""
-    if not dz.shared:
-        return 0.0
-    d = resid.copy()
-    for g in np.unique(dz.run):
-        d[dz.run == g] -= d[dz.run == g].mean()
-    cells = [c for c in np.unique(dz.cell) if np.sum(dz.cell == c) > 1]
-    if len(cells) < 2:
-        return 0.0
-    means = np.array([d[dz.cell == c].mean() for c in cells])
-    sizes = np.array([np.sum(dz.cell == c) for c in cells])
-    return float(max(np.mean(means**2) - within2 * np.mean(1.0 / sizes), 0.0))
+def _mean_var(form: LawForm, theta: Array, free: list[int], cov: Array, x: Array, offset: Array) -> Array:
+    if not free:
+        return np.zeros((len(form.outputs), x.shape[1]))
+    g = log_gradient(form, theta, free, x, offset)
+    with np.errstate(all="ignore"):
+        v = np.einsum("onk,kl,onl->on", g, cov, g)
+    return np.where(np.isfinite(v), v, np.inf)
 
 
-def extrapolation_kappa(heldout: Mapping[str, Any], inputs: tuple[str, ...], target: str) -> dict[str, float]:
-    """``κ_k``: a held-out split's RMS log error per unit of log distance extrapolated, per input ``k``."""
+def extrapolation_kappa(heldout: Mapping[str, Any], inputs: tuple[str, ...], target: str) -> dict[str, Any]:
+    """Per input ``k``, the held-out split's RMS log error and the log distance it extrapolated."""
     out = {}
     for k in inputs:
         h = heldout.get(k) or {}
         e, d = (h.get("rmse_log") or {}).get(target), h.get("distance")
         if e is not None and d:
-            out[k] = float(e) / float(d)
+            out[k] = {"rmse_log": float(e), "distance": float(d)}
     return out
+
+
+def misfit_slope(split: Any, noise2: float) -> float:
+    """``κ``: a split's log error beyond the noise of the points it held out, per unit of log distance.
+
+    A correct law's held-out error is noise, not misfit, so only the excess of its mean square over
+    ``noise2`` (the variance of a held-out point's log error, the refit's own error left in: the excess
+    is an upper estimate) is extrapolated. A bare number is an older store's raw ``κ``.
+
+    Example:
+        >>> misfit_slope({"rmse_log": 0.5, "distance": 2.0}, 0.09), misfit_slope(0.3, 1.0)
+        (0.2, 0.3)
+    """
+    if not isinstance(split, Mapping):
+        return float(split)
+    e2, d = split["rmse_log"] ** 2, split["distance"]
+    return round(math.sqrt(max(e2 - noise2, 0.0)) / d, 12) if d > 0 else 0.0
 
 
 def distance(x: Array, inputs: tuple[str, ...], domain: Mapping[str, tuple[float, float]]) -> Array:
@@ -436,21 +511,37 @@ def prediction_band(
 ) -> tuple[Array, Array, Array]:
     """Point prediction and the prediction interval for a new run at ``x``: ``(mean, lo, hi)``.
 
-    NaN bounds where there is no calibration, or where the law predicts no room above its offset.
+    The half-width is ``t_df · sqrt(τ²(P) + σ²_step + σ²_w + g V gᵀ + misfit)``: the run variance at
+    the new run's own P (``variance.py``), the fitted mean's variance ``V`` implied by the same
+    components, and the misfit beyond the data; ``df`` is Satterthwaite's at ``x``. NaN bounds where
+    there is no calibration, or where the law predicts no room above its offset.
     """
     mean = form.predict(theta, x)
     lo, hi = np.full_like(mean, np.nan), np.full_like(mean, np.nan)
     off = np.array([(calibration.get("offset") or {}).get(t) or 0.0 for t in targets])
-    mvar = mean_variance(form, theta, pc, x, off)
+    if calibration.get("mean_cov") is not None:
+        free = list(calibration.get("free") or [])
+        mvar = _mean_var(form, theta, free, np.asarray(calibration["mean_cov"], float).reshape(len(free), len(free)),
+                         x, off)
+    else:
+        mvar = mean_variance(form, theta, pc, x, off)
     dist = distance(x, inputs, domain)
     for i, t in enumerate(targets):
-        tq = (calibration.get("t") or {}).get(t)
-        if tq is None:
+        rv = (calibration.get("run_variance") or {}).get(t)
+        if rv is None:
             continue
-        kappa = (calibration.get("kappa") or {}).get(t) or {}
-        extra = sum((kappa.get(k, 0.0) * dist[j]) ** 2 for j, k in enumerate(inputs))
-        growth = np.maximum(mvar[i] - calibration["mean_var_in"][t], 0.0)
-        var = calibration["tau2"][t] + calibration["within2"][t] + calibration["step2"][t] + growth + extra
+        comp = components_from(rv)
+        by = rv.get("by")
+        lev = x[inputs.index(by)] if by in inputs else np.ones(x.shape[1])
+        splits = (calibration.get("kappa") or {}).get(t) or {}
+        w2, s2 = math.exp(comp.get("log_within2")), math.exp(comp.get("log_step2"))
+        # a split on the level input holds out whole runs at its top (their run effect is noise); a
+        # split on another input holds out every run's last points (their step shocks are noise)
+        noise = {k: float(comp.tau2(domain.get(k, (1.0, 1.0))[1])) + w2 if k == by else w2 + s2 for k in inputs}
+        extra = mvar[i] + sum((misfit_slope(splits[k], noise[k]) * dist[j]) ** 2
+                              for j, k in enumerate(inputs) if k in splits)
+        var = comp.total(lev, extra)
+        tq = stats.t.ppf(0.5 + LEVEL / 2, comp.df(lev, extra))
         half = tq * np.sqrt(var)
         with np.errstate(all="ignore"):
             base = mean[i] - off[i]

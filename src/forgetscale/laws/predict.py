@@ -69,6 +69,8 @@ def _entry(fits: Mapping[str, FitResult], label: str, target: str, p: np.ndarray
         "coverage": (cal.get("coverage") or {}).get(target),
         "supported_level": (cal.get("supported_level") or {}).get(target),
         "units": cal.get("units", fit.n_groups), "conditional_on": cal.get("conditional_on"),
+        "coverage_check": cal.get("coverage_check"),
+        "run_variance": ((cal.get("run_variance") or {}).get(target) or {}).get("model"),
         "extrapolated": np.sqrt((d**2).sum(0)) > 0, "distance": np.sqrt((d**2).sum(0)),
         "widened_for": [],
     }
@@ -143,8 +145,10 @@ def predict(
 
     Returns:
         ``{"P", "N", "ft_loss", "forget_ce", "forget_kl", "line_gap"}``. Each quantity has value, lo,
-        hi, ``interval`` (what it is), ``level``, ``coverage`` (leave-one-run-out check),
-        ``supported_level`` (``G/(G+1)``), ``units`` (runs), ``conditional_on``, the law, its
+        hi, ``interval`` (what it is), ``level``, ``coverage`` (the share of an end rank's points inside
+        the interval rebuilt without that rank; ``coverage_check`` says how), ``supported_level``
+        (``G/(G+1)``), ``units`` (runs), ``conditional_on`` (the shared corpus, held-out examples and
+        data orders), ``run_variance`` (how run-to-run variance at the new P was had), the law, its
         ``state``/``reliable``/``reliability``, held-out error, ``noise_floor`` and ``limit``,
         ``extrapolated`` and ``distance`` (log units beyond the data), ``widened_for`` and
         ``law_choice``; or, with no reliable law, ``value: None`` and a ``reason``. ``line_gap``:
@@ -296,8 +300,9 @@ def plan(
         js = np.flatnonzero(ok[i])
         tradeoff.append(at(i, int(js.max())) if js.size else
                         {"rank": _int(R[i, 0]), "P": float(R[i, 0] * P_per_rank), "steps": None})
-    about = {t: {k: pred[t].get(k) for k in ("interval", "level", "coverage", "supported_level", "units",
-                                             "conditional_on", "state", "reliability", "law_choice")}
+    about = {t: {k: pred[t].get(k) for k in ("interval", "level", "coverage", "coverage_check", "supported_level",
+                                             "units", "conditional_on", "run_variance", "state", "reliability",
+                                             "law_choice")}
              for t in ("ft_loss", metric)}  # fmt: skip
     return {**at(bi, bj), "bound": bound, "metric": metric, "max_forgetting": float(max_forgetting),
             "laws": {t: lab for t, lab in chosen.items()}, "extrapolate": extrapolate, "intervals": about,

@@ -1,0 +1,242 @@
+"""Variance components of a new run's log error, by REML on the linearised fit.
+
+A point's log error is ``u_run + v_cell + e``: a run effect, a step shock shared by the runs of one
+data order at one step (only when runs share orders) and point noise. The run effect's variance may
+change with the run's level ``L`` (its P: the default study's largest rank is its least stable): it
+is modelled as ``log τ²(L) = γ0 + γ1 (log L - mean log L)``.
+
+Estimation. Restricted maximum likelihood (Patterson and Thompson 1971) on the residuals of the
+linearised fit: the residuals are projected on the complement of the fitted law's columns, so that
+what the law absorbs (a level and a slope across runs) is not read as variance. With ``G`` runs and
+``k_run`` law directions that vary across runs, the runs leave ``G - k_run`` degrees of freedom for
+their variance. The slope ``γ1`` is estimated when they are at least :data:`MIN_SLOPE_DF` (two per
+run-variance parameter) and the runs sit at 3 or more levels; otherwise run variance is taken as
+equal across levels, and the output says that it is an assumption. Whether the slope is needed is a
+likelihood-ratio test (χ² with 1 df), reported either way; the slope is used whenever it can be
+estimated, since choosing it only when a 4-to-8-run test detects it would leave a growing variance
+unmodelled in most studies.
+
+Uncertainty. The variance of a prediction, ``V(x)``, is a function of the log-variance parameters.
+Its degrees of freedom are Satterthwaite's, ``2 V² / Var(V̂)``, with ``Var(V̂)`` from the inverse of
+the REML information (the observed Hessian) by the delta method: a derived rule, not a margin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+Array = np.ndarray
+MIN_SLOPE_DF = 4
+MIN_LEVELS = 3
+_FLOOR = -25.0  # log-variance floor: a component at e^-25 is absent
+
+
+@dataclass(frozen=True)
+class Components:
+    """REML estimates. ``phi``: log σ²_w, [log σ²_step], γ0, [γ1]; ``cov``: their covariance."""
+
+    phi: Array
+    cov: Array
+    names: tuple[str, ...]
+    center: float
+    slope_fitted: bool
+    slope_p: float | None
+    df_run: int
+    nll: float
+
+    def get(self, name: str, phi: Array | None = None) -> float:
+        p = self.phi if phi is None else phi
+        return float(p[self.names.index(name)]) if name in self.names else (_FLOOR if name != "gamma1" else 0.0)
+
+    def tau2(self, level: Array | float, phi: Array | None = None) -> Array:
+        """Run-effect variance at ``level`` (NaN or non-positive levels: the centre)."""
+        ell = np.log(np.asarray(level, float)) - self.center
+        ell = np.where(np.isfinite(ell), ell, 0.0)
+        return np.exp(self.get("gamma0", phi) + self.get("gamma1", phi) * ell)
+
+    def total(self, level: Array | float, extra: Array | float = 0.0, phi: Array | None = None) -> Array:
+        """A new run's log-error variance at ``level``: run + step shock + point noise + ``extra``."""
+        return (self.tau2(level, phi) + math.exp(self.get("log_step2", phi)) + math.exp(self.get("log_within2", phi))
+                + extra)  # fmt: skip
+
+    def df(self, level: Array | float, extra: Array | float = 0.0) -> Array:
+        """Satterthwaite df of :meth:`total`: ``2 V² / (∇Vᵀ C ∇V)`` (``extra`` held fixed)."""
+        level = np.atleast_1d(np.asarray(level, float))
+        extra = np.broadcast_to(np.asarray(extra, float), level.shape)
+        v0 = self.total(level, extra)
+        grad = np.empty((self.phi.size, level.size))
+        with np.errstate(all="ignore"):  # an infinite extra (no mean variance there): infinite interval
+            for j in range(self.phi.size):
+                h = 1e-4
+                up, dn = self.phi.copy(), self.phi.copy()
+                up[j] += h
+                dn[j] -= h
+                grad[j] = (self.total(level, extra, up) - self.total(level, extra, dn)) / (2 * h)
+            var = np.einsum("jn,jk,kn->n", grad, self.cov, grad)
+            out = 2 * v0**2 / var
+        return np.where(np.isfinite(out) & (out > 0), np.clip(out, 1.0, 1e6), 1e6)
+
+
+def null_basis(jac: Array, tol: float = 1e-9) -> Array:
+    """Orthonormal basis of the residual space: vectors orthogonal to every column of ``jac``."""
+    u, s, _ = np.linalg.svd(jac, full_matrices=True)
+    rank = int(np.sum(s > tol * max(s.max(initial=0.0), 1e-300)))
+    return u[:, rank:]
+
+
+def run_df(jac: Array, run: Array) -> int:
+    """Run-level residual df: runs minus the law directions that vary across runs."""
+    groups = np.unique(run)
+    means = np.array([jac[run == g].mean(0) for g in groups])
+    z = np.column_stack([np.ones(len(groups)), means])
+    return len(groups) - int(np.linalg.matrix_rank(z, tol=1e-8 * max(np.abs(z).max(), 1.0)))
+
+
+def reml(jac: Array, resid: Array, run: Array, cell: Array | None, level: Array | None) -> Components:
+    """REML variance components of ``resid`` (one target) with a run variance log-linear in ``level``.
+
+    Args:
+        jac: ``(n, k)`` gradient of the fitted log values; resid: ``(n,)`` log residuals.
+        run: run label per point; cell: cell label per point (None: no shared step shocks).
+        level: per point, its run's level (P); None or constant: no slope.
+    """
+    k_null = null_basis(jac)
+    r = k_null.T @ resid
+    groups, run_i = np.unique(run, return_inverse=True)
+    zt = k_null.T @ np.eye(len(groups))[run_i]  # (m, G)
+    ct = None
+    if cell is not None:
+        cells, cell_i = np.unique(cell, return_inverse=True)
+        if len(cells) < len(cell):
+            ct = k_null.T @ np.eye(len(cells))[cell_i]
+    lv = None if level is None else np.array([level[run_i == g][0] for g in range(len(groups))], float)
+    center = float(np.mean(np.log(lv))) if lv is not None and np.all(lv > 0) else 0.0
+    ell = np.log(lv) - center if lv is not None and np.all(lv > 0) else np.zeros(len(groups))
+    df_run = run_df(jac, run)
+    can_slope = bool(df_run >= MIN_SLOPE_DF and len(np.unique(np.round(ell, 9))) >= MIN_LEVELS)
+    names0 = ("log_within2", *(("log_step2",) if ct is not None else ()), "gamma0")
+    base = _fit(r, zt, ct, ell, names0)
+    if not can_slope:
+        return Components(base[0], base[1], names0, center, False, None, df_run, base[2])
+    names1 = (*names0, "gamma1")
+    full = _fit(r, zt, ct, ell, names1, start=np.append(base[0], 0.0))
+
+    p = float(stats.chi2.sf(max(2 * (base[2] - full[2]), 0.0), 1))
+    return Components(full[0], full[1], names1, center, True, p, df_run, full[2])
+
+
+def _fit(r: Array, zt: Array, ct: Array | None, ell: Array, names: tuple[str, ...],
+         start: Array | None = None) -> tuple[Array, Array, float]:
+    m = r.size
+    eye = np.eye(m)
+    cc = ct @ ct.T if ct is not None else None
+
+    def parts(phi: Array) -> list[Array]:
+        """``∂Σ/∂φ_j`` for each log-variance parameter: Σ is their sum (γ1's part excepted)."""
+        d = dict(zip(names, phi, strict=True))
+        tau = np.exp(d["gamma0"] + d.get("gamma1", 0.0) * ell)
+        out = {"log_within2": math.exp(d["log_within2"]) * eye, "gamma0": (zt * tau) @ zt.T}
+        if cc is not None:
+            out["log_step2"] = math.exp(d["log_step2"]) * cc
+        if "gamma1" in d:
+            out["gamma1"] = (zt * (tau * ell)) @ zt.T
+        return [out[n] for n in names]
+
+    def nll(phi: Array) -> float:
+        s = sum(p for n, p in zip(names, parts(phi), strict=True) if n != "gamma1")
+        try:
+            lc = np.linalg.cholesky(s)
+        except np.linalg.LinAlgError:
+            return 1e12
+        a = np.linalg.solve(lc, r)
+        return float(np.sum(np.log(np.diag(lc))) + 0.5 * a @ a)
+
+    v = max(float(r @ r) / max(m, 1), 1e-12)
+    x0 = start if start is not None else np.array([math.log(v / 3)] * (len(names)))
+    bounds = [(-6.0, 6.0) if n == "gamma1" else (_FLOOR, 5.0) for n in names]
+    res = optimize.minimize(nll, x0, method="L-BFGS-B", bounds=bounds)
+    phi = res.x
+    # the expected (Fisher) information of REML, ½ tr(S⁻¹ Σ_i S⁻¹ Σ_j): unlike the observed Hessian it
+    # does not swing with the residuals the estimates were read from
+    ps = parts(phi)
+    s_inv = np.linalg.pinv(sum(p for n, p in zip(names, ps, strict=True) if n != "gamma1"))
+    q = [s_inv @ p for p in ps]
+    info = np.array([[0.5 * float(np.sum(qi * qj.T)) for qj in q] for qi in q])
+    free = np.array([not (phi[i] <= lo + 1e-6 or phi[i] >= hi - 1e-6) for i, (lo, hi) in enumerate(bounds)])
+    cov = np.zeros((phi.size, phi.size))
+    if free.any():
+        lam, vec = np.linalg.eigh(info[np.ix_(free, free)])
+        cov[np.ix_(free, free)] = (vec / np.maximum(lam, 1e-9)) @ vec.T  # a flat direction: huge variance
+    return phi, cov, float(res.fun)
+
+
+def _inv_sqrt(m: Array) -> Array:
+    """``m^{-1/2}`` of a symmetric matrix, its (near-)zero eigenvalues left out."""
+    lam, vec = np.linalg.eigh((m + m.T) / 2)
+    keep = lam > 1e-10
+    return (vec[:, keep] / np.sqrt(lam[keep])) @ vec[:, keep].T
+
+
+def jackknife_cov(jac: Array, r: Array, omega: Array, labels: Array) -> Array:
+    """Cluster-robust (CR2) covariance of a weighted least-squares fit, from one linearisation.
+
+    Each cluster's residuals are scaled by ``(I - H_gg)^{-1/2}``, which undoes the shrinkage its own
+    leverage puts on them: the variance is unbiased when errors are independent (Bell and McCaffrey
+    2002), so that four runs are not read as forty points.
+
+    Args:
+        jac: ``(m, k)`` derivatives of the fitted values; r: ``(m,)`` residuals (observed - fitted);
+        omega: ``(m,)`` weights; labels: ``(m,)`` cluster of each row.
+
+    Returns:
+        ``Σ_g B J_gᵀ A_g r_g r_gᵀ A_g J_g B``, ``B`` the bread, ``A_g = (I - H_gg)^{-1/2}``.
+
+    Example:
+        >>> x = np.array([[1., 0.], [1., 1.], [1., 2.], [1., 3.]]); y = np.array([0.1, 0.9, 2.1, 2.9])
+        >>> beta = np.linalg.lstsq(x, y, rcond=None)[0]
+        >>> v = jackknife_cov(x, y - x @ beta, np.ones(4), np.arange(4))
+        >>> bool(v[1, 1] > 0)
+        True
+    """
+    bread = np.linalg.pinv((jac * omega[:, None]).T @ jac)
+    meat = np.zeros((jac.shape[1], jac.shape[1]))
+    for g in np.unique(labels):
+        m = labels == g
+        jg, wg = jac[m], omega[m]
+        sw = np.sqrt(wg)
+        hgg = (jg * sw[:, None]) @ bread @ (jg * sw[:, None]).T
+        adj = _inv_sqrt(np.eye(int(m.sum())) - hgg) @ (sw * r[m])
+        d = bread @ (jg * sw[:, None]).T @ adj
+        meat += np.outer(d, d)
+    return meat
+
+
+def bm_df(jac: Array, labels: Array, sigma: Array) -> Array:
+    """Bell-McCaffrey df of the CR2 variance of each coefficient (:func:`jackknife_cov`), under errors
+    of covariance ``sigma``: ``tr(WΣ)² / tr(WΣWΣ)``, ``W`` the quadratic form CR2 puts on the errors.
+
+    Example:
+        >>> x = np.column_stack([np.ones(6), np.arange(6.0)])
+        >>> bm_df(x, np.arange(6), np.eye(6)).round(2).tolist()
+        [1.89, 2.41]
+    """
+    n, k = jac.shape
+    bread = np.linalg.pinv(jac.T @ jac)
+    resid = np.eye(n) - jac @ bread @ jac.T
+    groups = np.unique(labels)
+    m = np.zeros((len(groups), k, n))
+    for i, g in enumerate(groups):
+        sel = labels == g
+        jg = jac[sel]
+        m[i] = bread @ jg.T @ _inv_sqrt(np.eye(int(sel.sum())) - jg @ bread @ jg.T) @ resid[sel]
+    out = np.empty(k)
+    for j in range(k):
+        mj = m[:, j, :]  # (G, n)
+        ws = (mj.T @ mj) @ sigma
+        t1, t2 = float(np.trace(ws)), float(np.sum(ws * ws.T))
+        out[j] = t1**2 / t2 if t2 > 0 else np.inf
+    return out
