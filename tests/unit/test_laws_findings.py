@@ -50,7 +50,8 @@ def test_f4_supported_when_forgetting_follows_the_line_and_not_when_rank_matters
     on = f4("d", _study(6, 0.0), min_step=4)
     assert on["verdict"] == "supported", on["evidence"]
     ev = on["evidence"]
-    assert "wild-cluster restricted bootstrap over runs" in ev["test"] and ev["units"] == "runs"
+    # one data order (no seed column): its runs share each step's shock, so the (order, step) cells are a second way
+    assert ev["units"] == "runs and the (data order, step) cells they share" and ev["units"] in ev["test"]
     assert -ev["margin"]["value"] < ev["effect_log_P"]["lo90"] <= ev["effect_log_P"]["hi90"] < ev["margin"]["value"]
     assert set(ev["curves"]) == {"spline3", "quadratic", "linear"}
     assert ev["ft_loss_error"]["source"].startswith("not recorded")  # no ft_loss_se column: bounded from the data
@@ -226,3 +227,41 @@ def test_every_finding_says_what_it_is_conditional_on_and_names_multiplicity():
         assert "Holm" in f["evidence"]["multiplicity"]
     alone = findings({}, {"d": {}}, shared=shared_training(256, 32, 4, 1))[0]["evidence"]["conditional_on"]
     assert "in common" not in alone and "1 data order" in alone
+
+
+def test_two_way_wild_test_standard_error_is_cameron_gelbach_miller():
+    """With cells, the studentising variance is CR1 by run + CR1 by cell - CR1 by point (computed here from the
+    formula, not from wild.py's code); a shock shared by the runs of a step makes it larger than by run alone."""
+    from forgetscale.laws.wild import wild_test
+
+    rng = np.random.default_rng(3)
+    runs, steps = np.repeat(np.arange(4), 6), np.tile(np.arange(6), 4)
+    x = steps + 0.3 * runs + 0.3 * rng.standard_normal(24)  # x moves with the step: the shocks bias its slope
+    X = np.column_stack([np.ones(24), x])
+    y = 1 + 0.3 * x + rng.standard_normal(6)[steps] + 0.3 * rng.standard_normal(24)
+    e = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
+    a = np.linalg.inv(X.T @ X)[1] @ X.T
+
+    def cr1(labels):
+        g = len(np.unique(labels))
+        return g / (g - 1) * 23 / 22 * sum(np.sum(a[labels == v] * e[labels == v]) ** 2 for v in np.unique(labels))
+
+    two_way = cr1(runs) + cr1(steps) - cr1(np.arange(24))
+    t2 = wild_test(X, y, runs, 1, rng, cell=steps)
+    t1 = wild_test(X, y, runs, 1, rng)
+    assert t2.se == pytest.approx(np.sqrt(two_way), rel=1e-9) and t1.se == pytest.approx(np.sqrt(cr1(runs)), rel=1e-9)
+    assert t2.se > t1.se and t2.estimate == t1.estimate
+    lo, hi = t2.interval(0.95)
+    assert lo is None or lo < t2.estimate < hi or hi is None
+
+
+def test_f4_clusters_on_data_orders_when_there_are_five():
+    """Ten runs in five data orders: the bootstrap's units are the orders; the same runs in two orders are runs
+    with the (order, step) cells."""
+    for n_runs, n_orders, units in ((10, 5, "data orders"), (10, 2, "runs and the (data order, step) cells they "
+                                                                     "share")):
+        c = _study(n_runs, 0.0)
+        c["seed"] = np.repeat(np.arange(n_runs) % n_orders, 6).astype(str)
+        ev = f4("d", c, min_step=4)["evidence"]
+        assert ev["units"] == units and ev["n_orders"] == n_orders and units in ev["effect_log_P"]["interval"]
+        assert ("persist" in ev["conditional_on"]) == (units != "data orders")

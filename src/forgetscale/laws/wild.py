@@ -50,6 +50,9 @@ class WildTest:
     weights: Array
     estimate: float
     se: float
+    cell: Array | None = None
+    """Second clustering (shocks shared across clusters, e.g. by runs of one data order at one step); None: one-way."""
+    cell_weights: Array | None = None
 
     def pvalue(self, b0: float) -> float:
         """Two-sided WCR p-value of ``coefficient j == b0`` (symmetric: ``|t*| >= |t|``)."""
@@ -59,8 +62,14 @@ class WildTest:
         br = np.linalg.lstsq(Xr, y0, rcond=None)[0]
         fitted = Xr @ br
         resid = y0 - fitted
-        ystar = fitted[:, None] + resid[:, None] * self.weights.T[self.cluster]  # (n, D)
-        t_star = _tstats(X, ystar, self.cluster, j)
+        if self.cell is None:
+            ystar = fitted[:, None] + resid[:, None] * self.weights.T[self.cluster]  # (n, D)
+        else:  # the cells' mean residual flipped by cell, the rest of each residual by cluster
+            shared = (np.bincount(self.cell, resid) / np.bincount(self.cell))[self.cell]
+            assert self.cell_weights is not None
+            ystar = (fitted[:, None] + shared[:, None] * self.cell_weights.T[self.cell]
+                     + (resid - shared)[:, None] * self.weights.T[self.cluster])  # fmt: skip
+        t_star = _tstats(X, ystar, self.cluster, j, self.cell)
         t_obs = (self.estimate - b0) / self.se
         # ties within rounding count as reaching |t|: the p-value is never below its exact value
         return float(np.mean(np.abs(t_star) >= abs(t_obs) * (1 - 1e-9)))
@@ -88,30 +97,51 @@ class WildTest:
         return bound(-1.0), bound(1.0)
 
 
-def _tstats(X: Array, Y: Array, cluster: Array, j: int) -> Array:
-    """Cluster-robust (CR1) t statistics of coefficient j for every column of ``Y`` at once."""
+def _tstats(X: Array, Y: Array, cluster: Array, j: int, cell: Array | None = None) -> Array:
+    """Cluster-robust (CR1) t statistics of coefficient j for every column of ``Y`` at once.
+
+    With ``cell``, two-way (Cameron, Gelbach & Miller 2011): the variance clustered by ``cluster`` plus
+    that clustered by ``cell`` less that of their intersection (here single points), or the larger of
+    the two one-way variances where that difference is not positive.
+    """
     xtx_inv = np.linalg.pinv(X.T @ X)
     a = (xtx_inv @ X.T)[j]  # coefficient j = a @ y
     beta = a @ Y
     E = Y - X @ (xtx_inv @ (X.T @ Y))
-    n_g = int(cluster.max()) + 1
-    scores = np.zeros((n_g, Y.shape[1]))
-    np.add.at(scores, cluster, a[:, None] * E)
     n, k = X.shape
-    scale = n_g / max(n_g - 1, 1) * (n - 1) / max(n - k, 1)
-    se = np.sqrt(scale * np.sum(scores**2, axis=0))
+
+    def crv(labels: Array) -> Array:
+        n_g = int(labels.max()) + 1
+        scores = np.zeros((n_g, Y.shape[1]))
+        np.add.at(scores, labels, a[:, None] * E)
+        return n_g / max(n_g - 1, 1) * (n - 1) / max(n - k, 1) * np.sum(scores**2, axis=0)
+
+    var = crv(cluster)
+    if cell is not None:
+        by_cell = crv(cell)
+        var = np.where(var + by_cell - crv(np.arange(n)) > 0, var + by_cell - crv(np.arange(n)),
+                       np.maximum(var, by_cell))  # fmt: skip
+    se = np.sqrt(var)
     return beta / np.where(se > 0, se, np.inf)
 
 
-def wild_test(X: Array, y: Array, cluster: Array, j: int, rng: np.random.Generator) -> WildTest:
+def wild_test(X: Array, y: Array, cluster: Array, j: int, rng: np.random.Generator,
+              cell: Array | None = None) -> WildTest:
     """The WCR test of coefficient ``j`` of ``y ~ X`` with clusters ``cluster``.
+
+    With ``cell`` (a second grouping that cuts across the clusters: the runs of one data order at one
+    step share that step's batch shock), the test is two-way. The t statistic uses the two-way
+    cluster-robust variance, and each bootstrap draw flips the part of a restricted residual that its
+    cell shares (the cell's mean residual) by one Webb weight per cell, and the rest by one weight per
+    cluster. Each draw then carries both kinds of dependence, and neither is counted as independent.
 
     Args:
         X: design ``(n, k)``, full column rank (include the intercept).
         y: response ``(n,)``.
         cluster: cluster label per row (any hashable values): the independent units.
         j: the tested column.
-        rng: draws the weights when there are too many clusters to enumerate.
+        rng: draws the weights when there are too many clusters to enumerate (and the cells' weights).
+        cell: optional second grouping (hashable labels per row), see above; None: one-way.
 
     Returns:
         A :class:`WildTest` with the OLS estimate and its CR1 standard error.
@@ -125,10 +155,13 @@ def wild_test(X: Array, y: Array, cluster: Array, j: int, rng: np.random.Generat
     """
     X, y = np.asarray(X, float), np.asarray(y, float)
     _, cl = np.unique(np.asarray(cluster), return_inverse=True)
+    cells = None if cell is None else np.unique(np.asarray(cell), return_inverse=True)[1]
     beta = np.linalg.lstsq(X, y, rcond=None)[0]
-    t1 = _tstats(X, y[:, None], cl, j)[0]
+    t1 = _tstats(X, y[:, None], cl, j, cells)[0]
     se = float(abs(beta[j] / t1)) if t1 != 0 else float(np.inf)
-    return WildTest(X, y, cl, j, webb_weights(int(cl.max()) + 1, rng), float(beta[j]), se)
+    weights = webb_weights(int(cl.max()) + 1, rng)
+    cell_weights = None if cells is None else rng.choice(WEBB, size=(len(weights), int(cells.max()) + 1))
+    return WildTest(X, y, cl, j, weights, float(beta[j]), se, cells, cell_weights)
 
 
 def natural_spline(x: Array, knots: Array) -> Array:
