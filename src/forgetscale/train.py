@@ -225,8 +225,9 @@ def train(
             warmup_steps=t.warmup_steps,
             weight_decay=t.weight_decay,
             bf16=precision == "bf16",
-            # without it transformers refuses bf16 on a machine with no GPU (CPU autocast is fine)
-            use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+            # the Trainer trains where the model was placed (model.device), never elsewhere: moving it would
+            # leave the references behind; on a CPU it also lets bf16 autocast run without a GPU
+            use_cpu=next(peft_model.parameters()).device.type == "cpu",
             fp16=precision == "fp16",
             seed=t.seed,
             data_seed=t.seed,
