@@ -83,11 +83,13 @@ def test_f6_rarely_supported_when_task_kl_adds_nothing(design, null):
     assert verdicts["supported"] / S <= 0.05, verdicts
 
 
-@pytest.mark.parametrize(("design", "power"), [("default", 0.6), ("2 seeds per rank", 0.9)])
+@pytest.mark.parametrize(("design", "power"), [("default", 0.2), ("2 seeds per rank", 0.7)])
 def test_f6_usually_supported_when_forgetting_follows_task_kl(design, power):
-    """Forgetting follows task_kl and ft_loss is a noisy proxy: supported in most studies. Measured 139/200
-    (70%) with 4 runs (t on 3 df is what limits it) and 197/200 with 8; never not_supported. 200 studies:
-    the sd of a 70% rate is 3.2%, so 60% sits 3 sd below the measured rate, and 90% 3 sd below 98.5%."""
+    """Forgetting follows task_kl and ft_loss is a noisy proxy: supported often, never not_supported. Measured
+    57/200 (28.5%) with 4 runs and 161/200 (80.5%) with 8, with the variance of cross-validated errors (about
+    2x s^2/G: the price of a 5% size at the null boundary, tests/sim/test_sim_margins.py); s^2/G gave 139/200
+    and 197/200. 200 studies: the sd of a 28.5% rate is 3.2%, so 20% sits 2.7 sd below it; 70% sits 3.7 sd
+    below 80.5%."""
     verdicts = Counter(f6("d", _informative(s, DESIGNS[design]), MIN_STEP)["verdict"] for s in range(S))
     assert verdicts["not_supported"] == 0, verdicts
     assert verdicts["supported"] / S >= power, verdicts
