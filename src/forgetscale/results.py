@@ -537,8 +537,9 @@ def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, 
             p["residual"] = float(residuals(line, np.array([p["ft_loss"]]), np.array([p["forget_ce"]]))[0])
             lo, hi = line["ft_loss_range"]
             p["outside"] = not lo <= p["ft_loss"] <= hi
-        judged = frontier({c: np.array([p[c] for p in plain]) for c in cols},
-                          {c: np.array([p[c] for p in other]) for c in cols},
+        level = (*cols, "rank")  # run spread is judged at each level's own rank
+        judged = frontier({c: np.array([p[c] for p in plain], dtype=float if c == "rank" else None) for c in level},
+                          {c: np.array([p[c] for p in other], dtype=float if c == "rank" else None) for c in level},
                           [(p["mitigation"], p["strength"]) for p in other])  # fmt: skip
         table += [{"dataset": ds, **j, "overhead": overhead(runs, other, j["mitigation"], j["strength"])}
                   for j in judged]  # fmt: skip

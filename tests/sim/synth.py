@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,28 @@ class Truth:
         return {"ft_loss": self.ft_loss, "forget_kl": self.forget_kl, "forget_ce": self.forget_ce}[target](P, N)
 
 
+def step_shock_paths(rng: np.random.Generator, n_orders: int, n_steps: int, sd: float, shock: str = "iid",
+                     rho: float = 0.8) -> np.ndarray:
+    """``(n_orders, n_steps)`` step shocks: ``iid``, stationary ``ar1`` (coefficient ``rho``) or a ``walk``.
+
+    Example:
+        >>> w = step_shock_paths(np.random.default_rng(0), 2000, 6, 0.05, "ar1")
+        >>> round(float(w.std()), 2), round(float(np.corrcoef(w[:, 0], w[:, 1])[0, 1]), 1)
+        (0.05, 0.8)
+    """
+    z = rng.normal(0.0, sd, (n_orders, n_steps))
+    if shock == "iid":
+        return z
+    if shock == "walk":
+        return np.cumsum(z, axis=1)
+    if shock != "ar1":
+        raise ValueError(f"shock {shock!r}: choose iid, ar1 or walk")
+    out = z.copy()
+    for t in range(1, n_steps):
+        out[:, t] = rho * out[:, t - 1] + math.sqrt(1 - rho**2) * z[:, t]
+    return out
+
+
 def synthetic_study(
     rng: np.random.Generator,
     *,
@@ -116,6 +139,9 @@ def synthetic_study(
     step_shocks: np.ndarray | None = None,
     dataset: str = "synth",
     run_prefix: str = "r",
+    run_sd_power: float = 0.0,
+    shock: str = "iid",
+    rho: float = 0.8,
 ) -> tuple[list[dict[str, Any]], Truth]:
     """Measurement rows of one synthetic study (step 0 included) and the truth behind them.
 
@@ -131,6 +157,10 @@ def synthetic_study(
         record_ft_se: store ``ft_loss_se = ft_sd`` in the rows (else None).
         step_shocks: reuse these ``(seeds, steps)`` shocks (e.g. a new run with a study's data order).
         dataset, run_prefix: labels of the rows (run ids are ``{prefix}{rank}s{seed}``).
+        run_sd_power: run sd grows with rank as ``run_sd * (rank / 8)^run_sd_power`` (0: equal).
+        shock: ``iid`` step shocks, ``ar1`` (stationary AR(1) over the evaluation steps, coefficient
+            ``rho``, sd ``step_sd``) or ``walk`` (a random walk with innovations of sd ``step_sd``):
+            a batch effect that persists from step to step.
 
     Returns:
         ``(rows, truth)``: row dicts with ``run_id, dataset, rank, P, step, seed, ft_loss, forget_ce,
@@ -141,14 +171,14 @@ def synthetic_study(
         raise ValueError(f"law {law!r}: choose from {sorted(LAWS)}")
     p = {**DEFAULT_PARAMS, **LAWS[law], **(params or {})}
     steps_arr = np.asarray(steps, float)
-    shocks = (rng.normal(0.0, step_sd, (seeds_per_rank, steps_arr.size)) if step_shocks is None
+    shocks = (step_shock_paths(rng, seeds_per_rank, steps_arr.size, step_sd, shock, rho) if step_shocks is None
               else np.asarray(step_shocks, float))  # fmt: skip
     truth = Truth(law, p, float(p_per_rank), shocks)
     rows: list[dict[str, Any]] = []
     for rank in ranks:
         P = rank * float(p_per_rank)
         for seed in range(seeds_per_rank):
-            u = rng.normal(0.0, run_sd)
+            u = rng.normal(0.0, run_sd * (rank / 8) ** run_sd_power)
             kl = truth.forget_kl(P, steps_arr) * np.exp(u + shocks[seed] + rng.normal(0.0, point_sd, steps_arr.size))
             ft = truth.ft_loss(P, steps_arr) + rng.normal(0.0, ft_sd, steps_arr.size)
             ft0 = p["ft0"] + rng.normal(0.0, ft_sd)

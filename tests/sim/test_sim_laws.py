@@ -1,93 +1,96 @@
-"""Calibration of the laws' inference on simulated studies whose truth is known.
+"""Do the laws' intervals cover at their stated 95%, and does the printed check fail where they fail?
 
-Two designs, each with run effects (sd 0.05 on log KL), step shocks shared by the runs of one data
-order (sd 0.05: docs/default-study.md's ~10% batch-to-batch jumps of forget_kl, half of it) and point noise
-(sd 0.02), forgetting an exact kl_power law (``synth.py``):
-
-- ``default``: ranks 1/4/16/64, one run each, all on one data order; evaluations at 8..32;
-- ``two_orders``: the same ranks, two data-order seeds per rank (8 runs).
-
-Per design, ``N_STUDIES`` studies are fitted once (module fixture) and every check reads them. Monte
-Carlo error: a rate near 0.9 over 120 studies has sd 0.027 (over 720 predicted points, ~0.011 if
-they were independent; they are not: a run's points share its offset, so read ~0.02); the thresholds
-sit about two such sd below what was measured, so a pass is not luck and a real regression (the old
-code: 31% exponent coverage, 81-87% prediction coverage, 27-47% false "unreliable") fails loudly.
-Measured when written: 88 s wall for both designs on the shared 2-core machine (40 s CPU).
+Studies of the default design (ranks 1/4/16/64, evaluations 8..32; ``laws_mc.py``) with a kl_power
+truth, under the noise real studies show: run sd equal across ranks or growing with rank
+(``0.05 · (rank/8)^0.4``: rank 64 the least stable), step shocks independent or persisting (AR(1)
+ρ = 0.8; a random walk). Each assertion is two-sided at the Monte Carlo error, ``0.95 ± band``
+(``laws_mc.band``: ±2.1% over 400 studies, ±3.0% over 200): an interval covering 99% where it says
+95% is as wrong as one covering 90%. Cases the method does not meet are strict xfails that give the
+measured rate, so that they fail the tier the day they start passing and the figure can be updated.
+Measured when written (10_000.. seeds), in the docstrings; about 3 minutes on the shared 2-core machine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import numpy as np
 import pytest
 
-from forgetscale.laws import fit_study, reliability
-from tests.sim.synth import synthetic_study
+from tests.sim.laws_mc import band, simulate
 
 pytestmark = pytest.mark.sim
 
-N_STUDIES = 120
-NOISE = {"run_sd": 0.05, "step_sd": 0.05, "point_sd": 0.02}
-DESIGNS = {"default": {"seeds_per_rank": 1}, "two_orders": {"seeds_per_rank": 2}}
-NEW_RANKS = (8, 256)  # inside the studied P, and 4x beyond it
+SEED0 = 10_000
+TWO_ORDERS = {"seeds_per_rank": 2}
+GROWING = {"run_sd_power": 0.4}
+SCENARIOS = {
+    "two orders, equal run sd": (400, TWO_ORDERS),
+    "two orders, run sd growing with rank": (400, {**TWO_ORDERS, **GROWING}),
+    "one order, run sd growing with rank": (200, {"seeds_per_rank": 1, **GROWING}),
+    "one order, AR(1) step shocks": (200, {"seeds_per_rank": 1, "shock": "ar1"}),
+    "one order, random-walk step shocks": (200, {"seeds_per_rank": 1, "shock": "walk", "step_sd": 0.035}),
+}
 
 
-@dataclass
-class Tally:
-    cover_a: list[bool] = field(default_factory=list)
-    cover_b: list[bool] = field(default_factory=list)
-    cover_new: dict[int, list[bool]] = field(default_factory=lambda: {r: [] for r in NEW_RANKS})
-    states: list[str] = field(default_factory=list)
+def tally(name: str):
+    n, design = SCENARIOS[name]
+    return simulate(n, SEED0, **design)
 
 
-def simulate(design: str) -> Tally:
-    out = Tally()
-    for s in range(N_STUDIES):
-        rng = np.random.default_rng(10_000 + s)
-        rows, truth = synthetic_study(rng, **DESIGNS[design], **NOISE)
-        fit = fit_study(rows, laws=["kl_power"], n_boot=0)["synth"]["kl_power"]
-        (la, ha), (lb, hb) = fit.intervals["a"], fit.intervals["b"]
-        out.cover_a.append(la <= truth.exponents["a"] <= ha)
-        out.cover_b.append(lb <= truth.exponents["b"] <= hb)
-        out.states.append(reliability(fit, "forget_kl").state)
-        for rank in NEW_RANKS:  # a new run with its own data order: new run effect, new step shocks
-            new, _ = synthetic_study(rng, ranks=(rank,), **NOISE)
-            pts = [r for r in new if r["step"] > 0]
-            P = np.array([r["P"] for r in pts])
-            N = np.array([r["step"] for r in pts], dtype=float)
-            kl = np.array([r["forget_kl"] for r in pts])
-            _, lo, hi = fit.predict({"P": P, "N": N})
-            out.cover_new[rank].extend((lo[0] <= kl) & (kl <= hi[0]))
-    return out
+def within(rate: float, n: int, nominal: float = 0.95) -> bool:
+    return abs(rate - nominal) <= band(nominal, n)
 
 
-@pytest.fixture(scope="module", params=sorted(DESIGNS))
-def tally(request) -> tuple[str, Tally]:
-    return request.param, simulate(request.param)
+@pytest.mark.parametrize("name, rank", [
+    ("two orders, equal run sd", 8),  # measured 0.935
+    ("two orders, equal run sd", 256),  # 0.965 (the earlier pooled interval: 0.98-0.99)
+    ("two orders, run sd growing with rank", 8),  # 0.933
+    pytest.param("two orders, run sd growing with rank", 256, marks=pytest.mark.xfail(
+        strict=True, reason="measured 0.918: the run-variance slope from 8 runs has sd ~0.9, and its "
+                            "plug-in at 4x extrapolation is too often small (the pooled interval: 0.90)")),
+])  # fmt: skip
+def test_a_new_runs_points_fall_inside_the_prediction_interval_at_95_percent(name, rank):
+    t = tally(name)
+    rate = t.rate("", rank)
+    assert within(rate, t.n), (name, rank, rate, band(0.95, t.n))
 
 
-def test_exponent_intervals_cover(tally):
-    # measured: default a 0.93 / b 0.89; two_orders a 0.95 / b 0.93 (old code, default: b 0.31)
-    design, t = tally
-    print(design, "a", np.mean(t.cover_a), "b", np.mean(t.cover_b), {r: np.mean(h) for r, h in t.cover_new.items()},
-          {s: t.states.count(s) for s in set(t.states)})
-    assert np.mean(t.cover_a) >= 0.85, (design, np.mean(t.cover_a))
-    assert np.mean(t.cover_b) >= 0.85, (design, np.mean(t.cover_b))
+def test_run_variance_is_modelled_where_the_runs_allow_and_assumed_equal_where_they_do_not():
+    """Two runs per rank leave 6 run-level df: the slope in P is fitted in every study. One run per rank
+    leaves 2: it is assumed equal, and the output says so; the interval at 4x then fails under growing
+    run sd (measured 0.71) and the end-level check fails with it (0.85), where the earlier in-sample
+    check read 1.00."""
+    two, one = tally("two orders, run sd growing with rank"), tally("one order, run sd growing with rank")
+    assert all(two.slope_fitted) and not any(one.slope_fitted)
+    assert all("linear in log P" in m for m in two.models)
+    assert all("assumed equal" in m for m in one.models)
+    assert one.rate("", 256) < 0.95 - band(0.95, one.n)
+    assert one.rate("check") < 0.95 - band(0.95, one.n), one.rate("check")
 
 
-def test_prediction_intervals_cover_a_new_run(tally):
-    # measured: default 0.98 (rank 8) / 0.99 (rank 256); two_orders 0.99 / 0.99 (conservative: the run-level
-    # variance from 4-8 leave-one-run-out errors is wide on t_{G-1}); the old calibration: 0.81 / 0.85
-    design, t = tally
-    for rank, hits in t.cover_new.items():
-        assert np.mean(hits) >= 0.90, (design, rank, np.mean(hits))
+@pytest.mark.parametrize("name", [
+    "two orders, equal run sd",  # measured b 0.950 (the earlier df margin: 0.92)
+    "two orders, run sd growing with rank",  # 0.935
+    "one order, AR(1) step shocks",  # 0.925 over 200 (earlier: 0.84); a random walk: 0.855, below
+])  # fmt: skip
+def test_the_n_exponent_covers_at_95_percent(name):
+    t = tally(name)
+    assert within(t.rate("cover_b"), t.n), (name, t.rate("cover_b"))
 
 
-def test_a_correct_law_is_rarely_called_unreliable(tally):
-    # measured: 0 unreliable in either design, undecided 12/120 (default) and 3/120 (two_orders); the old rule
-    # (one draw against 10%) called this correct law unreliable in 27-47% of studies
-    design, t = tally
-    states = np.array(t.states)
-    assert np.mean(states == "unreliable") <= 0.10, (design, {s: int(np.sum(states == s)) for s in set(t.states)})
-    assert np.mean(states == "reliable") >= 0.5, (design, {s: int(np.sum(states == s)) for s in set(t.states)})
+@pytest.mark.xfail(strict=True, reason="measured 0.978 (two orders) and 0.98-0.995 (one order): CR2 over 4-8 "
+                                       "runs with Bell-McCaffrey df (1.5-2 with 4 runs) is conservative")
+def test_the_p_exponent_covers_at_95_percent_not_more():
+    t = tally("two orders, equal run sd")
+    assert within(t.rate("cover_a"), t.n), t.rate("cover_a")
+
+
+@pytest.mark.parametrize("name", ["one order, AR(1) step shocks", "one order, random-walk step shocks"])
+def test_persistent_shocks_are_stated_and_the_check_sees_what_they_do(name):
+    """One data order cannot show a batch effect that persists: its steps move together and look like
+    part of the law. The intervals take step shocks as independent and say so; a new run with its own
+    order then falls outside more often (measured: AR(1) 0.82 / 0.88 at rank 8 / 256, random walk
+    0.78 / 0.84; N exponent 0.925 / 0.855), and the end-level check reads it (0.82, 0.83)."""
+    t = tally(name)
+    assert "independent across steps" in t.conditional_on and "one data order" in t.conditional_on
+    low = 0.95 - band(0.95, t.n)
+    assert t.rate("", 8) < low and t.rate("check") < low, (t.rate("", 8), t.rate("check"))
+    assert abs(t.rate("check") - t.rate("", 8)) < 0.06, (t.rate("check"), t.rate("", 8))

@@ -403,6 +403,7 @@ def calibrate(
     check = _end_level_check(form, best, x, y, dz, delta, offset, lvl, targets)
     out["n_not_converged"] += check.pop("n_not_converged")
     out["coverage_check"] = check.pop("how")
+    out["split_noise"] = {t: ({by: v} if by is not None else {}) for t, v in check.pop("split_noise").items()}
     for t, v in check.items():
         if out["t"][t] is not None:
             out["coverage"][t] = v
@@ -414,7 +415,7 @@ def _end_level_check(form: LawForm, best: Best, x: Array, y: Array, dz: Design, 
     """Leave each end level (smallest and largest P) out in turn, refit and recalibrate on the rest, and
     count the held-out runs' points inside the resulting intervals: the interval's own procedure,
     extrapolating as far as the study's next level, so it fails where extrapolation fails."""
-    res: dict[str, Any] = {"n_not_converged": 0, **{t: None for t in targets}}
+    res: dict[str, Any] = {"n_not_converged": 0, "split_noise": {}, **{t: None for t in targets}}
     if lvl is None:
         res["how"] = "none: no level input to extrapolate in"
         return res
@@ -441,10 +442,12 @@ def _end_level_check(form: LawForm, best: Best, x: Array, y: Array, dz: Design, 
                 continue
             lev = x[lvl][test]
             var = c.total(lev, mvar[i])
-            tq = stats.t.ppf(0.5 + LEVEL / 2, float(np.min(c.df(lev, mvar[i]))))
             with np.errstate(all="ignore"):
                 e = _pi_scale(y[:, test], offset)[i] - _pi_scale(form.predict(b.theta, x[:, test]), offset)[i]
+            tq = stats.t.ppf(0.5 + LEVEL / 2, c.df(lev, mvar[i]))
             hits[t].extend(np.abs(e) <= tq * np.sqrt(var))
+            if v == values[-1]:  # the held-out split on P: what a correct law's error there would be
+                res["split_noise"][t] = float(np.mean(var))
     res["how"] = (f"each end level ({', '.join(f'{u:.4g}' for u in used)}) left out in turn: its runs' points "
                   "against the interval refitted and recalibrated without them (an extrapolation to the "
                   "next studied level, without the misfit term)") if used else "none: too few levels or runs"
@@ -538,11 +541,10 @@ def prediction_band(
         # a split on the level input holds out whole runs at its top (their run effect is noise); a
         # split on another input holds out every run's last points (their step shocks are noise)
         noise = {k: float(comp.tau2(domain.get(k, (1.0, 1.0))[1])) + w2 if k == by else w2 + s2 for k in inputs}
+        noise.update((calibration.get("split_noise") or {}).get(t) or {})  # with the refit's own error
         extra = mvar[i] + sum((misfit_slope(splits[k], noise[k]) * dist[j]) ** 2
                               for j, k in enumerate(inputs) if k in splits)
-        var = comp.total(lev, extra)
-        tq = stats.t.ppf(0.5 + LEVEL / 2, comp.df(lev, extra))
-        half = tq * np.sqrt(var)
+        half = stats.t.ppf(0.5 + LEVEL / 2, comp.df(lev, extra)) * np.sqrt(comp.total(lev, extra))
         with np.errstate(all="ignore"):
             base = mean[i] - off[i]
             ok = base > 0

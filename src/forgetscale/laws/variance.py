@@ -146,19 +146,24 @@ def _fit(r: Array, zt: Array, ct: Array | None, ell: Array, names: tuple[str, ..
             out["gamma1"] = (zt * (tau * ell)) @ zt.T
         return [out[n] for n in names]
 
-    def nll(phi: Array) -> float:
-        s = sum(p for n, p in zip(names, parts(phi), strict=True) if n != "gamma1")
+    def nll(phi: Array) -> tuple[float, Array]:
+        """REML criterion and its gradient, ``½ tr(S⁻¹Σ_j) - ½ aᵀΣ_j a`` with ``a = S⁻¹r``."""
+        ps = parts(phi)
+        s = sum(p for n, p in zip(names, ps, strict=True) if n != "gamma1")
         try:
             lc = np.linalg.cholesky(s)
         except np.linalg.LinAlgError:
-            return 1e12
+            return 1e12, np.zeros(len(names))
         a = np.linalg.solve(lc, r)
-        return float(np.sum(np.log(np.diag(lc))) + 0.5 * a @ a)
+        s_inv = np.linalg.solve(lc.T, np.linalg.solve(lc, eye))
+        al = s_inv @ r
+        grad = np.array([0.5 * float(np.sum(s_inv * p)) - 0.5 * float(al @ p @ al) for p in ps])
+        return float(np.sum(np.log(np.diag(lc))) + 0.5 * a @ a), grad
 
     v = max(float(r @ r) / max(m, 1), 1e-12)
     x0 = start if start is not None else np.array([math.log(v / 3)] * (len(names)))
     bounds = [(-6.0, 6.0) if n == "gamma1" else (_FLOOR, 5.0) for n in names]
-    res = optimize.minimize(nll, x0, method="L-BFGS-B", bounds=bounds)
+    res = optimize.minimize(nll, x0, method="L-BFGS-B", jac=True, bounds=bounds)
     phi = res.x
     # the expected (Fisher) information of REML, ½ tr(S⁻¹ Σ_i S⁻¹ Σ_j): unlike the observed Hessian it
     # does not swing with the residuals the estimates were read from
