@@ -155,3 +155,40 @@ def test_a_post_hoc_level_that_changed_nothing_is_undecided():
     moved = {**same, "forget_ce": y[last] - 0.05 + 1e-3 * np.arange(3)}
     (row,) = frontier(plain, moved, [("intruders", 0.0)] * 3)
     assert row["verdict"] == "beats_line" and row["hi"] < 0
+
+
+def test_run_spread_is_modelled_in_p_and_a_noisy_rank_gets_its_own():
+    # plain run residuals whose sd grows 4x from the smallest to the largest rank: the fitted spread at
+    # the largest rank must exceed the smallest's (pooled, they would be equal), and the slope of log
+    # variance in log P, averaged over 200 draws of 12 runs, must be near the true 2·log(4)/log(64) = 0.67
+    from forgetscale.laws.frontier import run_variance
+
+    rng = np.random.default_rng(0)
+    levels = np.repeat([1.0, 4.0, 16.0, 64.0], 3)
+    sd = 0.02 * (levels / levels[0]) ** (np.log(4) / np.log(64))
+    slopes = [run_variance(rng.standard_normal(12) * sd, levels)["gamma"][1] for _ in range(200)]
+    assert np.mean(slopes) == pytest.approx(2 * np.log(4) / np.log(64), abs=0.12)  # sd of the mean ~0.03
+    m = run_variance(rng.standard_normal(12) * sd, levels)
+    assert "linear in log P" in m["model"] and m["slope"] is not None
+    assert "equal" in run_variance(rng.standard_normal(12) * sd, None)["model"]
+
+
+def test_a_level_is_judged_with_the_spread_at_its_own_rank():
+    # the same plain level, placed at the quietest or the noisiest rank of a study whose run spread
+    # grows with rank: the noisy rank's interval is wider, and the row says how its spread was had
+    rng = np.random.default_rng(2)
+    ranks = np.repeat([1.0, 4.0, 16.0, 64.0], 2)
+    parts = []
+    for i, r in enumerate(ranks):
+        x = np.array([1.5, 1.8, 2.1, 2.4]) - 0.1 * np.log(r)
+        y = 4.0 - 0.8 * x + 0.02 * (r / 1.0) ** 0.5 * rng.standard_normal() + 0.003 * rng.standard_normal(4)
+        parts.append({"ft_loss": x, "forget_ce": y, "run_id": np.repeat(f"p{i}", 4), "step": np.array([8, 16, 24, 32]),
+                      "P": np.repeat(r, 4)})
+    plain = _cat(*parts)
+    widths = {}
+    for r in (1.0, 64.0):
+        lvl = {**_level(0.0, 2, "m"), "P": np.repeat(r, 6)}
+        row = frontier(plain, lvl, [("kl", 1.0)] * 6)[0]
+        widths[r] = row["hi"] - row["lo"]
+        assert "linear in log P" in row["variance"] and "forgetting corpus" in row["conditional_on"]
+    assert widths[64.0] > 2 * widths[1.0], widths

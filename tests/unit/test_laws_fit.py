@@ -268,3 +268,79 @@ def test_to_dict_without_draws_has_nulls_not_nans():
     json.dumps(d, allow_nan=False)
     assert d["samples"] == [] and d["calibration"]["t"]["forget_kl"] is None
     assert "no prediction interval" in d["calibration"]["note"]
+
+
+# ---------------------------------------------------------------------------- variance components
+
+def _components_design(n_ranks: int = 10, orders: int = 2):
+    """Runs at ``n_ranks`` log-spaced ranks x ``orders`` data orders, 6 steps; kl_power's log columns."""
+    ranks = np.geomspace(1, 64, n_ranks)
+    steps = np.array([8.0, 12, 16, 20, 24, 32])
+    rank = np.repeat(np.repeat(ranks, orders), steps.size)
+    order = np.tile(np.repeat(np.arange(orders), steps.size), n_ranks)
+    run = np.repeat(np.arange(n_ranks * orders), steps.size)
+    step = np.tile(steps, n_ranks * orders)
+    jac = np.column_stack([np.ones(rank.size), np.log(rank), np.log(step)])
+    return rank, run, order * steps.size + np.searchsorted(steps, step), jac
+
+
+def _draw(rng, rank, run, cell, jac, power: float):
+    sd = 0.05 * (rank / 8) ** power
+    y = (rng.standard_normal(run.max() + 1)[run] * sd + rng.normal(0, 0.05, cell.max() + 1)[cell]
+         + rng.normal(0, 0.02, run.size))  # fmt: skip
+    return y - jac @ np.linalg.lstsq(jac, y, rcond=None)[0]
+
+
+def test_reml_recovers_run_step_and_point_variance_and_the_runs_slope_in_p():
+    # 20 runs at 10 ranks x 2 orders, 40 replicates: a mean over replicates has an sd of ~4% of each
+    # variance and ~0.08 on the slope, so the tolerances (15-20%, 0.25) are ~3.5 sd; a pooled spread
+    # (slope 0) fails the growing case by 0.8
+    from forgetscale.laws.variance import reml
+
+    rank, run, cell, jac = _components_design()
+    rng = np.random.default_rng(3)
+    for power in (0.0, 0.4):
+        est = []
+        for _ in range(40):
+            c = reml(jac, _draw(rng, rank, run, cell, jac, power), run, cell, rank)
+            est.append([np.exp(c.get("log_within2")), np.exp(c.get("log_step2")), c.tau2(8.0), c.get("gamma1")])
+        w2, s2, t8, g1 = np.mean(est, axis=0)
+        assert c.slope_fitted and c.df_run == 18
+        assert w2 == pytest.approx(0.02**2, rel=0.15) and s2 == pytest.approx(0.05**2, rel=0.15)
+        assert t8 == pytest.approx(0.05**2, rel=0.2)
+        assert g1 == pytest.approx(2 * power, abs=0.25)
+
+
+def test_run_variance_is_assumed_equal_when_one_run_per_rank_leaves_too_few_df():
+    from forgetscale.laws.variance import reml
+
+    rank, run, cell, jac = _components_design(n_ranks=4, orders=1)
+    c = reml(jac, _draw(np.random.default_rng(0), rank, run, cell, jac, 0.4), run, cell, rank)
+    assert not c.slope_fitted and c.df_run == 2 and c.slope_p is None
+    assert c.tau2(1.0) == c.tau2(1e9)  # equal at every P, extrapolated or not
+
+
+def test_bell_mccaffrey_df_of_a_cluster_mean_is_clusters_minus_one():
+    # the CR2 variance of a balanced mean under cluster effects is the textbook s²/G, on G - 1 df
+    from forgetscale.laws.variance import bm_df
+
+    labels = np.repeat(np.arange(5), 3)
+    sigma = (labels[:, None] == labels[None, :]).astype(float)
+    assert bm_df(np.ones((15, 1)), labels, sigma)[0] == pytest.approx(4.0, rel=1e-9)
+
+
+def test_the_coverage_check_fails_when_the_largest_rank_runs_off_the_law():
+    # every run on the law but the largest rank's, which sit 0.3 above it: the interval rebuilt
+    # without that rank must miss its points, which an in-sample check (its own runs calibrating
+    # the interval) would not
+    P, N, g = _sweep([1, 2, 4, 8, 16, 32], [10, 20, 40, 80, 160])
+    kl = 1e-3 * P**0.2 * N**0.5
+    rng = np.random.default_rng(5)
+    clean = _noisy(kl, seed=6, sd=0.03) * np.exp(rng.normal(0, 0.03, 6)[g])
+    top = P.max() <= P
+    off = clean * np.where(top, np.exp(0.3), 1.0)
+    ok = fit_law("kl_power", {"P": P, "N": N}, clean, groups=g, n_boot=0, delta="auto")
+    bad = fit_law("kl_power", {"P": P, "N": N}, off, groups=g, n_boot=0, delta="auto")
+    assert ok.calibration["coverage"]["forget_kl"] >= 0.8  # measured 0.9: one point of ten outside
+    assert bad.calibration["coverage"]["forget_kl"] <= 0.6  # 0.5: the top rank's five all outside
+    assert "left out in turn" in bad.calibration["coverage_check"]
