@@ -532,6 +532,7 @@ def prediction_band(
     for i, t in enumerate(targets):
         rv = (calibration.get("run_variance") or {}).get(t)
         if rv is None:
+            lo[i], hi[i] = _pooled_band(calibration, t, mean[i], off[i], mvar[i])
             continue
         comp = components_from(rv)
         by = rv.get("by")
@@ -551,6 +552,20 @@ def prediction_band(
             lo[i] = np.where(ok, off[i] + base * np.exp(-half), np.nan)
             hi[i] = np.where(ok, off[i] + base * np.exp(half), np.nan)
     return mean, lo, hi
+
+
+def _pooled_band(cal: Mapping[str, Any], t: str, mean: Array, off: float, mvar: Array) -> tuple[Array, Array]:
+    """A fits.json written before run variance was modelled: its one pooled ``τ²``, as it was computed."""
+    nan = np.full_like(mean, np.nan)
+    tq, tau2 = (cal.get("t") or {}).get(t), (cal.get("tau2") or {}).get(t)
+    if tq is None or tau2 is None:
+        return nan, nan
+    growth = np.maximum(mvar - ((cal.get("mean_var_in") or {}).get(t) or 0.0), 0.0)
+    half = tq * np.sqrt(tau2 + cal["within2"][t] + cal["step2"][t] + growth)
+    with np.errstate(all="ignore"):
+        base = mean - off
+        return (np.where(base > 0, off + base * np.exp(-half), np.nan),
+                np.where(base > 0, off + base * np.exp(half), np.nan))
 
 
 def mean_variance(form: LawForm, theta: Array, pc: Mapping[str, Any], x: Array, offset: Array) -> Array:
