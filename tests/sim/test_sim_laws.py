@@ -7,7 +7,7 @@ truth, under the noise real studies show: run sd equal across ranks or growing w
 (``laws_mc.band``: ±2.1% over 400 studies, ±3.0% over 200): an interval covering 99% where it says
 95% is as wrong as one covering 90%. Cases the method does not meet are strict xfails that give the
 measured rate, so that they fail the tier the day they start passing and the figure can be updated.
-Measured when written (10_000.. seeds), in the docstrings; about 3 minutes on the shared 2-core machine.
+Measured when written (10_000.. seeds), in the comments and docstrings; 2-3 minutes on the shared 2-core machine.
 """
 
 from __future__ import annotations
