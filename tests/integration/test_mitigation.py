@@ -173,7 +173,7 @@ def test_replay_mixes_the_fraction_into_batches():
 
 
 def test_rescaling_composes_with_the_merged_evaluation(tiny_model):
-    """PEFT's rescale_adapter_scale entered outside merge.merged gives the folded W + s B A: the same
+    """PEFT's rescale_adapter_scale entered outside fold.folded gives the folded W + s B A: the same
     logits as PEFT's own unmerged forward at that scale, and at scale 0 the base's, bit for bit."""
     import torch
     from peft.helpers import rescale_adapter_scale
@@ -197,13 +197,13 @@ def test_rescaling_composes_with_the_merged_evaluation(tiny_model):
             with rescale_adapter_scale(peft_model, s):
                 unmerged = peft_model(input_ids=ids).logits
                 with folded(peft_model):
-                    folded = peft_model(input_ids=ids).logits
+                    once = peft_model(input_ids=ids).logits
             # fp32: (W + s BA) x against W x + s B(A x), rounding of a 32-wide sum: 1e-5 absolute on O(1) logits
-            torch.testing.assert_close(folded, unmerged, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(once, unmerged, rtol=1e-5, atol=1e-5)
             if s == 0.0:
-                assert torch.equal(folded, base)  # W + 0 = W exactly: the base model
+                assert torch.equal(once, base)  # W + 0 = W exactly: the base model
             if s == 1.0:
-                torch.testing.assert_close(folded, full, rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(once, full, rtol=1e-5, atol=1e-5)
         assert not torch.allclose(full, base, atol=1e-3)  # the adapter does change the model
         with folded(peft_model):  # and the scale is restored on exit
             torch.testing.assert_close(peft_model(input_ids=ids).logits, full, rtol=1e-5, atol=1e-5)
