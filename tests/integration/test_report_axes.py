@@ -180,3 +180,22 @@ def test_step_zero_off_the_points_is_noted_not_drawn(data):
     notes = " ".join(t.get_text() for t in ft_panel.texts)
     assert "step 0: 2.9 (above the axis)" in notes
     assert not [line for line in ft_panel.lines if line.get_label() == "step 0"]
+
+
+def test_a_panels_note_and_legend_never_overlap(data):
+    """Each panel's note (its law, a step-0 value off the axis) and its legend take different corners: a legend
+    placed where it avoids only the data covered the note's text in the forgetting-against-steps panel."""
+    from forgetscale.report import figures
+    from forgetscale.report.panels import NOTE
+
+    both = 0
+    for name, fig in figures.all_figures(data.rows, data.fits).items():
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            legend, note = ax.get_legend(), next((t for t in ax.texts if t.get_label() == NOTE), None)
+            if legend is None or note is None:
+                continue
+            both += 1
+            a, b = legend.get_window_extent(renderer), note.get_window_extent(renderer)
+            assert not a.overlaps(b), (name, a, b)
+    assert both >= 2  # the forgetting-against-steps and KL panels carry both

@@ -445,7 +445,8 @@ def _end_level_check(form: LawForm, best: Best, x: Array, y: Array, dz: Design, 
             with np.errstate(all="ignore"):
                 e = _pi_scale(y[:, test], offset)[i] - _pi_scale(form.predict(b.theta, x[:, test]), offset)[i]
             tq = stats.t.ppf(0.5 + LEVEL / 2, c.df(lev, mvar[i]))
-            hits[t].extend(np.abs(e) <= tq * np.sqrt(var))
+            # a variance the refit's covariance makes slightly negative is none: the check then reads a miss
+            hits[t].extend(np.abs(e) <= tq * np.sqrt(np.maximum(var, 0.0)))
             if v == values[-1]:  # the held-out split on P: what a correct law's error there would be
                 res["split_noise"][t] = float(np.mean(var))
     res["how"] = (f"each end level ({', '.join(f'{u:.4g}' for u in used)}) left out in turn: its runs' points "

@@ -154,11 +154,15 @@ def note(ax: Any, text: str, colour: str = "#333") -> None:
             bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "none", "alpha": 0.8})
 
 
-def settle(ax: Any) -> None:
-    """Put the note in the corner with the least drawn there (points, and curves at a tenth of the weight)."""
-    note = next((t for t in ax.texts if t.get_label() == NOTE), None)
-    if note is None:
-        return
+CORNERS = ((0.97, 0.04, "right", "bottom"), (0.97, 0.96, "right", "top"),
+           (0.03, 0.04, "left", "bottom"), (0.03, 0.96, "left", "top"))  # fmt: skip
+"""The corners a note or a legend may take, as (x, y, ha, va) in axes fractions."""
+_LEGEND_LOC = {("right", "bottom"): "lower right", ("right", "top"): "upper right",
+               ("left", "bottom"): "lower left", ("left", "top"): "upper left"}  # fmt: skip
+
+
+def crowding(ax: Any) -> list[tuple[float, tuple[float, float, str, str]]]:
+    """Each corner with what is drawn there (points, and curves at a tenth of the weight), emptiest first."""
     from matplotlib.collections import PathCollection
 
     to_axes = ax.transData + ax.transAxes.inverted()
@@ -174,15 +178,21 @@ def settle(ax: Any) -> None:
     with np.errstate(all="ignore"):
         frac = to_axes.transform(pts[ok]) if ok.any() else np.zeros((0, 2))
     w = w[ok]
-    best = None
-    for x, y, ha, va in ((0.97, 0.04, "right", "bottom"), (0.97, 0.96, "right", "top"),
-                         (0.03, 0.04, "left", "bottom"), (0.03, 0.96, "left", "top")):
+    out = []
+    for corner in CORNERS:
+        _, _, ha, va = corner
         in_x = frac[:, 0] >= 0.5 if ha == "right" else frac[:, 0] <= 0.5
         in_y = frac[:, 1] <= 0.3 if va == "bottom" else frac[:, 1] >= 0.7
-        crowd = float(np.sum(w[in_x & in_y]))
-        if best is None or crowd < best[0]:
-            best = (crowd, x, y, ha, va)
-    _, x, y, ha, va = best
+        out.append((float(np.sum(w[in_x & in_y])), corner))
+    return sorted(out, key=lambda c: c[0])  # stable: ties keep CORNERS' order
+
+
+def settle(ax: Any) -> None:
+    """Put the note in the corner with the least drawn there."""
+    note = next((t for t in ax.texts if t.get_label() == NOTE), None)
+    if note is None:
+        return
+    x, y, ha, va = crowding(ax)[0][1]
     note.set_position((x, y))
     note.set_horizontalalignment(ha)
     note.set_verticalalignment(va)
@@ -240,7 +250,12 @@ def legend(ax: Any) -> None:
 
         seen[BEYOND] = Line2D([], [], color="0.35", lw=1.2, ls="--")
         seen[BEYOND] = seen.pop(BEYOND)  # listed last
-    leg = ax.legend(list(seen.values()), list(seen), fontsize=7, loc="best", framealpha=0.85)
+    # the emptiest corner the note has not taken: a legend placed by "best" avoids the data but not the note
+    note = next((t for t in ax.texts if t.get_label() == NOTE), None)
+    taken = None if note is None else (note.get_horizontalalignment(), note.get_verticalalignment())
+    free = [c for _, c in crowding(ax) if (c[2], c[3]) != taken]
+    leg = ax.legend(list(seen.values()), list(seen), fontsize=7, loc=_LEGEND_LOC[free[0][2], free[0][3]],
+                    framealpha=0.85)  # fmt: skip
     for t in leg.get_texts():
         t.set_parse_math(False)
 
