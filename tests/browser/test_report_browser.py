@@ -47,7 +47,7 @@ def test_report_renders_safely_in_chromium(report: Path, driver, tmp_path: Path)
     header = driver.find_element(By.TAG_NAME, "header").text
     methods = driver.find_elements(By.CSS_SELECTOR, "header p.method")
     assert len(methods) == 2 and all(m.is_displayed() and m.size["height"] > 10 for m in methods)
-    assert "jackknife" in methods[0].text and "prediction interval" in methods[1].text
+    assert "cluster-robust" in methods[0].text and "prediction interval" in methods[1].text
     captions = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#figures figcaption")]
     assert "bootstrap" not in (header + " ".join(captions)).lower()
     assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")

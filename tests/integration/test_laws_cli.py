@@ -104,10 +104,10 @@ def test_predict_and_plan(synthetic_study: Path, capsys):
     for q in ("ft_loss", "forget_ce", "forget_kl"):
         line = next(x for x in text.splitlines() if x.strip().startswith(q))
         assert "95% prediction interval (checked coverage" in line and "5 runs" in line and "(reliable)" in line
-    assert "intervals conditional on this batch order" in text
+    assert "conditional on the study's one forgetting corpus" in text  # what every interval rests on
     assert main(["plan", str(synthetic_study), "--max-forgetting", "2.1"]) == 0
     text = capsys.readouterr().out
-    assert "among the studied ranks and steps" in text and "(extrapolated)" not in text.splitlines()[0]
+    assert "among the studied sizes and steps" in text and "(extrapolated)" not in text.splitlines()[0]
     assert "checked coverage" in text and "5 runs" in text
     assert main(["plan", str(synthetic_study), "--max-forgetting", "2.1", "--extrapolate", "--json"]) == 0
     wide = json.loads(capsys.readouterr().out)

@@ -47,7 +47,7 @@ def _records(fits, key: str) -> list[dict]:
     return [f[key] for by_label in fits.values() for f in by_label.values() if f.get(key)]
 
 
-def test_default_wording_is_the_fits_own_and_names_the_jackknife(data):
+def test_default_wording_is_the_fits_own_and_names_the_cluster_robust_variance(data):
     from forgetscale.report.figures import FIGURES
 
     header, md, caps = _render(data)
@@ -55,7 +55,7 @@ def test_default_wording_is_the_fits_own_and_names_the_jackknife(data):
     assert methods, "the fitted study records its parameter-interval method"
     for method in methods:
         assert method in header and method in md  # quoted, not paraphrased
-    assert "jackknife" in header and "jackknife" in md
+    assert "cluster-robust" in header and "cluster-robust" in md
     bands = {r["method"].split(":")[0] for r in _records(data.fits, "calibration")}
     assert bands and all(b in header for b in bands)
     for name, caption in caps.items():
@@ -64,7 +64,7 @@ def test_default_wording_is_the_fits_own_and_names_the_jackknife(data):
             assert any(b in caption for b in bands), name
     assert "bootstrap" not in header.lower()
     intro = md.split("## Summary")[0]
-    assert "bootstrap" not in intro.lower() and "jackknife" in intro
+    assert "bootstrap" not in intro.lower() and "cluster-robust" in intro
 
 
 def test_rendered_text_follows_a_changed_record(data):
@@ -96,7 +96,7 @@ def test_a_fit_without_a_record_is_named_not_given_a_method(data):
         assert f"Parameter intervals of {ds} · {label}: the fit records no method" in text
         others = [k for k in fits[ds] if k != label]
         assert others and all(f"{ds} · {k}" in text for k in others)  # the rest keep their stated method
-        assert "jackknife" in text
+        assert "cluster-robust" in text
 
 
 def test_written_report_states_the_method(data, tmp_path: Path):

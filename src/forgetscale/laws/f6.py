@@ -106,8 +106,8 @@ def t_interval(d: np.ndarray, level: float = F6_LEVEL, test_over_train: float = 
 
     >>> {k: round(v, 4) for k, v in t_interval(np.array([1.0, 2.0, 3.0])).items()}
     {'value': 2.0, 'lo': -0.4841, 'hi': 4.4841}
-    >>> round(t_interval(np.array([1.0, 2.0, 3.0]), test_over_train=0.5)["hi"] - 2, 4)  # sqrt(1/3 + 1/2) / sqrt(1/3)
-    3.9532
+    >>> round(t_interval(np.array([1.0, 2.0, 3.0]), test_over_train=0.5)["hi"] - 2, 4)  # 2.4841 sqrt(5/2)
+    3.9278
     """
     n = d.size
     se = float(np.std(d, ddof=1) * math.sqrt(1 / n + test_over_train))

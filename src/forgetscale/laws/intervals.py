@@ -235,6 +235,8 @@ def param_draws(form: LawForm, theta: Array, pc: Mapping[str, Any], n: int, seed
     lam, vec = np.linalg.eigh(pc["cov"])
     z = rng.standard_normal((n, len(free))) @ (vec * np.sqrt(np.maximum(lam, 0))).T
     df = float(np.min(pc["df"]))
+    if not df > 0:  # too few runs for any degrees of freedom (two runs, one per rank): no t to draw from
+        return np.zeros((0, form.n_params))
     z *= np.sqrt(df / rng.chisquare(df, (n, 1)))
     return from_w(form, theta, free, to_w(form, theta, free) + z)
 
