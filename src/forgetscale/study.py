@@ -25,7 +25,7 @@ from forgetscale.executors import make_executor
 from forgetscale.lock import check_free, hold
 from forgetscale.mitigation import check_replay
 from forgetscale.models import cache_dir, pick_device, resolve
-from forgetscale.precision import kernel_record, pin_for_study
+from forgetscale.precision import kernel_record, measured, pin_for_study
 from forgetscale.probes.runner import probe_study
 from forgetscale.reference import device_label
 from forgetscale.report.command import write_report
@@ -227,6 +227,8 @@ def summary_table(store: Store, run_ids: list[str]) -> list[dict[str, Any]]:
 
 def _plan(config: StudyConfig, runs: list[RunConfig], todo: list[RunConfig], ws: Workspace, cache: Path) -> Estimate:
     """The plan of what is left to run and its estimated time on this machine (:mod:`forgetscale.estimate`)."""
+    if kernel_record(cache) is None:  # fp32 studies never time the kernels for `auto`: time them here (~1 s)
+        measured(cache)
     kernel = kernel_record(cache) or {}
     fp32 = kernel.get("fp32_seconds")
     bf16 = kernel.get("bf16_seconds")

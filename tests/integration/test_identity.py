@@ -207,3 +207,18 @@ def test_a_study_resumes_only_under_its_metric_version_and_device(tiny_overrides
     finally:
         con.close()
     assert rows_before == 3  # steps 0, 1, 2
+
+
+def test_an_fp32_study_still_prints_its_estimated_time(tiny_overrides, tmp_path):
+    """With fp32 the default, nothing times the kernels for `auto`: the plan times them itself, so the plan line
+    keeps its estimate on a machine that never ran an `auto` study."""
+    from forgetscale import study
+    from forgetscale.config import load_config
+    from forgetscale.workspace import Workspace
+
+    cache = tmp_path / "fresh-cache"
+    config = load_config(preset="default", overrides=[*tiny_overrides, "train.precision=fp32",
+                                                      "sweep.data.dataset=[news]", "sweep.lora.rank=[1]"])  # fmt: skip
+    runs = config.runs()
+    line = study._plan(config, runs, runs, Workspace(cache), cache).line()
+    assert "estimated" in line and (cache / "precision.json").is_file(), line
