@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -290,3 +294,20 @@ def build_mitigation_study(directory: Path) -> Path:
                 ids.append(rid)
         store.set_meta("run_ids", ids)
     return directory
+
+
+@contextmanager
+def held_elsewhere(directory: Path) -> Iterator[subprocess.Popen]:
+    """Another process holding ``directory``'s run lock for the block (yielded once it holds it), then killed
+    with SIGKILL (no cleanup code runs: the lock must go with the process)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from pathlib import Path; from forgetscale.lock import hold\n"
+         f"with hold(Path({str(directory)!r})):\n    print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.communicate()  # reaps it and closes its pipe

@@ -7,12 +7,15 @@ folder and renamed into place, which POSIX and Windows both do atomically within
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from forgetscale.errors import UserError
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -62,3 +65,19 @@ def publish_dir(out: Path, fill: Callable[[Path], Any], *, replace: bool = True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def jsonl_records(lines: Iterable[str], source: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for each non-blank line of a JSON-lines text, in order.
+
+    Raises:
+        UserError: ``source:LINE: not valid JSON (why)`` for the first line that does not parse.
+    """
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{source}:{lineno}: not valid JSON ({e.msg})") from None
+        yield lineno, value

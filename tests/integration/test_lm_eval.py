@@ -173,7 +173,7 @@ def test_bad_or_mismatched_logs_are_one_line(runs, tmp_path, capsys):
     broken = tmp_path / "broken" / science.name
     broken.parent.mkdir()
     broken.write_text(science.read_text()[:-40])  # cut inside the last record
-    one_error_line(capsys, flips(broken, t["fs_science"]), science.name, ":24:", "not JSON")
+    one_error_line(capsys, flips(broken, t["fs_science"]), science.name, ":24:", "not valid JSON")
     one_error_line(capsys, flips(science, t["fs_science"], "--metric", "f1"), "no per-sample f1", "acc, acc_norm")
     scored = _edit(t["fs_science"], tmp_path / "scored", lambda rs: [{**r, "acc": 0.5} for r in rs])
     one_error_line(capsys, flips(science, scored, "--metric", "acc"), "acc is not right/wrong")

@@ -12,7 +12,7 @@ import pytest
 
 from forgetscale.cli import main
 from forgetscale.lock import StudyBusy, hold
-from tests.helpers import count_rows
+from tests.helpers import count_rows, held_elsewhere
 
 
 def _sets(overrides: list[str]) -> list[str]:
@@ -47,19 +47,9 @@ def test_a_second_hold_is_refused_and_names_the_holder(tmp_path):
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from forgetscale.lock import hold\n"
-         f"with hold(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(StudyBusy, match=f"pid {holder.pid} "), hold(tmp_path):
-            pass
-    finally:
-        holder.kill()  # SIGKILL: no cleanup code runs
-        holder.wait(timeout=60)
-        holder.stdout.close()
+    # the holder is killed with SIGKILL on exit: no cleanup code runs
+    with held_elsewhere(tmp_path) as holder, pytest.raises(StudyBusy, match=f"pid {holder.pid} "), hold(tmp_path):
+        pass
     with hold(tmp_path):  # the OS dropped the lock with the process
         pass
 

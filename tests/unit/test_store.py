@@ -4,8 +4,6 @@ and writes that take the study's run lock while reads do not."""
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from forgetscale.errors import UserError
 from forgetscale.lock import StudyBusy, hold
 from forgetscale.store import open_store, open_study, open_study_to_write
+from tests.helpers import held_elsewhere
 
 
 def _old_store(directory: Path) -> None:
@@ -68,20 +67,11 @@ def test_open_study_to_write_needs_a_study_and_creates_nothing(tmp_path):
 def test_a_writer_is_refused_while_another_process_runs_the_study(tmp_path):
     with open_store(tmp_path):
         pass
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from pathlib import Path; from forgetscale.lock import hold\n"
-         f"with hold(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_elsewhere(tmp_path) as holder:
         with pytest.raises(StudyBusy, match=f"pid {holder.pid} "), open_study_to_write(tmp_path):
             pass
         with open_study(tmp_path) as store:  # a reader is not refused
             assert store.runs() == []
-    finally:
-        holder.kill()
-        holder.communicate()  # reaps it and closes its pipe
     with open_study_to_write(tmp_path) as store:  # the holder gone, the writer goes ahead
         store.set_meta("x", 1)
 

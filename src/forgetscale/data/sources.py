@@ -7,13 +7,13 @@ parts deterministically from the seed.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 from forgetscale import hub
 from forgetscale.errors import UserError
+from forgetscale.fsutil import jsonl_records
 
 Example = dict[str, Any]
 
@@ -64,13 +64,7 @@ def read_file(path: Path) -> list[Example]:
     if path.suffix != ".jsonl":
         return [{"text": p.strip()} for p in raw.split("\n\n") if p.strip()]
     out = []
-    for lineno, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    for lineno, record in jsonl_records(raw.splitlines(), path):
         try:
             out.append(to_example(record))
         except ValueError as e:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetscale.errors import UserError
+from forgetscale.fsutil import jsonl_records
 from forgetscale.probes.flips import flips, sides
 
 __all__ = ["MAIN_METRICS", "find_sample_logs", "log_flips", "pair_samples", "read_sample_log", "sample_answer",
@@ -76,13 +77,7 @@ def read_sample_log(path: Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: cannot read it ({type(e).__name__})") from None
     out = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{i}: not JSON ({e.msg})") from None
+    for i, rec in jsonl_records(lines, path):
         missing = [k for k in ("doc_id", "metrics") if not isinstance(rec, dict) or k not in rec]
         if missing:
             raise UserError(f"{path}:{i}: not an lm-eval sample record (no {', '.join(missing)})")

@@ -19,7 +19,6 @@ need ``datasets`` and, for the hub, a network connection).
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -28,6 +27,7 @@ from typing import Any, Literal, get_args
 
 from forgetscale import hub
 from forgetscale.errors import UserError
+from forgetscale.fsutil import jsonl_records
 from forgetscale.probes.scoring import LETTERS, index_to_letter, letter_to_index
 
 __all__ = [
@@ -169,14 +169,8 @@ def parse_probe_jsonl(
     _check_kind(kind)
     items: list[ProbeItem] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, record in jsonl_records(text.splitlines(), source):
         where = f"{source}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: not valid JSON ({e.msg})") from None
         if not isinstance(record, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(record).__name__}")
         try:
