@@ -15,6 +15,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import numpy as np
+
 from forgetscale.api import measure_forgetting
 from forgetscale.config import load_config
 from forgetscale.models import cache_dir
@@ -28,8 +30,6 @@ def reference_bytes_per_position(cache: Path) -> list[dict]:
         ident = d / "identity.json"
         if not ident.is_file() or json.loads(ident.read_text())["eval_dtype"] != "bfloat16":
             continue
-        import numpy as np
-
         n = len(np.load(d / "meta.npz")["entropy"])
         size = sum(f.stat().st_size for f in d.iterdir())
         mode = "hidden" if (d / "mean_emb.npy").is_file() else "logits" if (d / "logp.npy").is_file() else "top-K"

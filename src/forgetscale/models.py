@@ -134,8 +134,7 @@ def load_model(cfg: ModelConfig, key: str = _KEY) -> LoadedModel:
     model.eval()
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    fp = source_fingerprint(cfg, kind, path, commit=getattr(model.config, "_commit_hash", None))
-    return LoadedModel(model, tokenizer, fp, cfg.name)
+    return LoadedModel(model, tokenizer, source_fingerprint(cfg, kind, path), cfg.name)
 
 
 def _from_pretrained(what: str, cfg: ModelConfig, kind: str, path: Path | None, key: str = _KEY) -> Any:
@@ -441,10 +440,10 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def source_fingerprint(cfg: ModelConfig, kind: str, path: Path | None, commit: str | None = None) -> str:
+def source_fingerprint(cfg: ModelConfig, kind: str, path: Path | None) -> str:
     """The cache identity of a model source: a file's digest, a directory's weight files' digest, or a hub
-    repository at the commit loaded (``commit``: transformers' ``config._commit_hash``; without it, the
-    commit the local hub cache resolves the revision to). A branch name such as ``main`` moves, so it is
+    repository at the commit the local hub cache resolves the revision to (after a load: the commit loaded,
+    as transformers 5 no longer records it on the config). A branch name such as ``main`` moves, so it is
     never the identity: two loads of ``main`` a week apart may be two models."""
     if kind in ("builtin", "gguf"):
         assert path is not None
@@ -457,7 +456,7 @@ def source_fingerprint(cfg: ModelConfig, kind: str, path: Path | None, commit: s
                 h.update(f.name.encode())
                 h.update(file_digest(f).encode())
         return "sha256:" + h.hexdigest()
-    return f"hub:{cfg.name}@{commit or hub_commit(cfg.name, cfg.revision) or cfg.revision or 'main'}"
+    return f"hub:{cfg.name}@{hub_commit(cfg.name, cfg.revision) or cfg.revision or 'main'}"
 
 
 def hub_commit(name: str, revision: str | None) -> str | None:
