@@ -190,6 +190,18 @@ def _kl_to_base(model: Any, inputs: dict[str, Any], keep: torch.Tensor, logits: 
     return (logp_base.exp() * (logp_base - logp_ft)).sum()
 
 
+def scheduler_name(scheduler: str, warmup_steps: int) -> str:
+    """The Trainer's ``lr_scheduler_type`` for ``train.scheduler`` with ``warmup_steps``.
+
+    transformers' ``constant`` schedule ignores ``warmup_steps`` (only ``constant_with_warmup`` reads
+    them), so a warmup asked for with the constant schedule would silently not happen.
+
+    >>> scheduler_name("constant", 0), scheduler_name("constant", 8), scheduler_name("cosine", 8)
+    ('constant', 'constant_with_warmup', 'cosine')
+    """
+    return "constant_with_warmup" if scheduler == "constant" and warmup_steps > 0 else scheduler
+
+
 def train(
     peft_model: PeftModel,
     tok: PreTrainedTokenizerBase,
@@ -221,7 +233,7 @@ def train(
             gradient_accumulation_steps=t.grad_accum,
             learning_rate=t.lr,
             optim="adafactor" if t.optimizer == "adafactor" else "adamw_torch",
-            lr_scheduler_type=t.scheduler,
+            lr_scheduler_type=scheduler_name(t.scheduler, t.warmup_steps),
             warmup_steps=t.warmup_steps,
             weight_decay=t.weight_decay,
             bf16=precision == "bf16",
