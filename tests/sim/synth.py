@@ -49,9 +49,16 @@ from typing import Any
 import numpy as np
 
 DEFAULT_PARAMS = {"A": 0.02, "a": 0.08, "b": 0.8, "c_fft": 0.29, "ft0": 2.5, "H": 1.9, "power": 1.0,
-                  "escape_P": 0.0}  # fmt: skip
-"""A kl_power (A, a, b) with KL 0.1-0.45 nats over the default grid; c_fft and H as measured."""
-LAWS = {"kl_power": {}, "curved": {"power": 1.2}, "escape": {"escape_P": 0.1}}
+                  "escape_P": 0.0, "tau": 0.0, "bend_P": 0.0}  # fmt: skip
+"""A kl_power (A, a, b) with KL 0.1-0.45 nats over the default grid; c_fft and H as measured. ``tau`` and
+``bend_P`` (0: off) bend the progress away from a power law in N and in P (see :meth:`Truth.progress`)."""
+LAWS = {"kl_power": {}, "curved": {"power": 1.2}, "escape": {"escape_P": 0.1}, "saturating": {"tau": 12.0},
+        "flat_P": {"a": 0.0}, "bent_P": {"bend_P": 0.05}}
+"""The truths: ``kl_power`` (every finding true), ``curved`` (F1 false beyond some power), ``escape`` (F4 false),
+``saturating`` (F3's power law false: progress saturates in N with time constant ``tau`` steps), ``flat_P``
+(F2 false: no P effect) and ``bent_P`` (F2's power law false: log progress quadratic in log P)."""
+N_REF, RANK_REF = 16.0, 8.0
+"""A saturating progress equals the power law's at step ``N_REF``; a bent one at rank ``RANK_REF``."""
 TOP1_PER_KL, DATA_PER_KL = 1.3, 0.5  # the hard-target and data losses rise with KL too (not modelled further)
 
 
@@ -77,9 +84,13 @@ class Truth:
         return {"a": p["a"] * p["power"] + p["escape_P"], "b": p["b"] * p["power"]}
 
     def progress(self, P: Any, N: Any) -> np.ndarray:
+        """``A r^a h(N) exp(-bend_P (log r - log 8)^2)``, ``r = P / p_per_rank``; ``h(N) = N^b`` or, with ``tau``
+        > 0, ``16^b (1 - exp(-N/tau)) / (1 - exp(-16/tau))``, which saturates (a local exponent falling with N)."""
         p = self.params
-        r = np.asarray(P, float) / self.p_per_rank
-        return p["A"] * r ** p["a"] * np.asarray(N, float) ** p["b"]
+        r, n = np.asarray(P, float) / self.p_per_rank, np.asarray(N, float)
+        h = n ** p["b"] if not p.get("tau") else N_REF ** p["b"] * -np.expm1(-n / p["tau"]) / -math.expm1(
+            -N_REF / p["tau"])  # fmt: skip
+        return p["A"] * r ** p["a"] * h * np.exp(-p.get("bend_P", 0.0) * np.log(r / RANK_REF) ** 2)
 
     def ft_loss(self, P: Any, N: Any) -> np.ndarray:
         """The true fine-tuning loss at (P, N)."""
@@ -150,7 +161,7 @@ def synthetic_study(
         ranks, seeds_per_rank: one run per (rank, data-order seed).
         steps: evaluation steps after step 0.
         p_per_rank: trainable parameters per rank unit (P = rank * p_per_rank).
-        law: ``kl_power``, ``curved`` or ``escape`` (see the module docstring).
+        law: a key of :data:`LAWS` (see the module docstring).
         params: overrides of :data:`DEFAULT_PARAMS` on top of the law's.
         run_sd, step_sd, point_sd: log-scale sd of the run effect, the shared step shock and point noise.
         ft_sd: sd of ft_loss's measurement noise (nats).

@@ -42,78 +42,26 @@ margin) is in ``tests/sim/test_sim_margins.py``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
-from forgetscale.laws.wild import natural_spline
+from forgetscale.laws.heldout_compare import ALPHA, LEVEL, curve_design, loro_errors, margin_test, side, t_interval
+
+__all__ = ["F6_ALPHA", "F6_LEVEL", "F6_MARGIN", "F6_MIN_RUNS", "PREDICTORS", "curve_design", "f6", "loro_errors",
+           "t_interval"]
 
 F6_MARGIN = 0.1
 """task_kl must predict held-out forgetting with an error at least this fraction below ft_loss's."""
 F6_MIN_RUNS = 4
 """Fewer runs and a t interval over runs rests on too few independent units (as F1-F4)."""
-F6_LEVEL = 0.95
+F6_LEVEL = LEVEL
 """The level of the intervals reported."""
-F6_ALPHA = 0.05
+F6_ALPHA = ALPHA
 """Each verdict is a one-sided test at this level: supported when the 90% interval of the statistic lies above 0
 (``task_kl beats ft_loss by less than the margin`` rejected at 5%), not supported when it lies below 0."""
 PREDICTORS = ("ft_loss", "task_kl")
-
-
-def curve_design(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
-    """``[1, spline3(x)]``, or ``[1, x]`` when the knots are not distinct (too few distinct values).
-
-    >>> curve_design(np.linspace(0, 1, 4), np.array([0.0, 1 / 3, 2 / 3, 1.0])).shape
-    (4, 4)
-    >>> curve_design(np.ones(3), np.ones(4)).shape
-    (3, 2)
-    """
-    if np.all(np.diff(knots) > 0):
-        return np.column_stack([np.ones(x.size), natural_spline(x, knots)])
-    return np.column_stack([np.ones(x.size), x])
-
-
-def loro_errors(x: np.ndarray, y: np.ndarray, runs: np.ndarray) -> dict[str, float]:
-    """Each run's held-out RMS error when ``y`` is predicted from ``x`` by a curve fitted to the other runs.
-
-    Below, run b lies 0.3 above the line and c 0.3 below it: left out, each is predicted from a and the
-    other, whose mean is 0.15 on the other side, so its error is 0.45.
-
-    >>> runs = np.repeat(["a", "b", "c"], 4); x = np.tile([1.0, 2, 3, 4], 3)
-    >>> e = loro_errors(x, 2 * x + np.repeat([0.0, 0.3, -0.3], 4), runs)
-    >>> {k: round(v, 6) for k, v in e.items()}
-    {'a': 0.0, 'b': 0.45, 'c': 0.45}
-    """
-    out = {}
-    for g in np.unique(runs):
-        test = runs == g
-        train = ~test
-        knots = np.quantile(x[train], [0, 1 / 3, 2 / 3, 1])
-        beta = np.linalg.lstsq(curve_design(x[train], knots), y[train], rcond=None)[0]
-        pred = curve_design(x[test], knots) @ beta
-        out[str(g)] = float(np.sqrt(np.mean((y[test] - pred) ** 2)))
-    return out
-
-
-def t_interval(d: np.ndarray, level: float = F6_LEVEL, test_over_train: float = 0.0) -> dict[str, float]:
-    """Mean of ``d`` with its ``level`` t interval on ``len(d) - 1`` df.
-
-    ``test_over_train`` > 0: ``d`` are cross-validated, one per fold, and the variance of the mean is
-    Nadeau and Bengio's ``(1/n + test_over_train) s^2`` instead of ``s^2 / n``.
-
-    >>> {k: round(v, 4) for k, v in t_interval(np.array([1.0, 2.0, 3.0])).items()}
-    {'value': 2.0, 'lo': -0.4841, 'hi': 4.4841}
-    >>> round(t_interval(np.array([1.0, 2.0, 3.0]), test_over_train=0.5)["hi"] - 2, 4)  # 2.4841 sqrt(5/2)
-    3.9278
-    """
-    n = d.size
-    se = float(np.std(d, ddof=1) * math.sqrt(1 / n + test_over_train))
-    q = float(stats.t.ppf(0.5 + level / 2, n - 1))
-    m = float(np.mean(d))
-    return {"value": m, "lo": m - q * se, "hi": m + q * se}
 
 
 def f6(ds: str, cols: Mapping[str, np.ndarray], min_step: float) -> dict[str, Any]:
@@ -158,29 +106,23 @@ def f6(ds: str, cols: Mapping[str, np.ndarray], min_step: float) -> dict[str, An
                        f"(has {len(usable)})", **ev)  # fmt: skip
     y, runs = y[keep], runs[keep]
     errors = {name: loro_errors(x[keep], y, runs) for name, x in (("ft_loss", ft), ("task_kl", task))}
-    e_ft, e_task = (np.array([errors[p][g] for g in usable]) for p in PREDICTORS)
-    ev["heldout_error"] = {p: {"value": float(np.mean(e)), "per_run": errors[p]}
-                           for p, e in zip(PREDICTORS, (e_ft, e_task), strict=True)}  # fmt: skip
-    n_pts = np.array([np.sum(runs == g) for g in usable], float)
-    ratio = float(np.mean(n_pts / (n_pts.sum() - n_pts)))  # held-out over training points, mean over folds
-    ev["variance"] = {"method": "Nadeau-Bengio", "test_over_train": ratio, "inflation": 1 + len(usable) * ratio,
-                      "why": "the folds share training runs and runs share data orders, so the runs' errors are "
-                             "positively correlated and s^2/G is too small"}
-    diff = t_interval(e_ft - e_task, test_over_train=ratio)
-    ev["error_difference"] = {**diff, "relative": diff["value"] / float(np.mean(e_ft)) if np.mean(e_ft) > 0 else None,
-                        "definition": "ft_loss's held-out error less task_kl's (positive: task_kl predicts better)"}
-    d = (1 - F6_MARGIN) * e_ft - e_task
-    stat, one_sided = t_interval(d, test_over_train=ratio), t_interval(d, 1 - 2 * F6_ALPHA, ratio)
-    ev["statistic"] = {**stat, "lo90": one_sided["lo"], "hi90": one_sided["hi"],
+    ev["heldout_error"] = {p: {"value": float(np.mean([errors[p][g] for g in usable])), "per_run": errors[p]}
+                           for p in PREDICTORS}  # fmt: skip
+    test = margin_test(errors["ft_loss"], errors["task_kl"], 1 - F6_MARGIN, runs)
+    ev["variance"] = test["variance"]
+    ev["error_difference"] = {**test["error_difference"],
+                              "definition": "ft_loss's held-out error less task_kl's (positive: task_kl predicts "
+                                            "better)"}  # fmt: skip
+    ev["statistic"] = {**test["statistic"],
                        "definition": f"(1 - {F6_MARGIN}) x ft_loss's error - task_kl's error, mean over runs; "
                                      f"verdicts by one-sided {F6_ALPHA:.0%} tests (the 90% interval's ends)"}
-    ev["margin"] = {"fraction": F6_MARGIN, "value": F6_MARGIN * float(np.mean(e_ft)),
+    ev["margin"] = {"fraction": F6_MARGIN, "value": F6_MARGIN * ev["heldout_error"]["ft_loss"]["value"],
                     "units": "nats of forget_kl (RMS held-out error)",
                     "definition": f"task_kl's error must be at least {F6_MARGIN:.0%} below ft_loss's"}
-    if one_sided["lo"] > 0:
-        return _result(ds, "supported", **ev)
-    if one_sided["hi"] < 0:
-        return _result(ds, "not_supported", **ev)
+    one_sided = {"lo": ev["statistic"]["lo90"], "hi": ev["statistic"]["hi90"]}
+    verdict = side(test)
+    if verdict != "inside":
+        return _result(ds, "supported" if verdict == "above" else "not_supported", **ev)
     return _result(ds, "undecided", reason=f"the statistic's 90% interval [{one_sided['lo']:.3g}, "
                    f"{one_sided['hi']:.3g}] contains 0: task_kl neither beats ft_loss by the margin nor falls short "
                    f"of it, at {len(usable)} runs", **ev)  # fmt: skip
