@@ -30,6 +30,9 @@ taken and what it is conditional on.
   misfit beta has error about sqrt(sigma^2 + beta^2), so 10% more than the alternative's is a misfit of
   about 0.46 sigma, which widens a new run's prediction interval by at most 10% (F6's margin too). Its
   size and power by simulation: ``tests/sim/test_sim_f123.py``; per design, ``python -m bench.power``.
+  Known limit: the runs of one data order share step shocks, which move their left-out errors together;
+  the Nadeau-Bengio variance does not model that, and F3's form test said adequate for a law beyond its
+  margin in 11-12% of simulated two-order studies (F1 and F2: at most 3%).
 - **F4** no escape from the line: see :func:`f4` (a wild-cluster restricted
   bootstrap over runs and the (data order, step) cells they share, or over data orders when there are
   enough of them; a flexible ft_loss curve, one margin, TOST).
