@@ -284,8 +284,13 @@ class ProbesConfig(_Frozen):
 class ExecutorConfig(_Frozen):
     """Where a study's runs execute. Not part of any run's config: it never changes a run id."""
 
-    kind: Literal["local", "ray"] = "local"
-    """``local``: one run after another in this process. ``ray``: each run a Ray task (``forgetscale[ray]``)."""
+    kind: Literal["local", "processes", "ray"] = "local"
+    """``local``: one run after another in this process. ``processes``: ``workers`` runs at once, each in a
+    worker process on this machine with an equal share of its threads (the rows agree with ``local`` to
+    float rounding, not bit for bit: a thread count changes the order of sums). ``ray``: each run a Ray task
+    (``forgetscale[ray]``)."""
+    workers: int = Field(2, ge=1)
+    """``processes``: how many runs train at once (each worker loads its own copy of the model)."""
     address: str | None = None
     """Ray cluster to join (``auto``: the one ``ray start`` runs on this machine; ``HOST:PORT``);
     None: start a local cluster (or use the Ray session this process already holds)."""

@@ -12,6 +12,7 @@ from forgetscale.config import load_config
 from forgetscale.errors import UserError
 from forgetscale.executors import check, make_executor
 from forgetscale.executors.local import LocalExecutor
+from forgetscale.executors.processes import ProcessExecutor
 
 
 def test_executor_settings_never_change_run_ids():
@@ -30,10 +31,19 @@ def test_executor_defaults_to_local():
     assert isinstance(make_executor(cfg), LocalExecutor)
 
 
+def test_processes_executor_is_made_with_its_workers():
+    cfg = load_config(preset="smoke", overrides=["executor.kind=processes", "executor.workers=3"]).executor
+    executor = make_executor(cfg)
+    assert isinstance(executor, ProcessExecutor) and executor.cfg.workers == 3
+    assert load_config(preset="smoke").executor.workers == 2  # the default when processes is chosen
+    check(cfg)  # nothing to install
+
+
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [(["executor.kind=slurm"], "executor.kind"), (["executor.max_retries=-1"], "executor.max_retries"),
-     (["executor.cpus_per_run=0"], "executor.cpus_per_run"), (["executor.gpu=1"], "unknown key 'executor.gpu'")],
+     (["executor.cpus_per_run=0"], "executor.cpus_per_run"), (["executor.gpu=1"], "unknown key 'executor.gpu'"),
+     (["executor.kind=processes", "executor.workers=0"], "executor.workers")],
 )  # fmt: skip
 def test_bad_executor_settings_name_the_key(overrides, needle):
     with pytest.raises(UserError, match=needle):

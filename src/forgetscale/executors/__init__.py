@@ -1,4 +1,5 @@
-"""Where a study's runs execute: in this process (``local``, the default) or as Ray tasks (``ray``).
+"""Where a study's runs execute: in this process (``local``, the default), in local worker processes
+several at once (``processes``), or as Ray tasks (``ray``).
 
 The seam is one method, :meth:`Executor.run`. Whatever the executor, the process
 that called :func:`forgetscale.study.run_study` holds the study's run lock and
@@ -68,6 +69,10 @@ def make_executor(cfg: ExecutorConfig) -> Executor:
         ray_executor = RayExecutor(cfg)
         ray_executor.connect()
         return ray_executor
+    if cfg.kind == "processes":
+        from forgetscale.executors.processes import ProcessExecutor
+
+        return ProcessExecutor(cfg)
     from forgetscale.executors.local import LocalExecutor
 
     return LocalExecutor()

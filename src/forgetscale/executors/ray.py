@@ -2,13 +2,11 @@
 
 How a run travels. The driver (this process, holding the study's run lock)
 submits one task per run: a *streaming generator* task (``num_returns="streaming"``)
-that runs :func:`forgetscale.run.execute_run`, the same code as the local
-executor, with a stand-in for the store (a :class:`forgetscale.run.RunSink`)
-that turns each call into an event.
-The task yields the events as they happen (the base reference's log line, the
-run's start with its P and provenance, one measurement row per scheduled
-evaluation, and last the timings with the adapter's files), and the driver
-applies them to the store in order. So rows reach SQLite as each evaluation
+that yields the run's events as they happen (:func:`forgetscale.executors.events.run_events`:
+the base reference's log line, the run's start with its P and provenance, one
+measurement row per scheduled evaluation, and last the timings with the adapter's
+files), and the driver applies them to the store in order
+(:class:`forgetscale.executors.events.Recorder`). So rows reach SQLite as each evaluation
 finishes, progress lines and resume behave as with the local executor, and
 the adapter travels through Ray's object store: no shared filesystem is needed,
 the driver writes ``DIR/adapters/<run_id>/``. A run is marked done only when
@@ -37,22 +35,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import socket
-import tempfile
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from forgetscale.config import ExecutorConfig, RunConfig
 from forgetscale.console import Progress, hms
 from forgetscale.errors import UserError
-from forgetscale.fsutil import atomic_write, publish_dir
+from forgetscale.executors.events import Attempt as _Attempt
+from forgetscale.executors.events import Recorder, read_files, run_events, seed_files
+from forgetscale.executors.events import RunEvents as _Events  # noqa: F401  (the tests wrap its methods)
 from forgetscale.models import cache_dir
-from forgetscale.run import execute_run
 from forgetscale.store import Store
 from forgetscale.workspace import Workspace
 
@@ -127,21 +122,6 @@ def _resources(res: dict[str, float]) -> str:
             f"{sum(1 for k in res if k.startswith('node:') and not k.startswith('node:__'))} node(s)")  # fmt: skip
 
 
-@dataclass
-class _Attempt:
-    """One submission of one run, as the driver tracks it."""
-
-    run: RunConfig
-    number: int  # 0 for the first attempt
-    index: int  # the run's place in "run i/n"
-    label: str = ""
-    submitted: float = 0.0
-    started: float | None = None  # when its start event arrived
-    last_step: int = 0
-    n_rows: int = 0
-    timings: dict[str, float] | None = None  # set by the done event, once the adapter is written
-
-
 class _Driver:
     def __init__(self, cfg: ExecutorConfig, ws: Workspace, store: Store, out: Path):
         self.cfg, self.ws, self.store, self.out = cfg, ws, store, out
@@ -159,9 +139,10 @@ class _Driver:
         # max_retries=0: lost workers are retried by this loop, after their partial rows are deleted
         self.options = {"num_returns": "streaming", "max_retries": 0, **options}
         self.task = ray.remote(_run_task)
-        self.corpora = ray.put(_read_files(self.ws.cache / "corpora"))  # small; the same sample on every node
+        self.corpora = ray.put(read_files(self.ws.cache / "corpora"))  # small; the same sample on every node
         self.progress = Progress(sum(r.train.steps for r in todo))
         self.n = len(todo)
+        self.recorder = Recorder(self.store, self.out, self.progress, self.n, log)
         log.info(f"{self.n} runs as Ray tasks, each with {cfg.cpus_per_run:g} CPU and {gpus:g} GPU"
                  + (f" and {cfg.memory_per_run:g} GiB" if cfg.memory_per_run else ""))  # fmt: skip
         self.pending: dict[Any, _Attempt] = {}
@@ -218,40 +199,14 @@ class _Driver:
             self._apply(a, event)
 
     def _apply(self, a: _Attempt, event: tuple[Any, ...]) -> None:
-        rid, kind = a.run.run_id, event[0]
-        if kind == "log":
-            log.info(f"[{a.label or f'run {a.index}/{self.n} {rid}'}] {event[1]}")
-        elif kind == "start":
-            _, P, provenance = event
-            provenance["executor"] = {**provenance.get("executor", {}), "attempt": a.number + 1}
-            self.store.start_run(rid, P, provenance)  # also drops rows an earlier attempt left behind
-            a.started = time.perf_counter()
-            if a.number:  # a retry: a fresh worker was found, started and loaded the inputs
-                self.restart_seconds += a.started - a.submitted
-            r = a.run
-            a.label = f"run {a.index}/{self.n} {rid} {r.data.dataset} r={r.lora.rank}" + (
-                f" retry {a.number}" if a.number else ""
-            )
-        elif kind == "row":
-            row = event[1]
-            self.store.add_measurement(rid, row)
-            a.n_rows += 1
-            self.progress.switch(a.label, a.last_step)  # one progress for interleaved runs: each run's own step
-            self.progress.step(row["step"], a.run.train.steps, row)
-            a.last_step = row["step"]
-        elif kind == "done":
-            _, timings, files = event
-            _write_adapter(files, self.out / "adapters" / rid)
-            a.timings = timings
-        else:
-            raise RuntimeError(f"unknown event {kind!r} from run {rid}")
+        if event[0] == "start" and a.number:  # a retry: a fresh worker was found, started and loaded the inputs
+            self.restart_seconds += time.perf_counter() - a.submitted
+        self.recorder.apply(a, event)
 
     def _ended(self, a: _Attempt) -> None:
-        if a.timings is None:  # a task that returns without its adapter is a bug here
-            self.store.fail_run(a.run.run_id, "RuntimeError: the Ray task ended without its adapter")
-            self._stop(RuntimeError(f"run {a.run.run_id}: the Ray task ended without its adapter"))
-            return
-        self.store.finish_run(a.run.run_id, a.timings)
+        error = self.recorder.ended(a, "the Ray task")
+        if error is not None:
+            self._stop(error)
 
     def _failed(self, a: _Attempt, e: Exception) -> None:
         cause = getattr(e, "cause", None)
@@ -308,125 +263,24 @@ class _Driver:
         self.pending.clear()
 
 
-def _read_files(directory: Path) -> dict[str, bytes]:
-    """Every finished file under ``directory`` (relative POSIX path -> bytes); temporary files skipped."""
-    if not directory.is_dir():
-        return {}
-    return {
-        p.relative_to(directory).as_posix(): p.read_bytes()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and not p.name.startswith(".")
-    }
-
-
-def _write_adapter(files: dict[str, bytes], out: Path) -> None:
-    """Write an adapter shipped from a worker, atomically: a half-written one never has the final name."""
-    def fill(tmp: Path) -> None:
-        for name, data in files.items():
-            path = tmp / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-
-    publish_dir(out, fill)
-
-
 # ----------------------------------------------------------------------------- the worker side
 
 _WS: Workspace | None = None
 """The worker process's workspace: a worker Ray reuses for another run keeps its loaded inputs."""
-_END = object()
-
-
-class _Events:
-    """Stands in for the store inside a task (a :class:`forgetscale.run.RunSink`): each call becomes an event."""
-
-    def __init__(self, put: Any, where: dict[str, Any]):
-        self._put, self._where = put, where
-        self.timings: dict[str, float] | None = None
-
-    def start_run(self, run_id: str, P: int, provenance: Mapping[str, Any]) -> None:
-        self._put(("start", P, {**provenance, "executor": self._where}))
-
-    def add_measurement(self, run_id: str, row: Mapping[str, Any]) -> None:
-        self._put(("row", dict(row)))
-
-    def finish_run(self, run_id: str, timings: Mapping[str, float]) -> None:
-        self.timings = dict(timings)  # sent with the adapter, which is saved after this call
-
-    def fail_run(self, run_id: str, error: str) -> None:
-        pass  # the driver records the failure from the exception that ends the task
 
 
 def _run_task(run_json: str, corpora: dict[str, bytes]) -> Iterator[tuple[Any, ...]]:
-    """One run on a Ray worker, as a stream of events (see the module docstring).
-
-    Training runs in a thread so that its callbacks' events can be yielded while it goes on.
-    """
+    """One run on a Ray worker, as a stream of events (:func:`forgetscale.executors.events.run_events`)."""
     import ray
 
     global _WS
     run = RunConfig.model_validate_json(run_json)
     if _WS is None:
         _WS = Workspace(cache_dir())
-    ws = _WS
-    _seed_files(ws.cache / "corpora", corpora)
-    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    seed_files(_WS.cache / "corpora", corpora)
     ctx = ray.get_runtime_context()
     where = {"kind": "ray", "host": socket.gethostname(), "node_id": ctx.get_node_id(), "gpu_ids": ray.get_gpu_ids()}
-    sink = _Events(events.put, where)
-    with tempfile.TemporaryDirectory(prefix="forgetscale-adapter-") as tmp:
-        adapter = Path(tmp) / run.run_id
-
-        def work() -> None:
-            try:
-                execute_run(run, ws, sink, adapter)  # the driver logs the progress lines
-                events.put(("done", sink.timings, _read_files(adapter)))
-            except BaseException as e:  # re-raised by the generator: the task fails with it
-                events.put(e)
-            events.put(_END)
-
-        thread = threading.Thread(target=work, name=f"forgetscale-{run.run_id}", daemon=True)
-        with _forwarded_logs(events.put):
-            thread.start()
-            while (item := events.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-            thread.join()
-
-
-class _ToDriver(logging.Handler):
-    """Sends the task's ``forgetscale`` log lines to the driver as events (the driver logs them)."""
-
-    def __init__(self, put: Any):
-        super().__init__(logging.INFO)
-        self.put = put
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.put(("log", record.getMessage()))
-
-
-@contextlib.contextmanager
-def _forwarded_logs(put: Any) -> Iterator[None]:
-    root = logging.getLogger("forgetscale")
-    handler, level, propagate = _ToDriver(put), root.level, root.propagate
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    root.propagate = False  # not into the worker's own log files as well
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-        root.propagate = propagate
-
-
-def _seed_files(directory: Path, files: dict[str, bytes]) -> None:
-    """Write the driver's files this node's cache lacks (each atomically; present ones are left alone)."""
-    for name, data in files.items():
-        path = directory / name
-        if not path.exists():
-            atomic_write(path, data)
+    yield from run_events(run, _WS, where)
 
 
 def init_on_loopback(**options: Any) -> Any:
