@@ -81,8 +81,14 @@ def finding_text(f: Mapping[str, Any]) -> str:
         parts.append(f"R2 {fmt(ev['r2'])}, slope c_fft {ci(ev.get('slope_c_fft'))}")
     for key in ("exponent_a", "exponent_b"):
         if key in ev:
-            parts.append(f"{key.split('_')[1]} = {ci(ev[key])}" + ("" if ev.get("law_reliable") else
-                                                                   " (kl_power not reliable)"))
+            parts.append(f"{key.split('_')[1]} = {ci(ev[key])}")
+    form = ev.get("form")
+    if isinstance(form, Mapping) and "heldout_error" in form:  # F1-F3: the law against a flexible curve
+        err = form["heldout_error"]
+        parts.append(f"form {form.get('result')}: held-out error {fmt(err['law'])} vs flexible "
+                     f"{fmt(err['alternative'])} (margin {form['margin']['fraction']:.0%}, {form.get('n_runs')} runs)")
+    if ev.get("reliability") and ev.get("reliability") != "reliable":  # F2/F3: reported, no longer decisive
+        parts.append(f"kl_power {ev['reliability']} for forecasts")
     if "effect_log_P" in ev:  # F4: one contrast, at equal ft_loss; WCR interval over runs
         parts.append(f"log P effect at equal ft_loss {ci(ev['effect_log_P'])} nats (95%, {ev.get('n_runs')} runs) "
                      f"vs margin ±{fmt((ev.get('margin') or {}).get('value'))}")
