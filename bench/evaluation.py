@@ -6,7 +6,10 @@
   same forward passes with the adapter disabled and no metrics, the floor no evaluation can go below;
 - :func:`train_step_vs_bare`: a LoRA training step as the study takes it against a forward and
   backward pass through the frozen base over the very same batches, at the same precision;
-- :func:`scale`: evaluation time, reference size and peak memory at 1k-100k corpus tokens.
+- :func:`scale`: evaluation time, reference size and peak memory at 1k-100k corpus tokens;
+- :func:`profile_evaluation`: one scheduled evaluation part by part (prefix, batched forwards, LM head,
+  metrics; held-out pass and forgetting pass) against each part's FLOP floor at the fp32 matmul rate
+  measured in the same process, with the positions it computes, pads and scores.
 
 Each ratio is timed side by side in one process, alternating, medians of repeats.
 """
@@ -14,6 +17,7 @@ Each ratio is timed side by side in one process, alternating, medians of repeats
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import tempfile
 import threading
@@ -25,12 +29,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from forgetscale import train
+from forgetscale import forward, train
 from forgetscale.config import RunConfig
 from forgetscale.data.encode import Sequence
 from forgetscale.fold import folded
 from forgetscale.forgetting import measure
-from forgetscale.forward import forward_batches
+from forgetscale.forward import forward_batches, plan_batches
 from forgetscale.precision import resolve as resolve_precision
 from forgetscale.reference import BaseReference, compute_reference
 from forgetscale.task import held_out_metrics
@@ -93,6 +97,154 @@ def eval_vs_bare_forward(
         "times_s": times,
         "metrics": {k: seen["hidden", True][k] for k in ("ft_loss", "task_kl", "forget_ce", "forget_kl")},
     }
+
+
+def matmul_rate(repeats: int = 5, rows: int = 1024) -> float:
+    """fp32 GFLOP/s of one (rows x 576) @ (576 x 1536) matmul, SmolLM2-135M's MLP shape, best of ``repeats``:
+    the rate the evaluation's floor is priced at, measured where and when the evaluation runs."""
+    x, w = torch.randn(rows, 576), torch.randn(1536, 576)
+    F.linear(x, w)
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        F.linear(x, w)
+        best = min(best, time.perf_counter() - t)
+    return 2 * rows * 576 * 1536 / best / 1e9
+
+
+def evaluation_counts(model: Any, ref: BaseReference, task_ref: BaseReference, batch_size: int) -> dict[str, Any]:
+    """Positions one evaluation computes (real and padding), scores, and the forward FLOPs it must spend.
+
+    Per pass (held-out, forgetting) from the batch plan the forward path runs (:func:`plan_batches`); FLOPs
+    are 2 x the matmul weights outside the embedding and LM head per computed position (attention's own
+    products, a few percent at these lengths, left out) and 2 x d x V per scored position for the head.
+    """
+    head = model.get_output_embeddings().weight
+    body = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if p.ndim == 2 and "lora_" not in n and "embed" not in n and p.data_ptr() != head.data_ptr()
+    )
+    out: dict[str, Any] = {"body_params": body, "head_params": head.numel()}
+    for name, r in (("held_out", task_ref), ("forgetting", ref)):
+        plan = plan_batches(list(r.sequences), batch_size)
+        out[name] = {
+            "prefix": plan.prefix,
+            "real": plan.real_tokens,
+            "padding": plan.padding_tokens,
+            "scored": plan.scored,
+            "batches": len(plan.batches),
+            "body_gflop": 2 * body * plan.real_tokens / 1e9,
+            "prefix_gflop": 2 * body * plan.prefix / 1e9,
+            "head_gflop": 2 * head.numel() * plan.scored / 1e9,
+        }
+    return out
+
+
+@contextlib.contextmanager
+def _part_timer(model: Any, fwd: Any = forward) -> Any:
+    """Seconds spent in ``fwd``'s prefix pass, its batched forwards and the LM head within them, while open.
+
+    ``fwd`` is the module whose ``prefix_cache`` and ``kept_logits`` the evaluation calls (patched in place,
+    restored on exit); the head is timed by hooks on ``model``'s output embeddings."""
+    spent = {"prefix": 0.0, "forward": 0.0, "head": 0.0}
+    head = model.get_output_embeddings()
+    started: list[float] = []
+    hooks = [
+        head.register_forward_pre_hook(lambda *_: started.append(time.perf_counter())),
+        head.register_forward_hook(
+            lambda *_: spent.__setitem__("head", spent["head"] + time.perf_counter() - started.pop())
+        ),
+    ]
+    originals = {"prefix_cache": fwd.prefix_cache, "kept_logits": fwd.kept_logits}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*a: Any, **kw: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[name] += time.perf_counter() - t
+
+        return run
+
+    fwd.prefix_cache = timed("prefix", originals["prefix_cache"])
+    fwd.kept_logits = timed("forward", originals["kept_logits"])
+    try:
+        yield spent
+    finally:
+        for k, v in originals.items():
+            setattr(fwd, k, v)
+        for h in hooks:
+            h.remove()
+
+
+def profile_parts(
+    peft_model: Any,
+    ref: BaseReference,
+    task_ref: BaseReference,
+    batch_size: int,
+    held_out: Callable[..., Any] = held_out_metrics,
+    forgetting: Callable[..., Any] = measure,
+    fwd: Any = forward,
+) -> dict[str, float]:
+    """Seconds of each part of one evaluation as ``forgetscale.run`` takes it (inside :func:`folded`): the
+    held-out pass and the forgetting pass, each split into prefix, forwards (the model without its head),
+    head, and the rest (metrics, batching, copies). ``held_out``, ``forgetting`` and ``fwd`` are what runs
+    it (another implementation can be timed against the current one)."""
+    parts: dict[str, float] = {}
+    with folded(peft_model):
+        for name, fn, r in (("held_out", held_out, task_ref), ("forgetting", forgetting, ref)):
+            with _part_timer(peft_model, fwd) as spent:
+                t = time.perf_counter()
+                fn(peft_model, r, batch_size)
+                total = time.perf_counter() - t
+            parts |= {
+                f"{name}.prefix": spent["prefix"],
+                f"{name}.forwards": spent["forward"] - spent["head"],
+                f"{name}.head": spent["head"],
+                f"{name}.metrics": total - spent["prefix"] - spent["forward"],
+            }
+    return parts
+
+
+def profile_evaluation(
+    peft_model: Any, ref: BaseReference, task_ref: BaseReference, batch_size: int, repeats: int = 3
+) -> dict[str, Any]:
+    """Print and return one scheduled evaluation's parts (median seconds over ``repeats`` after a warm-up)
+    against their floors: each part's FLOPs (:func:`evaluation_counts`) at the matmul rate measured before
+    each repeat (its best). Metrics and bookkeeping have no FLOP floor worth the name (a few passes over a
+    vocabulary per position): their floor is shown as 0, so all of their time is above it."""
+    counts = evaluation_counts(peft_model, ref, task_ref, batch_size)
+    profile_parts(peft_model, ref, task_ref, batch_size)
+    runs, rates = [], []
+    for _ in range(repeats):
+        rates.append(matmul_rate())
+        runs.append(profile_parts(peft_model, ref, task_ref, batch_size))
+    rate = max(rates)
+    seconds = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    floors = {}
+    for name in ("held_out", "forgetting"):
+        c = counts[name]
+        floors |= {
+            f"{name}.prefix": c["prefix_gflop"] / rate,
+            f"{name}.forwards": (c["body_gflop"] - c["prefix_gflop"]) / rate,
+            f"{name}.head": c["head_gflop"] / rate,
+            f"{name}.metrics": 0.0,
+        }
+    total, floor = sum(seconds.values()), sum(floors.values())
+    print(f"matmul rate {rate:.0f} GFLOP/s (fp32, best of {repeats} x 5)")
+    for name in ("held_out", "forgetting"):
+        c = counts[name]
+        print(f"{name}: {c['real']} positions computed ({c['prefix']} of them a shared prefix, once) + "
+              f"{c['padding']} padding in {c['batches']} batches; {c['scored']} scored")  # fmt: skip
+    print(f"{'part':22s} {'seconds':>8s} {'share':>6s} {'floor':>7s} {'x floor':>7s}")
+    for k, v in seconds.items():
+        ratio = f"{v / floors[k]:7.2f}" if floors[k] > 0 else "      -"
+        print(f"{k:22s} {v:8.2f} {v / total:6.1%} {floors[k]:7.2f} {ratio}")
+    print(f"{'total':22s} {total:8.2f} {1:6.1%} {floor:7.2f} {total / floor:7.2f}")
+    return {"seconds": seconds, "floor_s": floors, "total_s": total, "floor_total_s": floor,
+            "value": total / floor, "matmul_gflops": rate, "counts": counts, "runs": runs}  # fmt: skip
 
 
 def train_step_vs_bare(base: torch.nn.Module, tok: Any, run: RunConfig, seqs: list[Sequence]) -> dict[str, Any]:
@@ -260,3 +412,26 @@ def _rss_mb() -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def main() -> None:
+    """``python -m bench.evaluation``: :func:`profile_evaluation` on the default study's first run (rank 4),
+    after two training steps so that the adapter has moved (an adapter at identity costs the same)."""
+    from forgetscale.config import load_config
+    from forgetscale.console import quiet_libraries
+    from forgetscale.models import cache_dir
+    from forgetscale.workspace import Workspace
+
+    quiet_libraries()
+    study = load_config(preset="default", overrides=["sweep.lora.rank=[4]", "train.steps=2"])
+    run = next(iter(study.runs()))
+    ws = Workspace(cache_dir())
+    lm = ws.model(run)
+    ref, task_ref = ws.reference(run), ws.task_reference(run)  # the base's, before the adapter exists
+    peft_model = train.attach_lora(lm.model, run.lora, run.train.seed)
+    train.train(peft_model, lm.tokenizer, run, ws.data(run)[0], lambda *a: None)
+    profile_evaluation(peft_model, ref, task_ref, run.forgetting.batch_size)
+
+
+if __name__ == "__main__":
+    main()

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from forgetscale.data.encode import Sequence
-from forgetscale.forward import chunks, forward_batches, logprobs, lse_parts
+from forgetscale.forward import chunks, forward_batches, logprobs, lse_parts, lse_top
 from forgetscale.reference import BaseReference, check_serves, head_signature, log_tail_mass, same_head
 from forgetscale.schema import FORGETTING_METRICS
 
@@ -172,7 +172,8 @@ def evaluate(model: PreTrainedModel, ref: BaseReference, batch_size: int) -> Eva
         for rows, z, targets, h in chunks(batch_rows, logits, batch_targets, hidden_states):
             chunk = chunk_metrics(ref, rows, z, targets, h, reverse=True)
             top1 = torch.from_numpy(ref.top1[rows])
-            chunk["top1_agree"] = (z.argmax(-1) == top1).double()
+            model_top1 = chunk.pop("model_top1", None)  # the hidden metrics' own pass over z found it
+            chunk["top1_agree"] = ((z.argmax(-1) if model_top1 is None else model_top1) == top1).double()
             if ref.target_p is not None:  # p_ft(x) = exp(-data_loss), read as the reference stored p_base(x)
                 d = (-chunk["data_loss"].double()).exp() - torch.from_numpy(ref.target_p[rows])
                 chunk |= {"dp": d, "dp2": d * d}
@@ -278,7 +279,8 @@ def hidden_position_metrics(
     """Per-position metrics against a hidden reference (``mu = W^T p_b``, base entropy per position).
 
     ``h`` and ``z`` are the evaluated model's final hidden states and logits at
-    the same positions (``z = W h``, W the base's LM head).
+    the same positions (``z = W h``, W the base's LM head). ``model_top1`` is
+    ``z.argmax(-1)``, which the log-normaliser's pass for the maximum gives free.
 
     >>> w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     >>> h = torch.tensor([[0.3, -0.2]])
@@ -289,10 +291,11 @@ def hidden_position_metrics(
     >>> float(m["forget_kl"][0])  # the model is the base: KL exactly 0
     0.0
     """
-    m, log_s = lse_parts(z)
+    m, log_s, model_top1 = lse_top(z)
     ce = (m - (mu.double() * h.double()).sum(-1)) + log_s  # as reference.hidden_ce, which made the entropy
     lse = m + log_s
     return {
+        "model_top1": model_top1,
         "forget_ce": ce,
         # KL per position is >= 0 in exact arithmetic; clamp the rounding noise at identity
         "forget_kl": (ce - entropy).clamp_min(0.0),

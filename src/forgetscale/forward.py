@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -62,6 +63,97 @@ def target_logprobs(
         yield rows, F.log_softmax(logits.double(), dim=-1), targets
 
 
+PER_BATCH_TOKENS = 32
+"""What one more forward pass costs, in positions computed: its fixed cost per call (some thirty layers'
+worth of kernel launches, the prefix cache's copy) and the smaller matmuls of a smaller batch. The batch
+plan (:func:`plan_batches`) pays up to this many positions of padding to save a batch."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Sequences run as one forward pass: their corpus indices and the positions each row computes after the
+    shared prefix (the longest of theirs; the others are padded to it)."""
+
+    idx: tuple[int, ...]
+    width: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How :func:`forward_batches` computes a corpus: its shared prefix, once, then its batches.
+
+    ``needed[i]`` is the number of sequence ``i``'s tokens that must be computed: every position up to the
+    last one whose logit is scored. Tokens after it (the last target itself, unscored tails) feed no scored
+    logit through a causal model, so they are not computed.
+
+    >>> a = Sequence((1, 2, 3, 4), (False, False, True, True))
+    >>> b = Sequence((1, 2, 5, 6, 7, 8), (False, False, False, True, False, False))
+    >>> p = plan_batches([a, b], batch_size=8, min_prefix=1)
+    >>> p.prefix, p.needed, p.real_tokens, p.padding_tokens, p.scored
+    (1, (3, 3), 5, 0, 3)
+    """
+
+    prefix: int
+    batches: tuple[Batch, ...]
+    needed: tuple[int, ...]
+    scored: int
+
+    @property
+    def real_tokens(self) -> int:
+        """Positions computed that belong to a sequence, the shared prefix counted once."""
+        return self.prefix + sum(n - self.prefix for n in self.needed if n)
+
+    @property
+    def padding_tokens(self) -> int:
+        """Positions computed only to make a batch rectangular."""
+        return sum(len(b.idx) * b.width for b in self.batches) + self.prefix - self.real_tokens
+
+
+def needed_tokens(s: Sequence) -> int:
+    """How many of ``s``'s tokens an evaluation computes: up to the last one whose logit scores a target
+    (0 for a sequence without targets).
+
+    >>> needed_tokens(Sequence((5, 6, 7, 8, 9), (False, True, True, False, False)))
+    2
+    """
+    return max((t for t, m in enumerate(s.mask) if m), default=0)
+
+
+def plan_batches(sequences: list[Sequence], batch_size: int, min_prefix: int = MIN_SHARED_PREFIX,
+                 per_batch: int = PER_BATCH_TOKENS, prefix: int | None = None) -> Plan:  # fmt: skip
+    """The batches that compute ``sequences`` at least cost: at most ``batch_size`` sequences each, in
+    length order, cut where padding would cost more than another forward pass (``per_batch`` positions).
+
+    A cut is optimal over contiguous runs of the length-sorted sequences (dynamic programming): sorted,
+    some optimal batching is contiguous, since swapping a long sequence of an early batch for a shorter one
+    of a later batch never widens either. ``prefix`` (positions shared by all, computed once) is
+    :func:`shared_prefix`'s when not given, 0 when shorter than ``min_prefix``.
+
+    >>> seqs = [Sequence((1,) * n, (False,) + (True,) * (n - 1)) for n in (5, 5, 6, 40, 41)]
+    >>> [b.idx for b in plan_batches(seqs, batch_size=8, min_prefix=99).batches]
+    [(0, 1, 2), (3, 4)]
+    """
+    if prefix is None:
+        prefix = shared_prefix(sequences)
+        prefix = prefix if prefix >= min_prefix else 0
+    needed = tuple(needed_tokens(s) for s in sequences)
+    order = sorted((i for i in range(len(sequences)) if needed[i]), key=lambda i: needed[i])
+    width = [needed[i] - prefix for i in order]
+    n = len(order)
+    best = [0] + [0] * n  # best[j]: least cost of the first j sorted sequences; cut[j]: where its last batch starts
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        starts = range(max(0, j - batch_size), j)
+        best[j], cut[j] = min((best[i] + (j - i) * width[j - 1] + per_batch, i) for i in starts)
+    batches = []
+    j = n
+    while j:
+        i = cut[j]
+        batches.append(Batch(tuple(order[i:j]), width[j - 1]))
+        j = i
+    return Plan(prefix, tuple(reversed(batches)), needed, sum(s.n_targets for s in sequences))
+
+
 def forward_batches(
     model: PreTrainedModel,
     sequences: list[Sequence],
@@ -76,13 +168,16 @@ def forward_batches(
     a bf16/fp16 head is then applied in fp32 to them, and those are the logits
     yielded (the hidden reference's metrics need ``z = W h`` exactly, which the
     head's own rounded logits are not: docs/precision.md).
-    Sequences are batched in length order to cut padding; rows map each yielded
-    position back to its place in corpus order. A prefix shared by all sequences
-    (at least ``min_prefix`` tokens) is run once and its key/value cache reused.
-    This is the whole of an evaluation's model work; everything else is metrics.
+    Sequences run in the batches of :func:`plan_batches` (length order, padding
+    weighed against another forward pass, nothing after a sequence's last scored
+    logit); rows map each yielded position back to its place in corpus order. A
+    prefix shared by all sequences (at least ``min_prefix`` tokens) is run once
+    and its key/value cache reused. This is the whole of an evaluation's model
+    work; everything else is metrics. A sequence's numbers depend on the prefix
+    and its batch's width (kernels reduce over the padded length), so the base
+    reference and every evaluation of it must plan alike: they do, by calling this.
     """
     offsets = np.cumsum([0] + [s.n_targets for s in sequences])
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].ids))
     device = next(model.parameters()).device
     was_training = model.training
     captured: list[torch.Tensor] = []
@@ -97,25 +192,25 @@ def forward_batches(
     try:
         with torch.inference_mode():
             c, shared_cache = prefix_cache(model, sequences, device, min_prefix)
+            plan = plan_batches(sequences, batch_size, prefix=c)
             captured.clear()  # the prefix pass's own head input
-            for b in range(0, len(order), batch_size):
-                idx = order[b : b + batch_size]
-                batch = [sequences[i] for i in idx]
-                width = max(len(s.ids) for s in batch)
-                ids = torch.zeros(len(batch), width, dtype=torch.long)
-                attn = torch.zeros(len(batch), width, dtype=torch.long)
-                tmask = torch.zeros(len(batch), width, dtype=torch.bool)
-                for j, s in enumerate(batch):
-                    ids[j, : len(s.ids)] = torch.tensor(s.ids)
-                    attn[j, : len(s.ids)] = 1
-                    tmask[j, : len(s.ids)] = torch.tensor(s.mask)
-                # logits at t-1 predict token t: project only those positions onto the vocabulary
-                keep = torch.zeros_like(tmask)
-                keep[:, :-1] = tmask[:, 1:]
+            for batch in plan.batches:
+                idx = batch.idx
+                ids = torch.zeros(len(idx), c + batch.width, dtype=torch.long)
+                attn = torch.zeros_like(ids)
+                keep = torch.zeros(len(idx), c + batch.width, dtype=torch.bool)
+                targets = []
+                for j, i in enumerate(idx):
+                    s, n = sequences[i], plan.needed[i]
+                    ids[j, :n] = torch.tensor(s.ids[:n])
+                    attn[j, :n] = 1
+                    # logits at t-1 predict token t: project only those positions onto the vocabulary
+                    keep[j, :n] = torch.tensor(s.mask[1 : n + 1])
+                    targets += [t for t, m in zip(s.ids[1 : n + 1], s.mask[1 : n + 1], strict=True) if m]
                 kw: dict[str, Any] = {}
                 if shared_cache is not None:
                     cache = copy.deepcopy(shared_cache)  # the forward pass appends to it
-                    cache.batch_repeat_interleave(len(batch))
+                    cache.batch_repeat_interleave(len(idx))
                     kw = cache_kwargs(model, cache)
                 kept = keep[:, c:].to(device)
                 captured.clear()
@@ -127,9 +222,8 @@ def forward_batches(
                     if head_fp32 is not None:
                         logits = F.linear(h, head_fp32).cpu()
                     h = h.cpu()
-                targets = ids[:, 1:][tmask[:, 1:]]
                 rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx])
-                yield rows, logits, targets, h
+                yield rows, logits, torch.tensor(targets, dtype=torch.long), h
     finally:
         if handle is not None:
             handle.remove()
@@ -182,5 +276,19 @@ def logprobs(z: torch.Tensor) -> torch.Tensor:
 
 def lse_parts(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(max z, log sum exp(z - max z))`` per row in float64: ``logsumexp(z)`` is their sum."""
-    m = z.max(-1, keepdim=True).values
-    return m.squeeze(-1).double(), torch.sum((z - m).exp(), -1, dtype=torch.float64).log()
+    m, log_s, _top = lse_top(z)
+    return m, log_s
+
+
+def lse_top(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`lse_parts` and ``z.argmax(-1)`` from one pass for the maximum (the first index among equal
+    maxima, as ``argmax`` gives), the exponentials taken in place: each is a pass over a vocabulary per row.
+
+    >>> m, log_s, top = lse_top(torch.tensor([[0.0, 2.0, 2.0, 1.0]]))
+    >>> int(top[0]), bool(torch.isclose(m + log_s, torch.logsumexp(torch.tensor([0.0, 2, 2, 1]), 0).double()))
+    (1, True)
+    """
+    m, top = z.max(-1, keepdim=True)
+    e = z - m
+    e.exp_()
+    return m.squeeze(-1).double(), torch.sum(e, -1, dtype=torch.float64).log(), top.squeeze(-1)

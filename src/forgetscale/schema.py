@@ -19,7 +19,7 @@ SUMMARY_METRICS = ("top1_agree", "top1_agree_se", "kl_p50", "kl_p99", "forget_rk
 ``top1_agree`` (share of positions whose top token is the base's, se over sequences), the median and
 99th percentile of the per-position KL, ``forget_rkl`` (reverse KL(p_ft || p_base); full-logit
 reference only) and ``task_kl`` (KL(p_base || p_ft) on the held-out fine-tuning responses)."""
-METRIC_VERSION = 2
+METRIC_VERSION = 3
 """The version of the metric implementation. Raised whenever a change moves any stored number (a formula,
 its precision, the corpus protocol): references and study rows record it, a cached reference of another
 version is never used, and a study measured under another version refuses to resume."""

@@ -73,10 +73,15 @@ def held_out_metrics(model: PreTrainedModel, ref: BaseReference, batch_size: int
     hidden = require_head(model, ref, "the hidden base reference of the held-out examples")
     for batch_rows, logits, batch_targets, hidden_states in forward_batches(model, seqs, batch_size, hidden=hidden):
         for rows, z, t, h in chunks(batch_rows, logits, batch_targets, hidden_states):
-            m, log_s = lse_parts(z)
             seq = seq_of_row[rows]
-            np.add.at(loss, seq, (m + log_s - z.gather(-1, t[:, None]).squeeze(-1).double()).numpy())
-            np.add.at(kl, seq, chunk_metrics(ref, rows, z, t, h)["forget_kl"].double().numpy())
+            chunk = chunk_metrics(ref, rows, z, t, h)
+            if hidden:  # its data_loss is ft_loss's very sum (lse - z[target], the same float64 ops): reused
+                ce = chunk["data_loss"]
+            else:  # the full-logit and top-K metrics take data_loss from fp32-rounded log-probs instead
+                m, log_s = lse_parts(z)
+                ce = m + log_s - z.gather(-1, t[:, None]).squeeze(-1).double()
+            np.add.at(loss, seq, ce.numpy())
+            np.add.at(kl, seq, chunk["forget_kl"].double().numpy())
     n = counts.sum()
     return {"ft_loss": float(loss.sum() / n) if n else math.nan, "ft_loss_se": ratio_se(loss, counts),
             "task_kl": float(kl.sum() / n) if n else math.nan, "task_kl_se": ratio_se(kl, counts)}  # fmt: skip
