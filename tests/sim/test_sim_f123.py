@@ -14,6 +14,9 @@ pass, so its size is at most the smaller of the two tests' sizes:
   test studies are drawn from different seeds;
 - the exponent's sign test at its boundary: no P effect at all (a = 0).
 
+F3's form test is clustered on data orders (the runs of one order share step shocks, which its curve in N
+learns), F1's and F2's are over runs (``forgetscale.laws.heldout_compare``).
+
 At the boundary the rate of ``supported`` must lie at or below the upper end of the two-sided 95% Monte
 Carlo band of 5% over the S studies, ``0.05 + 1.96 sqrt(0.05 x 0.95 / S)``.
 """
@@ -57,13 +60,7 @@ BOUNDARIES = {
     # (finding, the truth's parameter, a bracket: inside the margin at its first end, beyond it at its second)
     "F1: forgetting a power of the drop in ft_loss": ("F1", "power", (1.0, 3.0)),
     "F2: log forgetting bent in log P": ("F2", "bend_P", (0.0, 0.05)),
-    "F3: forgetting saturating in N": pytest.param(
-        ("F3", "tau", (200.0, 6.0)),
-        marks=pytest.mark.xfail(strict=True, reason="step shocks shared by the runs of a data order move the "
-                                "left-out errors of all its runs together; the Nadeau-Bengio variance does not "
-                                "model that (2.9x too small at tau 12 with 2 orders, the form test adequate in "
-                                "16 of 150 studies there, beyond the margin)"),
-    ),
+    "F3: forgetting saturating in N": ("F3", "tau", (200.0, 6.0)),
 }
 
 
@@ -73,8 +70,10 @@ def test_f123_supported_at_most_at_its_size_when_the_law_is_false_at_the_margin(
     at most at 5%: 300 studies, upper band 7.5%. The boundaries, from 150 studies per value (margin 10%,
     default design, interpolated between the values tried): F1 near power 1.9 (1.5: mean statistic +0.0038,
     2.0: -0.0015), F3 near tau 22 (32: +0.0027, 16: -0.0016), F2 near bend 0.025 (0.02: +0.0083, 0.05:
-    -0.045). F3 fails at the default noise (see its mark): with independent step shocks its form test was
-    adequate in 0 of 150 studies at tau 12, with shocks shared by a data order (sd 0.05) in 16."""
+    -0.045). F3's form test clusters its variance on data orders (its curve in N learns the step shocks that
+    the runs of one order share): here F3 was supported in 8 of 300 studies (2.7%) at tau 23.2; with the
+    Nadeau-Bengio variance over runs its form test said adequate in 85 of 400 other studies at tau 22 (21%),
+    clustered on orders in 3 of them."""
     which, key, (inside, beyond) = case
     assert _form_statistic(which, {key: inside}) > 0 > _form_statistic(which, {key: beyond})
     value = brentq(lambda v: _form_statistic(which, {key: v}), inside, beyond, xtol=1e-3 * abs(beyond - inside))
@@ -93,10 +92,12 @@ def test_f2_supported_at_most_at_its_size_without_a_p_effect():
 def test_f123_power_when_the_papers_laws_hold():
     """The paper's laws with the default study's noise: how often each is supported at the default design (rarely
     not_supported). Measured by ``python -m bench.power`` on 100 and 80 other studies: F1 57% and 59%, F2 27% and
-    24%, F3 46% and 40%: the default design cannot decide F2 and F3 at 80%. 300 studies: a rate near 50% has sd
-    2.9%; each floor sits about 3 sd below the lower of the two measurements."""
+    24%; here F1 188, F2 87 and F3 20 of 300. F3 fell from 46% (and 40%) when its form test's variance ignored
+    the step shocks a data order's runs share: clustered on 2 orders its t has 1 df, and the default design
+    cannot decide F3 (nor F2) at 80%. 300 studies: a rate near 50% has sd 2.9%, F3's 6.7% 1.4%; each floor sits
+    about 3 sd below the lower measurement."""
     counts = simulate(DESIGN, {}, S, 80_000)
     rates = {w: c["supported"] / S for w, c in counts.items()}
     assert all(c["not_supported"] <= 0.03 * S for c in counts.values()), counts
-    assert rates["F1"] >= 0.48 and rates["F2"] >= 0.16 and rates["F3"] >= 0.31, counts
+    assert rates["F1"] >= 0.48 and rates["F2"] >= 0.16 and rates["F3"] >= 0.02, counts
 
