@@ -286,9 +286,9 @@ class ExecutorConfig(_Frozen):
 
     kind: Literal["local", "processes", "ray"] = "local"
     """``local``: one run after another in this process. ``processes``: ``workers`` runs at once, each in a
-    worker process on this machine with an equal share of its threads (the rows agree with ``local`` to
-    float rounding, not bit for bit: a thread count changes the order of sums). ``ray``: each run a Ray task
-    (``forgetscale[ray]``)."""
+    worker process on this machine with an equal share of its threads (``docs/scale-out.md``; its rows were
+    bit for bit ``local``'s where measured, and agree to float rounding wherever a thread count changes the
+    order of sums). ``ray``: each run a Ray task (``forgetscale[ray]``)."""
     workers: int = Field(2, ge=1)
     """``processes``: how many runs train at once (each worker loads its own copy of the model)."""
     address: str | None = None

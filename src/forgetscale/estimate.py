@@ -1,34 +1,77 @@
 """What a study will cost, said before it runs: the plan (runs, steps, evaluations) and an estimated time.
 
-The costs are wall seconds per unit of work measured on the slowest CPU of the kind forgetscale is
-built on (AMD EPYC family 25: 2 cores, AVX2, fp32 training; ``docs/default-study.md``), for
-SmolLM2-135M. They are scaled to this machine by the ratio of its fp32 kernel time (the one
-``precision`` measures to choose fp32 or bf16, cached per machine) to that CPU's. For another model
-the estimate scales with nothing but tokens, so it is a rough guide there; the progress lines' ETA,
-measured as the runs go, is the better number.
+The model, in seconds on the reference CPU (the slowest of the kind forgetscale is built on: AMD EPYC
+family 25, 2 cores, AVX2, fp32 training; ``docs/default-study.md``), for SmolLM2-135M:
+
+* a run: ``train + evals * (EVAL_SECONDS_PER_COMPUTED_TOKEN * computed + EVAL_FIXED_SECONDS)``, with
+  ``train = tokens * TRAIN_SECONDS_PER_TOKEN`` (``tokens``: steps x batch x accumulation x seq_len, more
+  with a KL term or replay; times the bf16 factor when training in bf16), ``evals`` its scheduled
+  evaluations after step 0, and ``computed`` the tokens one evaluation computes: every position of the
+  forgetting corpus (prompts included, not only the scored answers) and of the held-out examples;
+* the step-0 evaluation (the base model itself), once per study (``local``) or once per worker;
+* ``executor.kind: processes``: the runs are dealt to ``w = min(workers, runs)`` workers in study order,
+  each taking the next run when it finishes one; ``w`` runs side by side train ``TRAIN_SPEEDUP`` times
+  and evaluate ``EVAL_SPEEDUP`` times faster in aggregate than one after another, so a run takes
+  ``w / speedup`` times its own time, and the workers start in ``WORKER_START_SECONDS``;
+* then the base reference when not cached, the probes, the fit and the report.
+
+The sum is scaled to this machine by the ratio of its fp32 kernel time (the one ``precision``
+measures to choose fp32 or bf16, cached per machine) to the reference CPU's. The per-token and
+per-evaluation costs were measured on another machine in units of its own kernel time, timed beside
+each phase in the same process (``python -m bench.estimate_costs``), and multiplied by the reference's
+kernel time. For another model the estimate scales with nothing but tokens, so it is a rough guide
+there; the progress lines' ETA, measured as the runs go, is the better number.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import heapq
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from forgetscale.config import RunConfig, StudyConfig
 
-# Measured by the default study's `make study` on the AMD EPYC family 25, 2026-12-02 (docs/default-study.md).
+# The levels: the default study's `make study` on the reference CPU, 2026-12-02 (docs/default-study.md), where
+# this model's sum (with the old one-number evaluation) came within 5% of the measured runs; the split of an
+# evaluation into computed tokens and a fixed part: a quiet 40 Hz profile of one default run there.
 REF_KERNEL_SECONDS = 0.0248
-"""``precision.time_kernels()`` fp32 there, as ``precision`` measures and caches it."""
+"""``precision.time_kernels()`` fp32 on the reference CPU, as ``precision`` measures and caches it."""
 TRAIN_SECONDS_PER_TOKEN = 0.0158
-"""One LoRA training token (batch x seq_len per step), fp32, the mean over ranks 1-64 (1,555 s, 98,304 tokens)."""
-EVAL_SECONDS_PER_TOKEN = 0.0113
-"""One forgetting-corpus token per scheduled evaluation, with its held-out ft_loss pass and an evaluation's
-fixed costs, measured at 2,164 corpus tokens (982 s for 40 evaluations): it overstates larger corpora."""
+"""One LoRA training token (batch x seq_len per step), fp32, the mean over ranks 1-64 (1,555 s, 98,304 tokens;
+a rank-4 step alone measured 0.0121 per token in the profile)."""
+EVAL_SECONDS_PER_COMPUTED_TOKEN = 0.0035
+"""One token an evaluation computes (forgetting corpus or held-out examples, prompts included): 81% of an
+evaluation (the forward's matmuls in the profile) of 24.6 s (982 s for 40 evaluations), over its 4,948 corpus
+and 768 held-out computed tokens."""
+EVAL_FIXED_SECONDS = 4.6
+"""What one evaluation costs beyond its computed tokens (the per-position metrics, folding the adapter,
+Python): the other 19% of it."""
+TRAIN_SPEEDUP = 1.5
+"""Aggregate training speed of two runs side by side, one thread each, against one run on both cores:
+measured on the reference CPU with two rank-4 runs of 12 steps. Taken for any number of workers."""
+EVAL_SPEEDUP = 1.0
+"""The same for the evaluations, in that measurement: none (one evaluation's time doubled on one thread)."""
+WORKER_START_SECONDS = 16.0
+"""A worker process's start (the workers start together): the imports, 12.7 s in the profile, and the base
+model's load."""
 REFERENCE_SECONDS_PER_TOKEN = 0.0091
 """One corpus token of the base reference (computed once per model and corpus, then cached)."""
 PROBE_SECONDS_PER_ITEM = 0.75
 """One probe item answered by one model (the base and each probed run), 16 new tokens (272 s, 360 items)."""
 FIXED_SECONDS = 20.0
 """The fit and the report."""
+
+
+def computed_tokens(sequences: Iterable[Any]) -> int:
+    """The tokens an evaluation computes on ``sequences``: every position of each, prompts included, not only
+    the scored ones (the ``self`` corpus's chat-formatted prompts are most of what its forward computes).
+
+    >>> from forgetscale.data.encode import Sequence
+    >>> computed_tokens([Sequence((1, 2, 3, 4), (False, False, True, True)), Sequence((5, 6), (False, True))])
+    6
+    """
+    return sum(len(s.ids) for s in sequences)
 
 
 @dataclass(frozen=True)
@@ -66,17 +109,20 @@ def estimate(
     corpus_tokens: int,
     kernel_seconds: float | None,
     *,
+    computed_tokens: int | None = None,
     bf16_factor: float = 1.0,
     reference_cached: bool = True,
 ) -> Estimate:
-    """The plan of ``todo`` and its estimated seconds.
+    """The plan of ``todo`` and its estimated seconds (the model in the module docstring).
 
     Args:
-        study: the study (probes and mitigation settings).
+        study: the study (executor, probes and mitigation settings).
         todo: the runs still to train.
         runs: how many runs the sweep has in all.
         corpus_tokens: scored tokens of the forgetting corpus.
         kernel_seconds: this machine's fp32 kernel time (``precision``); None: no time estimate.
+        computed_tokens: tokens one evaluation computes (:func:`computed_tokens` of the forgetting
+            corpus and of the held-out examples); None: ``corpus_tokens`` alone, an underestimate.
         bf16_factor: training time in bf16 relative to fp32 on this machine (1 when training in fp32).
         reference_cached: False when the base reference is still to be computed.
 
@@ -86,27 +132,60 @@ def estimate(
     Example:
         >>> from forgetscale.config import load_config
         >>> s = load_config(None, "default")
-        >>> e = estimate(s, s.runs(), 8, 2164, REF_KERNEL_SECONDS)
+        >>> e = estimate(s, s.runs(), 8, 2164, REF_KERNEL_SECONDS, computed_tokens=4948 + 768)
         >>> e.steps, e.evaluations, 40 * 60 < e.seconds < 55 * 60
         (256, 41, True)
     """
     steps = sum(r.train.steps for r in todo)
-    # step 0 is the base model itself: measured once per study (the workspace keeps it), not once per run
-    evals = sum(len(r.eval_schedule()) - 1 for r in todo) + (1 if todo else 0)
+    workers = min(study.executor.workers, len(todo)) if study.executor.kind == "processes" else 1
+    # step 0 is the base model itself: measured once per workspace (the study's, or each worker's), not per run
+    base_evals = min(workers, len(todo))
+    evals = sum(len(r.eval_schedule()) - 1 for r in todo) + base_evals
     if kernel_seconds is None or not kernel_seconds > 0:
         return Estimate(runs, len(todo), steps, evals, corpus_tokens, None)
-    train = 0.0
-    for r in todo:
-        tokens = r.train.steps * r.train.batch_size * r.train.grad_accum * r.train.seq_len
-        # the KL term adds a no-gradient forward per step (about a third of a step); replay adds examples
-        extra = {"kl": 1.33, "replay": 1.0 + r.mitigation.replay_fraction}.get(r.mitigation.kind, 1.0)
-        train += tokens * extra * TRAIN_SECONDS_PER_TOKEN * bf16_factor
-    evaluate = evals * corpus_tokens * EVAL_SECONDS_PER_TOKEN
+    one_eval = evaluation_seconds(corpus_tokens if computed_tokens is None else computed_tokens)
+    costs = [run_seconds(r, one_eval, bf16_factor) for r in todo]
+    if workers > 1:
+        # each worker's first run measures the base too; w runs side by side, each at w / speedup of its own time
+        shared = [(t * workers / TRAIN_SPEEDUP, (e + (one_eval if i < workers else 0.0)) * workers / EVAL_SPEEDUP)
+                  for i, (t, e) in enumerate(costs)]  # fmt: skip
+        runs_seconds = WORKER_START_SECONDS + dealt([t + e for t, e in shared], workers)
+    else:
+        runs_seconds = sum(t + e for t, e in costs) + (one_eval if todo else 0.0)
     probed = _probed(study, todo)
     probes = (probed + 1) * _probe_items(study) * PROBE_SECONDS_PER_ITEM if probed else 0.0
     reference = 0.0 if reference_cached else corpus_tokens * REFERENCE_SECONDS_PER_TOKEN
-    seconds = (train + evaluate + probes + reference + FIXED_SECONDS) * kernel_seconds / REF_KERNEL_SECONDS
+    seconds = (runs_seconds + probes + reference + FIXED_SECONDS) * kernel_seconds / REF_KERNEL_SECONDS
     return Estimate(runs, len(todo), steps, evals, corpus_tokens, seconds)
+
+
+def evaluation_seconds(computed: int) -> float:
+    """One scheduled evaluation on the reference CPU: its computed tokens and its fixed cost.
+
+    >>> evaluation_seconds(0) == EVAL_FIXED_SECONDS
+    True
+    """
+    return computed * EVAL_SECONDS_PER_COMPUTED_TOKEN + EVAL_FIXED_SECONDS
+
+
+def run_seconds(r: RunConfig, one_eval: float, bf16_factor: float = 1.0) -> tuple[float, float]:
+    """(training, evaluations after step 0) of one run alone on the reference CPU."""
+    tokens = r.train.steps * r.train.batch_size * r.train.grad_accum * r.train.seq_len
+    # the KL term adds a no-gradient forward per step (about a third of a step); replay adds examples
+    extra = {"kl": 1.33, "replay": 1.0 + r.mitigation.replay_fraction}.get(r.mitigation.kind, 1.0)
+    return tokens * extra * TRAIN_SECONDS_PER_TOKEN * bf16_factor, (len(r.eval_schedule()) - 1) * one_eval
+
+
+def dealt(durations: Sequence[float], workers: int) -> float:
+    """When the last of ``durations`` ends, dealt in order to ``workers`` that each take the next when free.
+
+    >>> dealt([3, 3, 3, 3], 2), dealt([3, 3, 3], 2), dealt([5, 1, 1, 1], 2), dealt([2, 2], 1)
+    (6.0, 6.0, 5.0, 4.0)
+    """
+    free = [0.0] * workers
+    for d in durations:
+        heapq.heappush(free, heapq.heappop(free) + d)
+    return max(free)
 
 
 def _probed(study: StudyConfig, todo: Sequence[RunConfig]) -> int:

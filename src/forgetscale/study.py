@@ -19,7 +19,7 @@ from typing import Any
 from forgetscale.config import RunConfig, StudyConfig
 from forgetscale.data.corpus import check_corpus
 from forgetscale.errors import UserError
-from forgetscale.estimate import Estimate, estimate
+from forgetscale.estimate import Estimate, computed_tokens, estimate
 from forgetscale.executors import check as check_executor
 from forgetscale.executors import make_executor
 from forgetscale.lock import check_free, hold
@@ -234,7 +234,11 @@ def _plan(config: StudyConfig, runs: list[RunConfig], todo: list[RunConfig], ws:
     bf16 = kernel.get("bf16_seconds")
     bf16_factor = bf16 / fp32 if fp32 and bf16 and config.train.precision == "bf16" else 1.0
     tokens = [ws.reference(r).n_tokens for r in todo] or [0]
-    return estimate(config, todo, len(runs), round(sum(tokens) / len(tokens)), fp32, bf16_factor=bf16_factor)
+    # what one evaluation computes: the whole corpus (prompts too) and the held-out examples
+    computed = [computed_tokens(ws.reference(r).sequences) + computed_tokens(ws.task_reference(r).sequences)
+                for r in todo] or [0]  # fmt: skip
+    return estimate(config, todo, len(runs), round(sum(tokens) / len(tokens)), fp32, bf16_factor=bf16_factor,
+                    computed_tokens=round(sum(computed) / len(computed)))  # fmt: skip
 
 
 def _timed(phases: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:

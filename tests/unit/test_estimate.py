@@ -1,0 +1,70 @@
+"""The plan's time estimate has the structure its model claims: each term moves the estimate by its own cost."""
+
+from __future__ import annotations
+
+import pytest
+
+from forgetscale import estimate as est
+from forgetscale.config import load_config
+
+K = est.REF_KERNEL_SECONDS  # the reference CPU itself: no scaling
+COMPUTED = 8000
+
+
+def _seconds(*overrides: str, computed: int = COMPUTED, kernel: float = K) -> tuple[float, est.Estimate]:
+    study = load_config(None, "default", overrides=["probes.enabled=false", "sweep.train.seed=[0]", *overrides])
+    todo = study.runs()
+    e = est.estimate(study, todo, len(todo), 2000, kernel, computed_tokens=computed)
+    assert e.seconds is not None
+    return e.seconds, e
+
+
+def test_doubling_the_evaluations_adds_their_cost():
+    few, e_few = _seconds("train.eval_steps=[8,16,24,32]")
+    many, e_many = _seconds("train.eval_steps=[4,8,12,16,20,24,28,32]")
+    added = e_many.evaluations - e_few.evaluations
+    assert added == 4 * 4  # four more per run, four runs
+    assert many - few == pytest.approx(added * est.evaluation_seconds(COMPUTED))
+
+
+def test_an_evaluation_costs_its_computed_tokens_not_only_the_scored_ones():
+    small, e = _seconds(computed=4000)
+    large, _ = _seconds(computed=8000)
+    assert large - small == pytest.approx(e.evaluations * 4000 * est.EVAL_SECONDS_PER_COMPUTED_TOKEN)
+    assert est.EVAL_SECONDS_PER_COMPUTED_TOKEN > 0 and est.EVAL_FIXED_SECONDS > 0
+
+
+def test_two_workers_divide_training_time_by_the_measured_factor():
+    # four equal runs on two workers: two rounds, each run at 2 / speedup of its own time
+    procs = ["executor.kind=processes", "executor.workers=2"]
+    local_short, _ = _seconds("train.steps=16", "train.eval_steps=[16]")  # the same evaluations: at 0 and the end
+    local_long, _ = _seconds("train.steps=32", "train.eval_steps=[32]")
+    proc_short, _ = _seconds("train.steps=16", "train.eval_steps=[16]", *procs)
+    proc_long, _ = _seconds("train.steps=32", "train.eval_steps=[32]", *procs)
+    assert (proc_long - proc_short) == pytest.approx((local_long - local_short) / est.TRAIN_SPEEDUP)
+
+
+def test_each_worker_starts_and_measures_the_base_once():
+    local, e_local = _seconds()
+    procs, e_procs = _seconds("executor.kind=processes", "executor.workers=2")
+    assert e_procs.evaluations == e_local.evaluations + 1  # step 0 once per worker
+    one_run = load_config(None, "default", overrides=["probes.enabled=false", "sweep.lora.rank=[4]",
+                                                       "sweep.train.seed=[0]", "executor.kind=processes"])  # fmt: skip
+    alone = est.estimate(one_run, one_run.runs(), 1, 2000, K, computed_tokens=COMPUTED)
+    assert alone.evaluations == len(one_run.runs()[0].eval_schedule())  # one run: trained here, no worker started
+    # the same work, less its start-up, spread over two workers at their speed-ups
+    t, e = zip(*(est.run_seconds(r, est.evaluation_seconds(COMPUTED)) for r in load_config(
+        None, "default", overrides=["probes.enabled=false", "sweep.train.seed=[0]"]).runs()), strict=True)  # fmt: skip
+    one = est.evaluation_seconds(COMPUTED)
+    assert local - est.FIXED_SECONDS == pytest.approx(sum(t) + sum(e) + one)
+    shares = [2 * t[i] / est.TRAIN_SPEEDUP + 2 * (e[i] + (one if i < 2 else 0)) / est.EVAL_SPEEDUP for i in range(4)]
+    assert procs - est.FIXED_SECONDS - est.WORKER_START_SECONDS == pytest.approx(est.dealt(shares, 2))
+
+
+def test_the_estimate_scales_with_the_kernel_time_and_ray_is_estimated_as_local():
+    ref, _ = _seconds()
+    slow, _ = _seconds(kernel=2 * K)
+    assert slow == pytest.approx(2 * ref)
+    assert _seconds("executor.kind=ray")[0] == pytest.approx(ref)
+    study = load_config(None, "default")
+    assert est.estimate(study, study.runs(), 8, 2000, None).seconds is None  # an unknown speed: no estimate
