@@ -14,7 +14,9 @@ measured beside it, and a load that slows both cancels out:
   beyond their computed tokens at that slope is their fixed cost.
 
 Prints one JSON object: each cost in kernel units and, multiplied by ``estimate.REF_KERNEL_SECONDS``,
-in seconds on the reference CPU (the constants of :mod:`forgetscale.estimate`). Medians over ``reps``.
+in seconds on the reference CPU (to compare with the constants of :mod:`forgetscale.estimate`). Medians
+over ``reps``. Run it on a quiet machine: the kernel timing is a best of rounds, the phases are not, so a
+load beside it inflates every cost.
 """
 
 from __future__ import annotations

@@ -16,11 +16,13 @@ family 25, 2 cores, AVX2, fp32 training; ``docs/default-study.md``), for SmolLM2
 * then the base reference when not cached, the probes, the fit and the report.
 
 The sum is scaled to this machine by the ratio of its fp32 kernel time (the one ``precision``
-measures to choose fp32 or bf16, cached per machine) to the reference CPU's. The per-token and
-per-evaluation costs were measured on another machine in units of its own kernel time, timed beside
-each phase in the same process (``python -m bench.estimate_costs``), and multiplied by the reference's
-kernel time. For another model the estimate scales with nothing but tokens, so it is a rough guide
-there; the progress lines' ETA, measured as the runs go, is the better number.
+measures to choose fp32 or bf16, cached per machine) to the reference CPU's. ``python -m
+bench.estimate_costs`` measures the unit costs on any machine in units of its kernel time, timed beside
+each phase in the same process; run it on a quiet machine: the kernel timing is a best of rounds, so
+under load the costs come out too high (2-4x for training beside a load average of 15 on 2 cores, where
+these constants were not measured for that reason). For another model the estimate scales with nothing
+but tokens, so it is a rough guide there; the progress lines' ETA, measured as the runs go, is the better
+number.
 """
 
 from __future__ import annotations
