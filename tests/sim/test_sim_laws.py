@@ -44,8 +44,11 @@ def within(rate: float, n: int, nominal: float = 0.95) -> bool:
     ("two orders, equal run sd", 256),  # 0.965 (the earlier pooled interval: 0.98-0.99)
     ("two orders, run sd growing with rank", 8),  # 0.933
     pytest.param("two orders, run sd growing with rank", 256, marks=pytest.mark.xfail(
-        strict=True, reason="measured 0.918: the run-variance slope from 8 runs has sd ~0.9, and its "
-                            "plug-in at 4x extrapolation is too often small (the pooled interval: 0.90)")),
+        strict=True, reason="measured 0.918: the misses are the ~9% of studies whose run-variance slope "
+                            "(true 0.8 per log rank) is estimated below 0, covering ~0.49 there. The REML "
+                            "information gives the slope an se of ~0.5 where its sampling sd over 8 runs is "
+                            "~1.07, so neither the Satterthwaite df nor a predictive mixture over the slope's "
+                            "estimated sampling distribution (measured 0.916) widens those studies enough")),
 ])  # fmt: skip
 def test_a_new_runs_points_fall_inside_the_prediction_interval_at_95_percent(name, rank):
     t = tally(name)
@@ -76,11 +79,21 @@ def test_the_n_exponent_covers_at_95_percent(name):
     assert within(t.rate("cover_b"), t.n), (name, t.rate("cover_b"))
 
 
-@pytest.mark.xfail(strict=True, reason="measured 0.978 (two orders) and 0.98-0.995 (one order): CR2 over 4-8 "
-                                       "runs with Bell-McCaffrey df (1.5-2 with 4 runs) is conservative")
-def test_the_p_exponent_covers_at_95_percent_not_more():
-    t = tally("two orders, equal run sd")
-    assert within(t.rate("cover_a"), t.n), t.rate("cover_a")
+@pytest.mark.parametrize("name", [
+    "two orders, equal run sd",  # measured a 0.9675 (the cluster jackknife with Bell-McCaffrey df: 0.978)
+    "two orders, run sd growing with rank",  # 0.945 (0.950)
+    "one order, run sd growing with rank",  # 0.965 over 200 (0.98-0.995)
+    pytest.param("one order, AR(1) step shocks", marks=pytest.mark.xfail(
+        strict=True, reason="measured 0.915 over 200 (0.923 over 600 iid-shock studies, 50_000.. seeds), "
+                            "against 0.92-0.98: with 4 runs the t has 2 df, and the model-based run variance "
+                            "of the near-least-squares Huber fit reads ~10% low (the jackknife: 0.965)")),
+])  # fmt: skip
+def test_the_p_exponent_covers_at_95_percent_not_more(name):
+    """The P exponent is read from the run totals alone: a t on the run-level model's variance with the
+    runs' residual df (``intervals.run_level_variance``), not the cluster jackknife, whose run part
+    weighs the end runs by their leverage and whose cell part adds noise that balanced shocks do not."""
+    t = tally(name)
+    assert within(t.rate("cover_a"), t.n), (name, t.rate("cover_a"))
 
 
 @pytest.mark.parametrize("name", ["one order, AR(1) step shocks", "one order, random-walk step shocks"])

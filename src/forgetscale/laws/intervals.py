@@ -16,8 +16,9 @@ The covariance is a two-way cluster-robust sandwich, by run and by cell
 CR2 (a cluster's residuals scaled by ``(I - H_gg)^{-1/2}``, so that four runs
 are not read as forty points). A parameter's interval is ``w ± t_{0.975, df}·se``,
 ``df`` Satterthwaite's over the two parts, each part's df Bell and McCaffrey's
-(derived from the design's leverage, :func:`variance.bm_df`; with 4 runs the
-run part has 1.5-2 df and the P exponent's interval is conservative). Step
+(from the design's leverage, :func:`variance.bm_df`); a direction only runs
+identify (the P exponent) uses the REML run-level model and the runs' residual
+df instead (:func:`variance.run_level_variance`). Step
 shocks are taken as independent across steps; a shock that persists (AR(1),
 a random walk) moves all steps of an order together, which one order cannot
 reveal, and ``docs/inference.md`` gives the coverage measured under it.
@@ -53,6 +54,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from forgetscale.laws import variance
 from forgetscale.laws.forms import FitError, LawForm
 from forgetscale.laws.optimize import BOOT_MAXITER, Best, fit_point
 from forgetscale.laws.variance import MIN_LEVELS, MIN_SLOPE_DF, Components, bm_df, jackknife_cov, reml
@@ -61,7 +63,8 @@ Array = np.ndarray
 LEVEL = 0.95
 MIN_RUNS = 3  # fewer runs than this and no run-level variance can be estimated
 PARAM_METHOD = ("t interval on a two-way (run, data-order step) cluster-robust (CR2) variance of the "
-                "linearised fit, Satterthwaite df over Bell-McCaffrey df per part")
+                "linearised fit, Satterthwaite df over Bell-McCaffrey df per part; for a parameter only runs "
+                "identify (the P exponent), the variance of the REML run-level model with the runs' residual df")
 PI_METHOD = ("95% prediction interval for a new run: t_df x sqrt(run variance at the run's own P + step-shock + "
              "point variance (REML) + the fitted mean's variance + misfit per unit log distance beyond the data), "
              "df Satterthwaite's")
@@ -205,8 +208,21 @@ def param_covariance(
     nu_cell = bm_df(jac, rows_cell, same_cell) if dz.shared else np.full(len(free), np.inf)
     with np.errstate(all="ignore"):
         df = (a + b) ** 2 / (a**2 / nu_run + b**2 / nu_cell)
-    out["cov"], out["df"] = cov, np.where(np.isfinite(df) & (df > 0), np.clip(df, 1.0, 1e6), nu_run)
-    out["df_parts"] = {"run": nu_run.tolist(), "cell": nu_cell.tolist()}
+    df = np.where(np.isfinite(df) & (df > 0), np.clip(df, 1.0, 1e6), nu_run)
+    out["df_parts"], out["between"] = {"run": nu_run.tolist(), "cell": nu_cell.tolist()}, []
+    between = variance.between_run(jac, rows_run)
+    if between.any() and dz.n_runs >= MIN_RUNS:
+        # a contrast of run totals (the P exponent): the jackknife is conservative there (1.5-2 df with 4
+        # runs); the run-level model's variance and df, the sandwich's correlations kept (only rescaled)
+        lvl = level_input(x, dz)
+        mb, mb_df = variance.run_level_variance(g, r, dz.run, dz.cell if dz.shared else None,
+                                       x[lvl] if lvl is not None else None)
+        with np.errstate(all="ignore"):
+            d = np.where(between, np.sqrt(mb / np.diag(cov)), 1.0) if mb is not None else np.full(len(free), np.nan)
+        if np.all(np.isfinite(d)):
+            cov, df = cov * np.outer(d, d), np.where(between, mb_df, df)
+            out["between"] = [form.params[free[j]] for j in np.flatnonzero(between)]
+    out["cov"], out["df"] = cov, df
     return out
 
 

@@ -245,3 +245,77 @@ def bm_df(jac: Array, labels: Array, sigma: Array) -> Array:
         t1, t2 = float(np.trace(ws)), float(np.sum(ws * ws.T))
         out[j] = t1**2 / t2 if t2 > 0 else np.inf
     return out
+
+
+def between_run(jac: Array, run: Array) -> Array:
+    """Per column of ``jac``, whether it is constant within every run: a direction only runs identify.
+    None is when every run is one point (then "within a run" says nothing).
+
+    Example:
+        >>> jac = np.array([[1.0, 0.0, 2.0], [1.0, 1.0, 2.0], [1.0, 0.0, 3.0], [1.0, 1.0, 3.0]])
+        >>> between_run(jac, np.array([0, 0, 1, 1])).tolist(), between_run(jac, np.arange(4)).tolist()
+        ([True, False, True], [False, False, False])
+    """
+    groups = np.unique(run)
+    if len(groups) == len(run):
+        return np.zeros(jac.shape[1], bool)
+    scale = np.maximum(np.abs(jac).max(axis=0), 1e-300)
+    spread = np.zeros(jac.shape[1])
+    for g in groups:
+        spread = np.maximum(spread, np.ptp(jac[run == g], axis=0))
+    return spread <= 1e-6 * scale
+
+
+def run_level_variance(
+    jac: Array, resid: Array, run: Array, cell: Array | None, level: Array | None
+) -> tuple[Array | None, Array]:
+    """Model-based variance of each coefficient of a least-squares fit, and its df, for the directions
+    only runs identify (:func:`between_run`).
+
+    The estimate's variance under the REML components (:func:`reml`; run variance at each run's own
+    level) is ``V = V_run + V_w + V_step``. A direction constant within runs is a contrast of the run
+    totals, whose variance (run effect plus the run's point noise) can only be read from the
+    ``G - k_run`` run-level residuals (runs less the law directions that vary across runs): the point
+    part gets no df of its own (were it given the within-run df, a run variance estimated near 0 would
+    make ``V_w`` dominate and the df large exactly when the variance is most under-estimated). The
+    step part, which shocks balanced across levels cancel, has the ``C - k_cell`` cell-level df.
+    Satterthwaite: ``df = V² / ((V_run + V_w)² / (G - k_run) + V_step² / (C - k_cell))``; for a
+    balanced between-run contrast under equal run variance this is ``G - k_run``, the exact t's df.
+
+    Args:
+        jac: ``(n_out, n, k)`` gradients of the fitted log values; resid: ``(n_out, n)`` log residuals.
+        run, cell: labels per point (cell None: no shared step shocks); level: per point, its run's level.
+
+    Returns:
+        ``(variance (k,), df (k,))``, or ``(None, [])`` when residuals are not finite or no run df is left.
+    """
+    k = jac.shape[-1]
+    n = run.size
+    parts: dict[str, Array] = {}
+    nu: dict[str, float] = {}
+    bread = np.zeros((k, k))
+    for ji, ri in zip(jac, resid, strict=True):
+        if not (np.all(np.isfinite(ji)) and np.all(np.isfinite(ri))):
+            return None, np.zeros(0)
+        c = reml(ji, ri, run, cell, level)
+        tau = c.tau2(level if level is not None else np.ones(n))
+        sig = {"run": np.where(run[:, None] == run[None, :], np.sqrt(np.outer(tau, tau)), 0.0),
+               "point": math.exp(c.get("log_within2")) * np.eye(n)}  # fmt: skip
+        if cell is not None:
+            sig["step"] = math.exp(c.get("log_step2")) * (cell[:, None] == cell[None, :])
+            nu["step"] = nu.get("step", 0.0) + run_df(ji, cell)
+        for name, s in sig.items():
+            parts[name] = parts.get(name, np.zeros((k, k))) + ji.T @ s @ ji
+        bread += ji.T @ ji
+        nu["run"] = nu.get("run", 0.0) + c.df_run
+    if nu.get("run", 0) <= 0:
+        return None, np.zeros(0)
+    b = np.linalg.pinv(bread)
+    runs = np.diag(b @ (parts["run"] + parts["point"]) @ b)
+    step = np.diag(b @ parts["step"] @ b) if "step" in parts else np.zeros(k)
+    with np.errstate(all="ignore"):
+        den = runs**2 / nu["run"] + (step**2 / nu["step"] if nu.get("step", 0) > 0 else 0.0)
+        df = (runs + step) ** 2 / den
+        if nu.get("step", 1) <= 0:  # no cell-level df: a step part cannot be estimated
+            df = np.where(step > 0, 1.0, df)
+    return runs + step, np.where(np.isfinite(df) & (df > 0), np.clip(df, 1.0, 1e6), 1.0)
