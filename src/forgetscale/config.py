@@ -94,10 +94,8 @@ class TrainConfig(_Frozen):
         # Trainer's global_step still advances (transformers' training loop): "step N" would then be
         # fewer than N updates, and every law in N would be fitted to the wrong N.
         if v == "fp16":
-            raise ValueError(
-                "fp16 is not supported: its loss scaler skips updates on overflow while the step count "
-                "still advances, so N would not count updates; use bf16 (same speed, no scaler) or fp32"
-            )
+            raise ValueError("fp16 is not supported: its loss scaler skips updates on overflow while the step count "
+                             "still advances, so N would not count updates; use bf16 (same speed, no scaler) or fp32")
         return v
 
     @field_validator("eval_steps")
@@ -285,15 +283,12 @@ class ExecutorConfig(_Frozen):
     """Where a study's runs execute. Not part of any run's config: it never changes a run id."""
 
     kind: Literal["local", "processes", "ray"] = "local"
-    """``local``: one run after another in this process. ``processes``: ``workers`` runs at once, each in a
-    worker process on this machine with an equal share of its threads (``docs/scale-out.md``; its rows were
-    bit for bit ``local``'s where measured, and agree to float rounding wherever a thread count changes the
-    order of sums). ``ray``: each run a Ray task (``forgetscale[ray]``)."""
+    """``local``: one run after another here. ``processes``: ``workers`` runs at once in worker processes sharing
+    the threads (docs/scale-out.md: rows equal to float rounding). ``ray``: Ray tasks (``forgetscale[ray]``)."""
     workers: int = Field(2, ge=1)
     """``processes``: how many runs train at once (each worker loads its own copy of the model)."""
     address: str | None = None
-    """Ray cluster to join (``auto``: the one ``ray start`` runs on this machine; ``HOST:PORT``);
-    None: start a local cluster (or use the Ray session this process already holds)."""
+    """Ray cluster to join (``auto``, ``HOST:PORT``); None: a local cluster (or this process's Ray session)."""
     cpus_per_run: float = Field(1.0, gt=0)
     gpus_per_run: float | None = Field(None, ge=0)
     """None: 1 when the cluster has GPUs, else 0."""
