@@ -40,6 +40,10 @@ DESIGNS = {
     "4 ranks x 2 orders, steps 8/16/32": Design(steps=(8, 16, 32)),
     "4 ranks x 2 orders, steps 8-64": Design(steps=(8, 12, 16, 24, 32, 48, 64)),
     "4 ranks x 3 orders, steps 8/16/32/64": Design(orders=3, steps=(8, 16, 32, 64)),
+    "4 ranks x 6 orders": Design(orders=6),
+    "4 ranks x 8 orders": Design(orders=8),
+    "4 ranks x 6 orders, steps 8/16/24/32": Design(orders=6, steps=(8, 16, 24, 32)),
+    "4 ranks x 4 orders, steps 8-64": Design(orders=4, steps=(8, 12, 16, 24, 32, 48, 64)),
 }
 """Candidate designs: more data orders, more ranks or fewer, more steps past the onset, fewer evaluations."""
 FALSE_WHICH = {"F1": "F1", "F2": "F2", "F2 form": "F2", "F3": "F3"}
