@@ -65,7 +65,7 @@ def main() -> None:
     ws = Workspace(cache_dir())
     lm, (train_seqs, _) = ws.model(run), ws.data(run)
     ref, task_ref, bs = ws.reference(run), ws.task_reference(run), run.forgetting.batch_size
-    corpus, held = computed_tokens(ref.sequences), computed_tokens(task_ref.sequences)
+    corpus, held = computed_tokens(ref.sequences, bs), computed_tokens(task_ref.sequences, bs)
     full, half = list(ref.sequences), list(ref.sequences[: len(ref.sequences) // 2])
     noop = lambda *a: None  # noqa: E731  (training without evaluations)
     tokens_per_step = run.train.batch_size * run.train.grad_accum * run.train.seq_len
@@ -85,7 +85,7 @@ def main() -> None:
         finally:
             train.detach_lora(peft)
     med = {k: statistics.median(v) for k, v in got.items()}
-    per_token = (med["forward_all"] - med["forward_half"]) / (corpus - computed_tokens(half))
+    per_token = (med["forward_all"] - med["forward_half"]) / (corpus - computed_tokens(half, bs))
     fixed = med["forgetting"] + med["held_out"] - per_token * (corpus + held)
     units = {
         "train_per_token": med["train"] / tokens_per_step,

@@ -42,10 +42,11 @@ REF_KERNEL_SECONDS = 0.0248
 TRAIN_SECONDS_PER_TOKEN = 0.0158
 """One LoRA training token (batch x seq_len per step), fp32, the mean over ranks 1-64 (1,555 s, 98,304 tokens;
 a rank-4 step alone measured 0.0121 per token in the profile)."""
-EVAL_SECONDS_PER_COMPUTED_TOKEN = 0.0035
-"""One token an evaluation computes (forgetting corpus or held-out examples, prompts included): 81% of an
-evaluation (the forward's matmuls in the profile) of 24.6 s (982 s for 40 evaluations), over its 4,948 corpus
-and 768 held-out computed tokens."""
+EVAL_SECONDS_PER_COMPUTED_TOKEN = 0.0039
+"""One position an evaluation computes (forgetting corpus or held-out examples, prompts and padding included):
+81% of an evaluation (the forward's matmuls in the profile) of 24.6 s (982 s for 40 evaluations), over the
+5,168 positions its batches then computed (corpus 24 + 3,436 + 940 padding at batch 32, held-out 768). The batch
+plan now computes 4,254 there: the 0.83x its A/B measured (docs/speed.md)."""
 EVAL_FIXED_SECONDS = 4.6
 """What one evaluation costs beyond its computed tokens (the per-position metrics, folding the adapter,
 Python): the other 19% of it."""
@@ -65,15 +66,21 @@ FIXED_SECONDS = 20.0
 """The fit and the report."""
 
 
-def computed_tokens(sequences: Iterable[Any]) -> int:
-    """The tokens an evaluation computes on ``sequences``: every position of each, prompts included, not only
-    the scored ones (the ``self`` corpus's chat-formatted prompts are most of what its forward computes).
+def computed_tokens(sequences: Iterable[Any], batch_size: int = 32) -> int:
+    """The positions an evaluation computes on ``sequences`` in batches of ``batch_size``: what
+    :func:`forgetscale.forward.plan_batches` plans, the shared prefix once, padding included, prompts included
+    (the ``self`` corpus's chat-formatted prompts are most of what its forward computes).
 
     >>> from forgetscale.data.encode import Sequence
     >>> computed_tokens([Sequence((1, 2, 3, 4), (False, False, True, True)), Sequence((5, 6), (False, True))])
     6
+
+    (3 and 1 positions up to each last scored logit, the shorter padded to 3 in one batch.)
     """
-    return sum(len(s.ids) for s in sequences)
+    from forgetscale.forward import plan_batches  # torch, which the plan's arithmetic does not need at import
+
+    plan = plan_batches(list(sequences), batch_size)
+    return plan.real_tokens + plan.padding_tokens
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,7 @@ def estimate(
     Example:
         >>> from forgetscale.config import load_config
         >>> s = load_config(None, "default")
-        >>> e = estimate(s, s.runs(), 8, 2164, REF_KERNEL_SECONDS, computed_tokens=4948 + 768)
+        >>> e = estimate(s, s.runs(), 8, 2164, REF_KERNEL_SECONDS, computed_tokens=3494 + 760)
         >>> e.steps, e.evaluations, 40 * 60 < e.seconds < 55 * 60
         (256, 41, True)
     """

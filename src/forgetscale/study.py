@@ -235,8 +235,8 @@ def _plan(config: StudyConfig, runs: list[RunConfig], todo: list[RunConfig], ws:
     bf16_factor = bf16 / fp32 if fp32 and bf16 and config.train.precision == "bf16" else 1.0
     tokens = [ws.reference(r).n_tokens for r in todo] or [0]
     # what one evaluation computes: the whole corpus (prompts too) and the held-out examples
-    computed = [computed_tokens(ws.reference(r).sequences) + computed_tokens(ws.task_reference(r).sequences)
-                for r in todo] or [0]  # fmt: skip
+    computed = [computed_tokens(ws.reference(r).sequences, r.forgetting.batch_size)
+                + computed_tokens(ws.task_reference(r).sequences, r.forgetting.batch_size) for r in todo] or [0]
     return estimate(config, todo, len(runs), round(sum(tokens) / len(tokens)), fp32, bf16_factor=bf16_factor,
                     computed_tokens=round(sum(computed) / len(computed)))  # fmt: skip
 

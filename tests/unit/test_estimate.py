@@ -68,3 +68,16 @@ def test_the_estimate_scales_with_the_kernel_time_and_ray_is_estimated_as_local(
     assert _seconds("executor.kind=ray")[0] == pytest.approx(ref)
     study = load_config(None, "default")
     assert est.estimate(study, study.runs(), 8, 2000, None).seconds is None  # an unknown speed: no estimate
+
+
+def test_computed_tokens_are_what_the_batch_plan_computes():
+    """Nothing after the last scored logit, the shared prefix once, padding counted: not every token."""
+    from forgetscale.data.encode import Sequence
+
+    prefix = tuple(range(100, 112))  # 12 shared tokens: computed once (forward.MIN_SHARED_PREFIX is 8)
+    a = Sequence(prefix + (1, 2, 3, 4, 5, 6, 7, 8), (False,) * 12 + (True, True) + (False,) * 6)
+    b = Sequence(prefix + (9, 10, 11), (False,) * 12 + (False, True, True))
+    # the prefix stops at 11 (the logit at 11 scores a's first target); a computes up to position 12 (13 tokens),
+    # b up to 13 (14): one batch 3 wide past the prefix, a padded by 1. Counting every token would give 35.
+    assert est.computed_tokens([a, b], batch_size=32) == 11 + 3 + 3
+    assert est.computed_tokens([a, b], batch_size=32) < len(a.ids) + len(b.ids)
