@@ -311,3 +311,15 @@ def held_elsewhere(directory: Path) -> Iterator[subprocess.Popen]:
     finally:
         holder.kill()
         holder.communicate()  # reaps it and closes its pipe
+
+
+def finish(p: subprocess.Popen, timeout_s: float) -> tuple[int, str]:
+    """Wait for a study started as a subprocess, at most ``timeout_s``: its exit code and stderr (killed and
+    failed with its stderr's tail when it does not finish in time)."""
+    try:
+        _, err = p.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate(timeout=60)
+        pytest.fail(f"the study did not finish in {timeout_s}s:\n{err[-3000:]}")
+    return p.returncode, err

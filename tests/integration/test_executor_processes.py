@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from forgetscale.config import load_config
-from tests.helpers import TINY_STUDY
+from tests.helpers import TINY_STUDY, finish
 
 TIMEOUT_S = 300
 COLUMNS = ("tokens", "ft_loss", "ft_loss_se", "forget_ce", "forget_kl", "base_entropy", "forget_top1_ce", "data_loss")
@@ -43,13 +43,7 @@ def _start(out: Path, overrides: list[str]) -> subprocess.Popen:
 
 
 def _finish(p: subprocess.Popen) -> tuple[int, str]:
-    try:
-        _, err = p.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        _, err = p.communicate(timeout=60)
-        pytest.fail(f"the study did not finish in {TIMEOUT_S}s:\n{err[-3000:]}")
-    return p.returncode, err
+    return finish(p, TIMEOUT_S)
 
 
 def _query(out: Path, sql: str) -> list[tuple]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from forgetscale.config import load_config
-from tests.helpers import TINY_STUDY, count_rows
+from tests.helpers import TINY_STUDY, count_rows, finish
 
 pytest.importorskip("ray")
 
@@ -93,14 +93,7 @@ def _start(args: list[str], faults: dict[str, tuple[int, str]] | None = None) ->
 
 
 def _finish(p: subprocess.Popen) -> tuple[int, str]:
-    """Wait for ``p`` (bounded); its exit code and stderr."""
-    try:
-        _, err = p.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        _, err = p.communicate(timeout=60)
-        pytest.fail(f"the study did not finish in {TIMEOUT_S}s:\n{err[-3000:]}")
-    return p.returncode, err
+    return finish(p, TIMEOUT_S)
 
 
 def _rows(out: Path) -> dict[tuple[str, int], tuple]:

@@ -91,7 +91,9 @@ def test_padding_against_a_forward_pass():
     assert len(plan_batches(seqs, 32, min_prefix=99, per_batch=10**6).batches) == 1
 
 
-def test_lse_top_is_lse_parts_and_argmax_bit_for_bit():
+def test_lse_top_is_lse_parts_and_argmax():
+    # max and argmax select a value, so they must agree exactly; the log-sum is arithmetic in float64 over 4099
+    # terms, where any change of summation order moves it by ~n eps (1e-12 relative) at most
     g = torch.Generator().manual_seed(0)
     z = torch.randn(64, 4099, generator=g) * 7
     z[3, [5, 900, 4000]] = z[3].max() + 1  # ties: the first index, as argmax
@@ -99,8 +101,9 @@ def test_lse_top_is_lse_parts_and_argmax_bit_for_bit():
     m, log_s, top = lse_top(z)
     mm = z.max(-1, keepdim=True).values
     assert torch.equal(m, mm.squeeze(-1).double())
-    assert torch.equal(log_s, torch.sum((z - mm).exp(), -1, dtype=torch.float64).log())  # the formula before
+    torch.testing.assert_close(log_s, torch.sum((z - mm).exp(), -1, dtype=torch.float64).log(), rtol=1e-12, atol=0)
     assert torch.equal(top, z.argmax(-1))
     assert int(top[3]) == 5 and int(top[7]) == 0
     m2, log_s2 = lse_parts(z)
-    assert torch.equal(m2, m) and torch.equal(log_s2, log_s)
+    assert torch.equal(m2, m)
+    torch.testing.assert_close(log_s2, log_s, rtol=1e-12, atol=0)
