@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from forgetscale.errors import UserError
 from forgetscale.schema import POST_HOC_METHODS
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TARGET_SETS = {"all": ALL_LINEAR, "attention": ALL_LINEAR[:4], "mlp": ALL_LINEAR[4:]}
+"""Named sets of ``lora.target_modules`` (Llama-family module names): a method label says ``-attention`` or
+``-mlp`` for the last two."""
 
 
 class _Frozen(BaseModel):
@@ -58,8 +61,43 @@ class LoraConfig(_Frozen):
     alpha: float = Field(1.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: tuple[str, ...] = ALL_LINEAR
+    """Module names, or one of :data:`TARGET_SETS` by name (``attention``, ``mlp``, ``all``)."""
     use_rslora: bool = True
     """rsLoRA scaling alpha/sqrt(r), as in the paper."""
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _named_set(cls, v: Any) -> Any:
+        # a named set is stored as its modules, so `mlp` and the list it names are one run id
+        return TARGET_SETS.get(v, (v,)) if isinstance(v, str) else v
+
+
+METHOD_KINDS = ("lora", "dora", "ia3", "full")
+
+
+class MethodConfig(_Frozen):
+    """What a run trains: the fine-tuning method, whose trainable parameter count is the run's P.
+
+    ``lora`` and ``dora`` read ``lora`` (rank, alpha, targets); ``ia3`` learns PEFT's rescaling vectors on
+    PEFT's default modules for the architecture; ``full`` trains a copy of the base (the base itself is never
+    written): all its weights, or its last ``blocks`` transformer blocks. docs/methods.md says how P is
+    counted for each.
+    """
+
+    kind: Literal["lora", "dora", "ia3", "full"] = "lora"
+    blocks: int | None = Field(None, ge=1)
+    """``full``: train only the last ``blocks`` transformer blocks (None: every weight, embeddings and LM
+    head included; the hidden reference then falls back to logits, since the head changes)."""
+
+    @field_validator("blocks")
+    @classmethod
+    def _blocks_for_full(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("kind") != "full":
+            raise ValueError("method.blocks applies to method.kind full only")
+        return v
+
+    def uses_lora_section(self) -> bool:
+        return self.kind in ("lora", "dora")
 
 
 class TrainConfig(_Frozen):
@@ -222,15 +260,29 @@ class MitigationConfig(_Frozen):
 class RunConfig(_Frozen):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
+    method: MethodConfig = MethodConfig()
     lora: LoraConfig = LoraConfig()
     train: TrainConfig = TrainConfig()
     forgetting: ForgettingConfig = ForgettingConfig()
     mitigation: MitigationConfig = MitigationConfig()
 
+    @model_validator(mode="after")
+    def _method_supports_mitigation(self) -> RunConfig:
+        kind, m = self.method.kind, self.mitigation
+        if m.kind == "kl" and kind == "full":
+            # the KL term reads the base through the disabled adapter; a full fine-tune has none
+            raise ValueError("mitigation.kind kl needs an adapter to disable; method.kind full has none")
+        if m.post_hoc_methods() and kind != "lora":
+            # rescaling is weight interpolation with the base only for a plain LoRA update (DoRA's magnitude,
+            # IA3's product and a full fine-tune are not scaled that way); intruder reduction is PEFT's for LoRA
+            raise ValueError(f"mitigation post-hoc methods (rescale, intruders) apply to method.kind lora, not {kind}")
+        return self
+
     @property
     def run_id(self) -> str:
         """Stable id: the first 12 hex digits of the SHA-256 of the canonical JSON (of the mitigation
-        section only the fields its kind uses, and nothing for ``none``)."""
+        section only the fields its kind uses, and nothing for ``none``; the method section only when it is
+        not plain LoRA, and the lora section only for the methods that read it)."""
         d = self.model_dump(mode="json")
         d["model"].pop("device", None)  # provenance, not identity (ModelConfig.device)
         mitigation = self.mitigation.id_fields()
@@ -238,8 +290,35 @@ class RunConfig(_Frozen):
             d.pop("mitigation", None)
         else:
             d["mitigation"] = mitigation
+        if self.method.kind == "lora":  # runs stored before methods existed keep their ids
+            d.pop("method")
+        if not self.method.uses_lora_section():
+            d.pop("lora")
         text = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def method_label(self) -> str:
+        """The method as studies group runs by it: the kind, and for ``lora``/``dora`` a named target set
+        other than all linear modules (``lora-mlp``), or ``custom`` for another list. A method's size (rank,
+        blocks) is its P axis, not part of its label.
+
+        >>> RunConfig(lora={"target_modules": "mlp"}).method_label, RunConfig(method={"kind": "ia3"}).method_label
+        ('lora-mlp', 'ia3')
+        """
+        kind = self.method.kind
+        if not self.method.uses_lora_section():
+            return kind
+        named = [name for name, mods in TARGET_SETS.items() if set(mods) == set(self.lora.target_modules)]
+        suffix = "" if named == ["all"] else f"-{named[0]}" if named else "-custom"
+        return kind + suffix
+
+    @property
+    def size(self) -> int:
+        """The method's size setting, the knob that moves its P: the LoRA rank (``lora``, ``dora``), the trained
+        blocks (``full``; 0 for every weight), 0 for ``ia3``."""
+        kind = self.method.kind
+        return self.lora.rank if self.method.uses_lora_section() else (self.method.blocks or 0) if kind == "full" else 0
 
     def eval_schedule(self) -> tuple[int, ...]:
         """Steps at which the run is measured: 0, then log-spaced up to ``train.steps``."""
@@ -301,6 +380,9 @@ class ExecutorConfig(_Frozen):
 class StudyConfig(RunConfig):
     name: str = "study"
     sweep: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+    """Axes of the grid: a dotted key and its values; or a *bundle*: a name (``method``) whose values are
+    mappings of dotted keys, each set together (a method with its own learning rate:
+    ``{method.kind: full, method.blocks: 2, train.lr: 1e-4}``)."""
     sweep_exclude: tuple[dict[str, Any], ...] = ()
     """Combinations of the sweep to leave out: each entry assigns values to some sweep axes, and a
     combination that agrees with every assignment of an entry is not run (``[{lora.rank: 4,
@@ -332,10 +414,11 @@ class StudyConfig(RunConfig):
         runs = self.runs()
         if self.probes.runs == "all":
             return runs
-        top: dict[str, int] = {}
+        top: dict[tuple[str, str], int] = {}
         for r in runs:
-            top[r.data.dataset] = max(top.get(r.data.dataset, 0), r.lora.rank)
-        return [r for r in runs if r.lora.rank == top[r.data.dataset]]
+            key = (r.data.dataset, r.method_label)
+            top[key] = max(top.get(key, 0), _largest(r))
+        return [r for r in runs if _largest(r) == top[(r.data.dataset, r.method_label)]]
 
     def base_run(self) -> RunConfig:
         return RunConfig(**{k: getattr(self, k) for k in RunConfig.model_fields})
@@ -351,9 +434,16 @@ class StudyConfig(RunConfig):
                 continue
             d = json.loads(json.dumps(base))
             for k, v in zip(keys, combo, strict=True):
-                _set_dotted(d, k, v)
+                for key, value in (v.items() if isinstance(v, dict) else [(k, v)]):  # a bundle sets its keys
+                    _set_dotted(d, key, value)
             out.append(validate(RunConfig, d, f"sweep {dict(zip(keys, combo, strict=True))}"))
-        return out
+        # combinations that differ only in a section the method ignores (lora.rank for ia3) are one run
+        return list({r.run_id: r for r in out}.values())
+
+
+def _largest(run: RunConfig) -> int:
+    """Order of a method's sizes by P: more rank, more blocks; every weight (blocks 0) above all."""
+    return run.size or (1 << 30 if run.method.kind == "full" else 0)
 
 
 def canonical_json(cfg: BaseModel) -> str:
@@ -379,104 +469,6 @@ def log_schedule(steps: int, n: int) -> tuple[int, ...]:
     return (0, *sorted(s for s in picked if s <= steps))
 
 
-# ----------------------------------------------------------------------------- presets
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {
-        # Chosen by measurement (docs/default-study.md): lr 4e-3 ends the onset of
-        # forgetting by step 8 on news, so 32 steps give six evaluations past it over a 4x span in N;
-        # random order keeps batches exchangeable across steps (the length-grouped sampler is a
-        # long-to-short curriculum that confounds N with length). instruct saturates inside the onset
-        # at this scale (KL 0.21 at step 8, 0.20 at 16, while ft_loss fell 1.41 -> 1.16): no (P, N) law
-        # to fit there, so the default studies news, the paper's new-knowledge case.
-        "name": "default",
-        "data": {"dataset": "news"},
-        "train": {"steps": 32, "lr": 4e-3, "sampling": "random", "eval_steps": [8, 12, 16, 24, 32]},
-        # Replication beats corpus size (docs/default-study.md): every run is scored on the same corpus, so
-        # its sampling error moves the level of all runs alike, while the laws need independent runs. 64
-        # prompts (shipped, see data/corpus.py) keep rank 1's forget_kl_se under 10% of forget_kl; batches
-        # of 32 for sampling, evaluation and probes.
-        "forgetting": {"n_prompts": 64, "max_new_tokens": 32, "batch_size": 32},
-        "fit": {"min_step": 8},
-        "probes": {"enabled": True, "runs": "largest_rank", "max_items": 40, "max_new_tokens": 16, "batch_size": 32},
-        # two independent data orders (and LoRA initialisations) per rank: batch-to-batch shocks are then
-        # replicated noise that intervals can be honest about, not a shock common to every run
-        "sweep": {"lora.rank": [1, 4, 16, 64], "train.seed": [0, 1]},
-    },
-    "smoke": {
-        "name": "smoke",
-        "data": {"n_train": 32, "n_heldout": 4},
-        "train": {"steps": 4, "batch_size": 2, "n_evals": 3, "seq_len": 64},
-        "forgetting": {"n_prompts": 4, "max_new_tokens": 24},
-        "fit": {"n_boot": 20},
-        "probes": {"enabled": True, "max_items": 3, "max_new_tokens": 12},
-        "sweep": {"data.dataset": ["news", "instruct"], "lora.rank": [1, 8]},
-    },
-    "paper": {
-        # Kalajdzievski 2024: Llama-2-7b-chat, LoRA on all 7 linear modules with rsLoRA,
-        # Adafactor, batch 32, context 512, 260 steps, forgetting on WikiText-103 test.
-        "name": "paper",
-        "model": {"name": "meta-llama/Llama-2-7b-chat-hf", "dtype": "bfloat16"},
-        "data": {"dataset": "hf:Open-Orca/OpenOrca", "n_train": 8320, "n_heldout": 512},
-        "lora": {"alpha": 16.0},
-        "train": {
-            "steps": 260,
-            "batch_size": 32,
-            "optimizer": "adafactor",
-            "lr": 1e-4,
-            "seq_len": 512,
-            "precision": "bf16",
-            "n_evals": 12,
-        },
-        "forgetting": {"corpus": "wikitext", "seq_len": 512, "batch_size": 8},
-        "fit": {"min_step": 50},
-        "sweep": {"lora.rank": [8, 16, 32, 64, 128, 256]},
-    },
-}
-
-
-def _mitigations_preset() -> dict[str, Any]:
-    """Plain LoRA against replay, KL-to-base, WiSE-FT rescaling and intruder reduction, on the default's
-    training settings.
-
-    One dataset (the default's first) and one data order; the default's three smallest ranks trained plain
-    (the line's 3 runs), and ``replay`` and ``kl`` at the smallest and largest of them: 7 trainings, 2
-    runs per trained level. The plain runs are also measured after training (``post_hoc``): rescaled
-    (WiSE-FT) and with their intruder dimensions reduced, which costs evaluations (and SVDs) only. It
-    trains half the default's steps (but at least twice ``fit.min_step``, so every evaluation is past the
-    onset), evaluates at the first and last of the default's evaluation steps in that range, measures
-    forgetting on at most 32 of the shipped prompts and does not probe. Its measured time is in
-    docs/mitigations.md.
-    """
-    default = json.loads(json.dumps(PRESETS["default"]))
-    sweep = default.get("sweep", {})
-    first = RunConfig.model_validate({k: default[k] for k in RunConfig.model_fields if k in default})
-    min_step = FitConfig.model_validate(default.get("fit", {})).min_step
-    steps = min(first.train.steps, max(2 * min_step, first.train.steps // 2))
-    past = [s for s in first.eval_schedule() if min_step <= s <= steps] or [steps]
-    evals = sorted({past[0], steps})
-    datasets = sweep.get("data.dataset") or [first.data.dataset]
-    ranks = sorted(sweep.get("lora.rank") or [1, 4, 16])[:3]
-    return {
-        **{k: v for k, v in default.items() if k not in ("name", "sweep", "probes")},
-        "name": "mitigations",
-        "data": {**default.get("data", {}), "dataset": datasets[0]},
-        "train": {**default.get("train", {}), "steps": steps, "eval_steps": evals},
-        "forgetting": {**default.get("forgetting", {}), "n_prompts": min(first.forgetting.n_prompts, 32)},
-        "mitigation": {"replay_fraction": 0.2, "replay_examples": 32, "kl_weight": 1.0,
-                       "post_hoc": ["rescale", "intruders"], "scales": [0.25, 0.5, 0.75],
-                       "intruder_lambdas": [0.0, 0.75]},  # fmt: skip
-        "fit": {**default.get("fit", {}), "n_boot": 20},
-        "probes": {"enabled": False},
-        "sweep": {"lora.rank": ranks, "mitigation.kind": ["none", "replay", "kl"]},
-        # replay and kl at the smallest and largest rank only: 2 runs per level, spread along the line
-        "sweep_exclude": [{"lora.rank": r, "mitigation.kind": k} for r in ranks[1:-1] for k in ("replay", "kl")],
-    }
-
-
-PRESETS["mitigations"] = _mitigations_preset()
-
-
 def load_config(
     path: str | Path | None = None,
     preset: str | None = None,
@@ -487,6 +479,8 @@ def load_config(
     Raises:
         UserError: unknown preset/key, wrong type, unreadable file; the message names it.
     """
+    from forgetscale.presets import PRESETS  # the presets are built from this module's classes
+
     if preset is None:
         preset = "default" if path is None else None
     data: dict[str, Any] = {}
@@ -577,6 +571,10 @@ def _drop_axes(data: dict[str, Any], keys: list[str]) -> None:
     if isinstance(sweep, dict):
         for k in keys:
             sweep.pop(k, None)
+        for axis, values in list(sweep.items()):  # a bundle loses the keys set explicitly, too
+            if isinstance(values, list | tuple) and any(isinstance(v, dict) for v in values):
+                sweep[axis] = [{b: x for b, x in v.items() if b not in keys} if isinstance(v, dict) else v
+                               for v in values]  # fmt: skip
     exclude = data.get("sweep_exclude")
     if isinstance(exclude, list | tuple):  # an exclusion on a dropped axis no longer names a combination
         data["sweep_exclude"] = [e for e in exclude if not (isinstance(e, dict) and set(e) & set(keys))]

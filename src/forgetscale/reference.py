@@ -355,10 +355,12 @@ def _vocab_size(model: PreTrainedModel) -> int:
 
 def reference_mode(run: RunConfig, model: Any) -> str:
     """The exact reference mode a run gets: ``forgetting.reference``, except that a LoRA on the LM
-    head changes the head, so the hidden mode (valid only for the base's head) falls back to logits."""
-    if run.forgetting.reference == "hidden" and head_module_name(model) in run.lora.target_modules:
-        return "logits"
-    return run.forgetting.reference
+    head, or a full fine-tune of every weight, changes the head, so the hidden mode (valid only for the
+    base's head) falls back to logits."""
+    m = run.method
+    trains_head = (m.uses_lora_section() and head_module_name(model) in run.lora.target_modules) or (
+        m.kind == "full" and m.blocks is None)
+    return "logits" if run.forgetting.reference == "hidden" and trains_head else run.forgetting.reference
 
 
 IDENTITY_FILE = "identity.json"

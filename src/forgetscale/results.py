@@ -66,10 +66,28 @@ def data_order(run: Mapping[str, Any]) -> str:
     return "/".join("-" if v is None else str(v) for v in seeds)
 
 
+REFERENCE_METHOD = "lora"
+"""The method other methods are compared with, and whose groups keep the dataset's bare name."""
+
+
+def group_name(dataset: str, method: str | None) -> str:
+    """The name of the group a run's rows are fitted in: its dataset, and its method unless plain LoRA.
+
+    Every method gets its own line and laws; LoRA's keep the dataset's name, so studies from before the
+    method axis read as they did.
+
+    >>> group_name("news", "lora"), group_name("news", "dora"), group_name("news", None)
+    ('news', 'news [dora]', 'news')
+    """
+    return dataset if method in (None, REFERENCE_METHOD) else f"{dataset} [{method}]"
+
+
 def study_rows(store: Store, mitigated: bool = False) -> list[dict[str, Any]]:
     """Measurement rows of the finished runs of the study last run into this store, each with its ``seed``.
 
-    ``seed`` is the run's data order (:func:`data_order`). The laws describe plain LoRA, so runs
+    ``seed`` is the run's data order (:func:`data_order`); ``dataset`` the run's group
+    (:func:`group_name`: its dataset, with its method unless plain LoRA) and ``data`` its dataset.
+    The laws describe a method trained plainly, so runs
     trained with a mitigation (``replay``, ``kl``) are left out unless ``mitigated``. A ``rescale``
     run trains as plain LoRA and is kept; its rescaled rows live in another table
     (``Store.scaled_measurements``) and are never here.
@@ -78,7 +96,8 @@ def study_rows(store: Store, mitigated: bool = False) -> list[dict[str, Any]]:
     done = {r["run_id"]: data_order(r) for r in store.runs()
             if r["status"] == "done" and (not current or r["run_id"] in current)
             and (mitigated or mitigation_of(r)[0] in PLAIN_KINDS)}  # fmt: skip
-    return [{**m, "seed": done[m["run_id"]]} for m in store.measurements() if m["run_id"] in done]
+    return [{**m, "seed": done[m["run_id"]], "data": m["dataset"], "dataset": group_name(m["dataset"], m.get("method"))}
+            for m in store.measurements() if m["run_id"] in done]  # fmt: skip
 
 
 def base_entropy(store: Store, dataset: str) -> float | None:
@@ -91,7 +110,7 @@ def base_entropy(store: Store, dataset: str) -> float | None:
 def params_per_rank(store: Store, dataset: str) -> float | None:
     """Trainable parameters per unit of LoRA rank (LoRA's P is linear in the rank); None when no run of the
     dataset has a rank (a full fine-tune or another PEFT method, logged by the callback with rank 0)."""
-    runs = [r for r in store.runs() if r["dataset"] == dataset and r["P"]]
+    runs = [r for r in store.runs() if group_name(r["dataset"], r.get("method")) == dataset and r["P"]]
     if not runs:
         raise UserError(f"no finished run of dataset {dataset!r} records its parameter count")
     ratios = {r["P"] / r["rank"] for r in runs if r["rank"]}
@@ -509,7 +528,7 @@ def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, 
         if r["step"] < k or r["ft_loss"] is None or r["forget_ce"] is None:
             continue
         kind, strength = mitigation_of(runs[r["run_id"]])
-        if r.get("method"):  # a post-hoc row: the final adapter changed after training
+        if "strength" in r:  # a post-hoc row: the final adapter changed after training
             kind, strength = str(r["method"]), float(r["strength"])
         elif kind in PLAIN_KINDS:
             kind, strength = "none", None

@@ -1,4 +1,4 @@
-"""One run from step 0: attach a fresh LoRA, train, measure on schedule, hand every row to a sink.
+"""One run from step 0: attach a fresh method (LoRA, ...), train, measure on schedule, rows to a sink.
 
 :func:`execute_run` is the same code whatever the executor: the local executor gives it the
 study's store, a Ray task a stand-in that streams each call to the driver. Both satisfy
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
-from forgetscale import train
+from forgetscale import methods, train
 from forgetscale.config import RunConfig
 from forgetscale.data.encode import fingerprint
 from forgetscale.fold import folded
@@ -55,8 +55,9 @@ def execute_run(
 ) -> None:
     """Train one run from scratch, handing ``sink`` a measurement row at every scheduled step.
 
-    The adapter is saved to ``adapter_dir`` before ``sink.finish_run``; a run that raises is
-    ``sink.fail_run`` and the exception goes on. The base model is handed back unchanged.
+    The adapter (a full fine-tune: the trained model) is saved to ``adapter_dir`` before
+    ``sink.finish_run``; a run that raises is ``sink.fail_run`` and the exception goes on. The base
+    model is handed back unchanged.
     """
     lm = ws.model(run)
     train_seqs, _ = ws.data(run)
@@ -64,9 +65,9 @@ def execute_run(
     task_ref = ws.task_reference(run)  # the base on the held-out examples, before any adapter exists
     bs = run.forgetting.batch_size
     replay = ws.replay(run) if run.mitigation.kind == "replay" else None  # sampled by the base, unadapted
-    peft_model = train.attach_lora(lm.model, run.lora, run.train.seed)
+    peft_model = methods.attach(lm.model, run)  # a full fine-tune gets a copy: lm.model is never trained
     try:
-        P = train.trainable_parameters(peft_model)
+        P = methods.trainable_parameters(peft_model)
         precision = resolve_precision(run.train.precision)
         texts = {"corpus_texts": corpus_texts(ref.sequences, lm.tokenizer)}  # the store keeps them once per corpus
         sink.start_run(run.run_id, P, {**provenance(lm.fingerprint, ws.data_fingerprint(run), ref, precision), **texts})
@@ -79,7 +80,7 @@ def execute_run(
         post_hoc_seconds: dict[str, float] = {}
 
         def evaluate(model: Any, step: int, tokens: int) -> None:
-            if step == 0 and train.is_identity(model):
+            if step == 0 and methods.is_identity(model, lm.model):
                 m = ws.base_evaluation(run, lambda: metrics(model))
             else:
                 m = metrics(model)
@@ -108,7 +109,7 @@ def execute_run(
             raise
         sink.finish_run(run.run_id, timings)
     finally:
-        train.detach_lora(peft_model)
+        methods.detach(peft_model, lm.model)
 
 
 def provenance(model_fp: str, data_fp: str, ref: BaseReference, precision: str) -> dict[str, Any]:

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS runs (
     config TEXT NOT NULL,
     dataset TEXT NOT NULL,
     rank INTEGER NOT NULL,
+    method TEXT NOT NULL DEFAULT 'lora',
     P INTEGER,
     status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed')),
     error TEXT,
@@ -97,6 +98,7 @@ CREATE TABLE IF NOT EXISTS corpus_texts (
 _SUMMARY_COLUMNS = (*((name, "REAL") for name in SUMMARY_METRICS), ("eval_loss", "REAL"),
                     ("metric_version", "INTEGER"))  # fmt: skip
 _ADDED_COLUMNS = {
+    "runs": (("method", "TEXT NOT NULL DEFAULT 'lora'"),),  # runs stored before the method axis were LoRA's
     "measurements": (("forget_ce_se", "REAL"), ("forget_kl_se", "REAL"), ("ft_loss_se", "REAL"), *_SUMMARY_COLUMNS),
     "scaled_measurements": (("ft_loss_se", "REAL"), ("n_intruders", "INTEGER"), *_SUMMARY_COLUMNS),
 }
@@ -153,12 +155,16 @@ class Store:
         row = self.conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return None if row is None else row[0]
 
-    def register_run(self, run_id: str, config: Mapping[str, Any], dataset: str, rank: int) -> None:
-        """Record a planned run (idempotent; a finished run is left as it is)."""
+    def register_run(self, run_id: str, config: Mapping[str, Any], dataset: str, rank: int,
+                     method: str = "lora") -> None:
+        """Record a planned run (idempotent; a finished run is left as it is). ``rank``: the method's size
+        (:attr:`forgetscale.config.RunConfig.size`: LoRA's rank, 0 where there is none); ``method``: its
+        label (:attr:`forgetscale.config.RunConfig.method_label`). A run is keyed by method and P."""
         with self._tx() as c:
             c.execute(
-                "INSERT OR IGNORE INTO runs (run_id, config, dataset, rank, status) VALUES (?, ?, ?, ?, 'pending')",
-                (run_id, json.dumps(config, sort_keys=True), dataset, rank),
+                "INSERT OR IGNORE INTO runs (run_id, config, dataset, rank, method, status) "
+                "VALUES (?, ?, ?, ?, ?, 'pending')",
+                (run_id, json.dumps(config, sort_keys=True), dataset, rank, method),
             )
 
     def start_run(self, run_id: str, P: int, provenance: Mapping[str, Any]) -> None:
@@ -231,9 +237,9 @@ class Store:
         return out
 
     def measurements(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        """Measurement rows joined with their run's dataset, rank and P (the laws' input)."""
+        """Measurement rows joined with their run's dataset, rank, method and P (the laws' input)."""
         sql = (
-            "SELECT m.*, r.dataset, r.rank, r.P FROM measurements m JOIN runs r USING (run_id)"
+            "SELECT m.*, r.dataset, r.rank, r.method, r.P FROM measurements m JOIN runs r USING (run_id)"
             + (" WHERE m.run_id = ?" if run_id else "")
             + " ORDER BY r.rowid, m.step"
         )

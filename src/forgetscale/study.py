@@ -23,6 +23,7 @@ from forgetscale.estimate import Estimate, computed_tokens, estimate
 from forgetscale.executors import check as check_executor
 from forgetscale.executors import make_executor
 from forgetscale.lock import check_free, hold
+from forgetscale.methods import check_method
 from forgetscale.mitigation import check_replay
 from forgetscale.models import cache_dir, pick_device, resolve
 from forgetscale.precision import kernel_record, measured, pin_for_study
@@ -32,7 +33,6 @@ from forgetscale.report.command import write_report
 from forgetscale.results import fit
 from forgetscale.schema import METRIC_VERSION
 from forgetscale.store import Store, check_store, open_store
-from forgetscale.train import check_targets
 from forgetscale.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ def prepare_study(study: StudyConfig, ws: Workspace) -> list[RunConfig]:
         ws.data(r)
         ws.reference(r)
         ws.task_reference(r)  # the base on the held-out examples (task_kl), before any adapter exists
-        check_targets(ws.model(r).model, r.lora)
+        check_method(ws.model(r).model, r)
         if r.mitigation.kind == "replay":  # sampled here, so that Ray ships it with the corpora
             ws.replay(r)
     return runs
@@ -193,7 +193,7 @@ def register_runs(study: StudyConfig, runs: list[RunConfig], store: Store) -> li
     store.set_meta("study", study.model_dump(mode="json"))
     store.set_meta("run_ids", [r.run_id for r in runs])
     for r in runs:
-        store.register_run(r.run_id, r.model_dump(mode="json"), r.data.dataset, r.lora.rank)
+        store.register_run(r.run_id, r.model_dump(mode="json"), r.data.dataset, r.size, r.method_label)
     todo = [r for r in runs if store.run_status(r.run_id) != "done"]
     if len(todo) < len(runs):
         log.info(f"{len(runs) - len(todo)} of {len(runs)} runs already done; skipping them")

@@ -1,6 +1,7 @@
-"""LoRA fine-tuning with scheduled forgetting evaluations.
+"""Fine-tuning with scheduled forgetting evaluations.
 
-The engine is a stock ``transformers.Trainer`` on a PEFT model with two
+The engine is a stock ``transformers.Trainer`` on the model a method trains (a PEFT model, or a
+copy of the base for a full fine-tune: :mod:`forgetscale.methods`) with two
 additions: :class:`ScheduledEval`, a callback that measures the model at the
 scheduled steps (step 0 before the first update included) and refuses to go
 on once the training loss is no longer finite; and :class:`TargetsOnlyTrainer`,
@@ -27,14 +28,18 @@ from forgetscale.compat import kept_logits
 from forgetscale.data.encode import IGNORE_INDEX, Sequence
 from forgetscale.errors import UserError
 from forgetscale.fsutil import publish_dir
+from forgetscale.methods import attach_lora, check_targets, detach_lora, is_identity, trainable_parameters
 from forgetscale.mitigation import ReplayCollator
 from forgetscale.precision import resolve as resolve_precision
 
 if TYPE_CHECKING:
     from peft import PeftModel
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
-    from forgetscale.config import LoraConfig, RunConfig
+    from forgetscale.config import RunConfig
+
+__all__ = ["attach_lora", "check_targets", "detach_lora", "is_identity", "trainable_parameters", "train",
+           "save_adapter", "Diverged", "ScheduledEval", "TargetsOnlyTrainer"]  # the first five live in methods
 
 Evaluate = Callable[[torch.nn.Module, int, int], None]
 """Called as ``evaluate(model, step, tokens_seen)`` at each scheduled step."""
@@ -42,48 +47,6 @@ Evaluate = Callable[[torch.nn.Module, int, int], None]
 
 class Diverged(UserError):
     """The training loss became NaN or infinite: a hyperparameter problem, reported as bad input."""
-
-
-def attach_lora(model: PreTrainedModel, cfg: LoraConfig, seed: int) -> PeftModel:
-    """Wrap ``model`` with a fresh LoRA adapter (PEFT injects it in place: undo with :func:`detach_lora`)."""
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
-
-    check_targets(model, cfg)
-    torch.manual_seed(seed)  # LoRA A matrices are random: same seed, same adapter
-    peft_cfg = PeftLoraConfig(
-        r=cfg.rank,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules),
-        use_rslora=cfg.use_rslora,
-        task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, peft_cfg)
-
-
-def check_targets(model: PreTrainedModel, cfg: LoraConfig) -> None:
-    """Every ``lora.target_modules`` name must exist in the model (checked before anything is written)."""
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [m for m in cfg.target_modules if m not in present]
-    if missing:
-        raise UserError(f"lora.target_modules: {missing} not found in the model (it has e.g. {sorted(present)[:12]})")
-
-
-def detach_lora(peft_model: PeftModel) -> PreTrainedModel:
-    """Remove the LoRA layers (without merging) and hand back the untouched base model."""
-    return peft_model.unload()
-
-
-def is_identity(peft_model: PeftModel) -> bool:
-    """True while every LoRA update is exactly zero (B = 0, as PEFT initialises it): the model is its base."""
-    b = [p for name, p in peft_model.named_parameters() if "lora_B" in name]
-    return bool(b) and all(not p.any() for p in b)
-
-
-def trainable_parameters(peft_model: PeftModel) -> int:
-    """P as PEFT counts it."""
-    return int(peft_model.get_nb_trainable_parameters()[0])
 
 
 @contextmanager
@@ -276,5 +239,6 @@ def train(
 
 
 def save_adapter(peft_model: PeftModel, out: Path) -> None:
-    """Save in stock PEFT format, atomically: a half-written adapter never has the final name."""
+    """Save in stock PEFT format (a full fine-tune: stock transformers format), atomically: a half-written
+    adapter never has the final name."""
     publish_dir(out, peft_model.save_pretrained)

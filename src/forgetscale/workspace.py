@@ -93,12 +93,12 @@ class Workspace:
 
     def reference(self, run: RunConfig) -> BaseReference:
         """The base reference for the run's (model, corpus), from the disk cache when present."""
-        memo = canonical_json(run.model) + canonical_json(run.forgetting) + json.dumps(run.lora.target_modules)
+        lm = self.model(run)
+        mode = reference_mode(run, lm.model)  # a method that trains the head needs the logits reference
+        memo = canonical_json(run.model) + canonical_json(run.forgetting) + mode
         if memo in self._refs:
             return self._refs[memo]
-        lm = self.model(run)
         f = run.forgetting
-        mode = reference_mode(run, lm.model)
         t = time.perf_counter()
         seqs = build_corpus(f, lm.tokenizer, lm.model, lm.fingerprint, self.cache)
         self._phase("forgetting_corpus", t)
@@ -117,7 +117,7 @@ class Workspace:
     def task_reference(self, run: RunConfig) -> BaseReference:
         """The base reference on the run's held-out examples (``task_kl``, :mod:`forgetscale.task`), cached like
         the corpus reference and computed, when it is not, from the base before any adapter exists."""
-        memo = self._data_key(run) + canonical_json(run.forgetting) + json.dumps(run.lora.target_modules)
+        memo = self._data_key(run) + canonical_json(run.forgetting) + reference_mode(run, self.model(run).model)
         if memo not in self._task_refs:
             lm, (_, held), f = self.model(run), self.data(run), run.forgetting
             t = time.perf_counter()

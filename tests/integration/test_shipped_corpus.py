@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from forgetscale.config import PRESETS, ModelConfig, StudyConfig
+from forgetscale.config import ModelConfig, StudyConfig
 from forgetscale.data.corpus import sample_self, shipped_prompts
 from forgetscale.models import file_digest, resolve
+from forgetscale.presets import PRESETS
 
 
 def test_default_corpus_is_shipped(tmp_path):

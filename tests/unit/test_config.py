@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from forgetscale.config import PRESETS, RunConfig, load_config, log_schedule
+from forgetscale.config import RunConfig, load_config, log_schedule
 from forgetscale.errors import UserError
+from forgetscale.presets import PRESETS
 
 
 def test_default_preset_meets_the_study_shape():

@@ -95,6 +95,7 @@ def test_plain_run_ids_do_not_change_and_mitigations_enter_them():
     # a plain run hashes exactly what it hashed before mitigations existed: old stores resume
     d = plain.model_dump(mode="json")
     d.pop("mitigation")
+    d.pop("method")  # plain LoRA: ids from before the method axis resume too
     d["model"].pop("device")  # where a run ran is provenance: ids from before model.device resume too
     old = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
     assert plain.run_id == old
@@ -120,7 +121,8 @@ def test_scales_drop_one_and_reject_negatives():
 
 
 def test_mitigations_preset_is_built_from_the_default():
-    from forgetscale.config import PRESETS, load_config
+    from forgetscale.config import load_config
+    from forgetscale.presets import PRESETS
 
     default = load_config(preset="default").runs()[0]
     study = load_config(preset="mitigations")
