@@ -25,6 +25,8 @@ from forgetscale.laws import FitResult, fit_law, fit_study
 from forgetscale.laws.findings import findings as judge_findings
 from forgetscale.laws.forms import get_law
 from forgetscale.laws.frontier import POST_HOC, fit_line, frontier, residuals
+from forgetscale.laws.methods import f7
+from forgetscale.laws.methods import method_rows as compare_methods
 from forgetscale.laws.predict import PlanError
 from forgetscale.laws.predict import plan as plan_law
 from forgetscale.laws.predict import predict as predict_law
@@ -268,7 +270,8 @@ def _fit_store(store: Store, out: Path, laws: list[str] | None, min_step: int | 
 
 
 def _findings(store: Store, rows: list[dict[str, Any]], fits: Mapping[str, Any], min_step: int) -> list[dict[str, Any]]:
-    dataset_of = {r["run_id"]: r["dataset"] for r in store.runs()}
+    runs = {r["run_id"]: r for r in store.runs()}
+    dataset_of = {i: group_name(r["dataset"], r.get("method")) for i, r in runs.items()}
     items: dict[str, list[dict[str, Any]]] = {}
     for p in store.probes():
         ds = dataset_of.get(p["run_id"])
@@ -280,7 +283,11 @@ def _findings(store: Store, rows: list[dict[str, Any]], fits: Mapping[str, Any],
         for key in ("ft_loss_se", "task_kl"):
             vals = [r.get(key) for r in rows if str(r["dataset"]) == ds]
             c[key] = np.array([math.nan if v is None else float(v) for v in vals])
-    return judge_findings(cols, fits, items, min_step, shared=_shared(store, rows))
+    out = judge_findings(cols, fits, items, min_step, shared=_shared(store, rows))
+    compared = method_rows(rows, runs, min_step)
+    for data in sorted({r["dataset"] for r in compared}):  # F7 where a dataset was trained by several methods
+        out.append(f7(data, [r for r in compared if r["dataset"] == data], REFERENCE_METHOD))
+    return out
 
 
 def _shared(store: Store, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -499,8 +506,22 @@ def overhead(runs: Mapping[str, Mapping[str, Any]], points: list[dict[str, Any]]
     return float(np.mean(ratios)) if ratios and None not in ratios else None
 
 
+def method_rows(rows: list[dict[str, Any]], runs: Mapping[str, Mapping[str, Any]], k: int) -> list[dict[str, Any]]:
+    """Each method against LoRA at equal fine-tuning loss (:func:`forgetscale.laws.methods.method_rows`), from
+    the plainly trained runs' rows at or after step ``k`` and the runs' P, learning rate and time per step."""
+    plain = [r for r in rows if mitigation_of(runs.get(r["run_id"]) or {})[0] in PLAIN_KINDS]
+    info = {}
+    for i, r in runs.items():
+        train = (r.get("config") or {}).get("train") or {}
+        sec = (r.get("timings") or {}).get("train")
+        info[i] = {"P": r.get("P"), "lr": train.get("lr"),
+                   "seconds_per_step": sec / train["steps"] if sec is not None and train.get("steps") else None}
+    return compare_methods(plain, info, k, REFERENCE_METHOD)
+
+
 def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, Any]:
-    """Each mitigation of a study against plain LoRA's learning-forgetting line: ``forgetscale compare DIR``.
+    """Each mitigation of a study against plain LoRA's learning-forgetting line, and each method against
+    LoRA's at equal fine-tuning loss (:func:`method_rows`): ``forgetscale compare DIR``.
 
     Plain points: the scale-1 rows of ``none`` and ``rescale`` runs; mitigated points: ``replay`` and
     ``kl`` runs, and the rescaled rows of ``rescale`` runs (strength = the scale). Steps below
@@ -509,7 +530,9 @@ def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, 
     the same step (``laws.frontier.POST_HOC``); the verdicts are :func:`forgetscale.laws.frontier.frontier`'s.
 
     Returns:
-        ``{"rows": [one per dataset and (mitigation, strength)], "lines": {dataset: plain LoRA's line},
+        ``{"rows": [one per dataset and method other than LoRA (keys ``method``, ``difference``, ``lo``,
+        ``hi``, ``verdict``, ``reason``, ...), then one per dataset and (mitigation, strength)], "lines":
+        {dataset: plain LoRA's line},
         "points": [every point, with its residual]}``.
 
     Raises:
@@ -537,7 +560,7 @@ def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, 
                        "forget_ce": float(r["forget_ce"])})  # fmt: skip
     if not points:
         raise UserError(f"{out}: no finished run has measurements at or after step {k}")
-    table: list[dict[str, Any]] = []
+    table: list[dict[str, Any]] = method_rows(rows, runs, k)  # methods against LoRA, where a study has several
     lines: dict[str, Any] = {}
     for ds in sorted({p["dataset"] for p in points}):
         plain = [p for p in points if p["dataset"] == ds and p["mitigation"] == "none"]
@@ -563,6 +586,6 @@ def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, 
         table += [{"dataset": ds, **j, "overhead": overhead(runs, other, j["mitigation"], j["strength"])}
                   for j in judged]  # fmt: skip
     if not table:
-        raise UserError(f"{out}: no mitigated run to compare (sweep mitigation.kind: [none, replay, kl], or set "
-                        "mitigation.post_hoc: [rescale, intruders])")
+        raise UserError(f"{out}: no mitigated run or second method to compare (sweep mitigation.kind: [none, replay, "
+                        "kl], set mitigation.post_hoc: [rescale, intruders], or sweep method: see --preset methods)")
     return {"rows": table, "lines": lines, "points": points}

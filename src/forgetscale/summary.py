@@ -101,6 +101,9 @@ def finding_text(f: Mapping[str, Any]) -> str:
         parts.append(f"held-out error of forget_kl from task_kl {fmt(err['task_kl']['value'])} vs ft_loss "
                      f"{fmt(err['ft_loss']['value'])} nats, difference {ci(ev['error_difference'])} "
                      f"(95%, {ev['n_runs']} runs) vs margin {fmt(ev['margin']['value'])}")
+    for m in ev.get("methods") or []:  # F7: each method against the reference at equal ft_loss
+        parts.append(f"{m['method']} {m['verdict']}: {format_interval(m.get('difference'), m.get('lo'), m.get('hi'))} "
+                     f"nats vs margin ±{fmt(m.get('margin'))}")
     if "lost_share" in (ev.get("safety") or {}):
         s = ev["safety"]
         parts.append(f"safety: {s['lost_refusals']} of {s['base_refusals']} refusals lost, share {ci(s['lost_share'])}")
