@@ -438,7 +438,10 @@ class StudyConfig(RunConfig):
                     _set_dotted(d, key, value)
             out.append(validate(RunConfig, d, f"sweep {dict(zip(keys, combo, strict=True))}"))
         # combinations that differ only in a section the method ignores (lora.rank for ia3) are one run
-        return list({r.run_id: r for r in out}.values())
+        first: dict[str, RunConfig] = {}
+        for r in out:
+            first.setdefault(r.run_id, r)
+        return list(first.values())
 
 
 def _largest(run: RunConfig) -> int:

@@ -142,3 +142,46 @@ def test_sweep_exclude_leaves_out_matching_combinations():
     # --set on a swept key drops the axis, and the exclusions that name it with it
     fixed = load_config(preset="mitigations", overrides=["lora.rank=4"])
     assert {r.mitigation.kind for r in fixed.runs()} == {"none", "replay", "kl"}
+
+
+def test_a_bundle_axis_sets_its_keys_together_and_set_beats_it():
+    bundle = "sweep.method=[{method.kind: full, method.blocks: 2, train.lr: 0.0001}, {method.kind: lora, lora.rank: 8}]"
+    runs = load_config(overrides=[bundle, "sweep.lora.rank=[4]"]).runs()  # the default's train.seed axis stays
+    assert [(r.method.kind, r.method.blocks, r.lora.rank, r.train.lr, r.train.seed) for r in runs] == [
+        ("full", 2, 4, 1e-4, 0), ("lora", None, 8, 4e-3, 0), ("full", 2, 4, 1e-4, 1), ("lora", None, 8, 4e-3, 1)]
+    pinned = load_config(overrides=[bundle, "train.lr=0.5"]).runs()  # an explicit key beats the bundle's
+    assert {r.train.lr for r in pinned} == {0.5}
+
+
+def test_runs_that_differ_only_in_a_section_their_method_ignores_are_one_run():
+    from forgetscale.config import StudyConfig
+
+    runs = StudyConfig.model_validate({"sweep": {"lora.rank": [1, 4, 16], "method.kind": ["lora", "ia3"]}}).runs()
+    assert [(r.method.kind, r.lora.rank) for r in runs] == [("lora", 1), ("ia3", 1), ("lora", 4), ("lora", 16)]
+    assert len({r.run_id for r in runs}) == 4
+
+
+def test_method_labels_sizes_and_named_target_sets():
+    from forgetscale.config import TARGET_SETS
+
+    mlp = RunConfig(lora={"target_modules": "mlp"})
+    assert mlp.lora.target_modules == TARGET_SETS["mlp"] and mlp.method_label == "lora-mlp"
+    assert mlp.run_id == RunConfig(lora={"target_modules": list(TARGET_SETS["mlp"])}).run_id  # a name is its list
+    assert RunConfig(method={"kind": "dora"}, lora={"target_modules": "attention"}).method_label == "dora-attention"
+    assert RunConfig(lora={"target_modules": ["q_proj"]}).method_label == "lora-custom"
+    assert [RunConfig(method=m, lora={"rank": 8}).size for m in
+            ({"kind": "lora"}, {"kind": "ia3"}, {"kind": "full", "blocks": 3}, {"kind": "full"})] == [8, 0, 3, 0]
+    assert RunConfig(method={"kind": "dora"}).run_id != RunConfig().run_id
+
+
+@pytest.mark.parametrize(("cfg", "needle"), [
+    ({"method": {"kind": "lora", "blocks": 2}}, "full only"),
+    ({"method": {"kind": "full"}, "mitigation": {"kind": "kl"}}, "needs an adapter"),
+    ({"method": {"kind": "ia3"}, "mitigation": {"post_hoc": ["intruders"]}}, "lora, not ia3"),
+    ({"method": {"kind": "sft"}}, "method.kind"),
+])  # fmt: skip
+def test_a_method_setting_that_cannot_apply_is_refused(cfg, needle):
+    from forgetscale.config import validate
+
+    with pytest.raises(UserError, match=needle):
+        validate(RunConfig, cfg, "test")
