@@ -31,7 +31,7 @@ import torch
 from peft import PeftModel
 from transformers import Trainer, TrainerCallback
 
-from forgetscale.config import ForgettingConfig, ModelConfig
+from forgetscale.config import ForgettingConfig, ModelConfig, target_suffix
 from forgetscale.console import format_metrics, log_to_stderr
 from forgetscale.data.corpus import build_corpus, check_corpus
 from forgetscale.errors import UserError
@@ -109,7 +109,8 @@ class ForgettingCallback(TrainerCallback):
             response-token cross-entropy (from ``task``/``eval_dataset``; None without held-out
             examples); the Trainer's own ``eval_loss`` is kept apart as ``eval_loss``. P is the
             model's trainable parameter count (any PEFT method, or a full fine-tune), and the
-            LoRA rank is recorded where there is one (0 otherwise).
+            LoRA rank is recorded where there is one (0 otherwise), and the method (``lora``, ``dora``,
+            ``ia3``, ... or ``full``) by which the laws group runs with a study's.
         run_id: the run's id in the store. Default: a new unique id per training (``cb-`` and 12
             random hex digits); pass one to resume a run from a checkpoint. A run already
             finished in the store is never overwritten: its id is refused.
@@ -427,13 +428,14 @@ class ForgettingCallback(TrainerCallback):
     # ---------------------------------------------------------------- the store
     def _open_run(self, args: Any, state: Any, model: Any) -> None:
         assert self.reference is not None and self.store is not None
-        P, rank, lora = _parameters(model)
+        P, rank, lora, method = _parameters(model)
         config = {
             "source": "ForgettingCallback",
             "model": getattr(getattr(model, "config", None), "_name_or_path", None),
             "model_fingerprint": self._fingerprint,
             "forgetting": self.config.model_dump(mode="json"),
             "lora": lora,
+            "method_label": method,
             "train": {k: getattr(args, k, None) for k in _TRAIN_ARGS},
         }
         config = json.loads(json.dumps(config, default=str))
@@ -447,7 +449,7 @@ class ForgettingCallback(TrainerCallback):
                     f"ForgettingCallback: run {self._run_id!r} is finished in {self.store}; its rows are kept: "
                     "pass another run_id (or none, for a new unique one)"
                 )
-            s.register_run(self._run_id, config, self.dataset, rank)
+            s.register_run(self._run_id, config, self.dataset, rank, method)
             ids = s.get_meta("run_ids")
             if ids is not None and self._run_id not in ids:
                 s.set_meta("run_ids", [*ids, self._run_id])
@@ -571,13 +573,22 @@ def weights_fingerprint(model: Any) -> str:
     return "weights:" + h.hexdigest()
 
 
-def _parameters(model: Any) -> tuple[int, int, dict[str, Any] | None]:
-    """(P trainable parameters, LoRA rank or 0, the adapter config) of the model in training."""
-    P = sum(p.numel() for p in model.parameters() if p.requires_grad)
+def _parameters(model: Any) -> tuple[int, int, dict[str, Any] | None, str]:
+    """(P trainable parameters, LoRA rank or 0, the adapter config, the method) of the model in training.
+
+    The method is named as studies name it (:attr:`forgetscale.config.RunConfig.method_label`): ``lora``,
+    ``dora`` (the named target sets appended: ``lora-mlp``), ``ia3``, another PEFT type in lower case, or
+    ``full`` for a model without an adapter (all or some of its own weights training).
+    """
+    P = sum(p.numel() for p in model.parameters() if p.requires_grad)  # each tensor once: tied weights once
     cfg = getattr(model, "peft_config", None)
     if isinstance(cfg, dict) and cfg:
         c = next(iter(cfg.values()))
         d = c.to_dict() if hasattr(c, "to_dict") else {}
-        return P, int(getattr(c, "r", 0) or 0), d
-    return P, 0, None
+        kind = str(getattr(getattr(c, "peft_type", None), "value", getattr(c, "peft_type", "peft"))).lower()
+        if kind == "lora":
+            kind = "dora" if getattr(c, "use_dora", False) else "lora"
+            kind += target_suffix(getattr(c, "target_modules", None))
+        return P, int(getattr(c, "r", 0) or 0), d, kind
+    return P, 0, None, "full"
 

@@ -24,8 +24,7 @@ from forgetscale.schema import POST_HOC_METHODS
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TARGET_SETS = {"all": ALL_LINEAR, "attention": ALL_LINEAR[:4], "mlp": ALL_LINEAR[4:]}
-"""Named sets of ``lora.target_modules`` (Llama-family module names): a method label says ``-attention`` or
-``-mlp`` for the last two."""
+"""Named sets of ``lora.target_modules`` (Llama-family names); a method label says ``-attention``, ``-mlp``."""
 
 
 class _Frozen(BaseModel):
@@ -72,17 +71,19 @@ class LoraConfig(_Frozen):
         return TARGET_SETS.get(v, (v,)) if isinstance(v, str) else v
 
 
-METHOD_KINDS = ("lora", "dora", "ia3", "full")
+def target_suffix(targets: Any) -> str:
+    """``-attention`` or ``-mlp`` for targets that are exactly that named set, else ``""``.
+
+    >>> target_suffix(["up_proj", "gate_proj", "down_proj"]), target_suffix(["q_proj", "v_proj"])
+    ('-mlp', '')
+    """
+    named = [name for name in ("attention", "mlp") if set(TARGET_SETS[name]) == set(targets or ())]
+    return f"-{named[0]}" if named else ""
 
 
 class MethodConfig(_Frozen):
-    """What a run trains: the fine-tuning method, whose trainable parameter count is the run's P.
-
-    ``lora`` and ``dora`` read ``lora`` (rank, alpha, targets); ``ia3`` learns PEFT's rescaling vectors on
-    PEFT's default modules for the architecture; ``full`` trains a copy of the base (the base itself is never
-    written): all its weights, or its last ``blocks`` transformer blocks. docs/methods.md says how P is
-    counted for each.
-    """
+    """What a run trains, whose trainable parameter count is its P (docs/methods.md; :mod:`forgetscale.methods`):
+    ``lora``/``dora`` read the ``lora`` section, ``ia3`` uses PEFT's default modules, ``full`` trains a copy."""
 
     kind: Literal["lora", "dora", "ia3", "full"] = "lora"
     blocks: int | None = Field(None, ge=1)
@@ -299,9 +300,9 @@ class RunConfig(_Frozen):
 
     @property
     def method_label(self) -> str:
-        """The method as studies group runs by it: the kind, and for ``lora``/``dora`` a named target set
-        other than all linear modules (``lora-mlp``), or ``custom`` for another list. A method's size (rank,
-        blocks) is its P axis, not part of its label.
+        """The method as studies group runs by it: the kind, and for ``lora``/``dora`` the named target set
+        ``attention`` or ``mlp`` when the targets are exactly one of them (``lora-mlp``); any other list is
+        plain ``lora``. A method's size (rank, blocks) is its P axis, not part of its label.
 
         >>> RunConfig(lora={"target_modules": "mlp"}).method_label, RunConfig(method={"kind": "ia3"}).method_label
         ('lora-mlp', 'ia3')
@@ -309,9 +310,7 @@ class RunConfig(_Frozen):
         kind = self.method.kind
         if not self.method.uses_lora_section():
             return kind
-        named = [name for name, mods in TARGET_SETS.items() if set(mods) == set(self.lora.target_modules)]
-        suffix = "" if named == ["all"] else f"-{named[0]}" if named else "-custom"
-        return kind + suffix
+        return kind + target_suffix(self.lora.target_modules)
 
     @property
     def size(self) -> int:
@@ -414,6 +413,9 @@ class StudyConfig(RunConfig):
         runs = self.runs()
         if self.probes.runs == "all":
             return runs
+        def _largest(r: RunConfig) -> int:  # sizes in the order of P: a full fine-tune of every weight above all
+            return r.size or (1 << 30 if r.method.kind == "full" else 0)
+
         top: dict[tuple[str, str], int] = {}
         for r in runs:
             key = (r.data.dataset, r.method_label)
@@ -444,9 +446,6 @@ class StudyConfig(RunConfig):
         return list(first.values())
 
 
-def _largest(run: RunConfig) -> int:
-    """Order of a method's sizes by P: more rank, more blocks; every weight (blocks 0) above all."""
-    return run.size or (1 << 30 if run.method.kind == "full" else 0)
 
 
 def canonical_json(cfg: BaseModel) -> str:

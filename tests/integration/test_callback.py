@@ -293,10 +293,28 @@ def test_a_full_fine_tune_in_the_store_records_P_and_predicts_without_a_rank(cap
     cb = forgetscale.ForgettingCallback(tok, str(corpus), seq_len=SEQ_LEN, store=store, eval_steps=1, verbose=False)
     _train(model, tok, tmp_path / "out", [cb], steps=3, learning_rate=1e-3)
     (run,) = forgetscale.load_results(store).runs
-    assert (run["rank"], run["P"], run["status"]) == (0, n_params, "done")
+    assert (run["rank"], run["P"], run["method"], run["status"]) == (0, n_params, "full", "done")
     assert main(["fit", str(store), "--law", "linear", "--n-boot", "0"]) == 0
     capsys.readouterr()
     assert main(["predict", str(store), "--params", str(n_params), "--steps", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["P"] == n_params
     one_error_line(capsys, main(["predict", str(store), "--rank", "4", "--steps", "3"]), "--params")
     assert main(["plan", str(store), "--max-forgetting", "100"]) == 0
+
+
+@pytest.mark.parametrize("method", ["dora", "ia3", "lora-mlp"])
+def test_the_callback_records_any_peft_method_and_its_P(tmp_path, tiny_model, corpus, method):
+    """The store keys a callback's run by the method PEFT trained and P as PEFT counts it."""
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    model, tok = forgetscale.load_base(str(tiny_model))
+    cfg = {"dora": LoraConfig(r=2, target_modules=["q_proj", "v_proj"], use_dora=True),  # not a named set
+           "ia3": IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]),
+           "lora-mlp": LoraConfig(r=2, target_modules=["gate_proj", "up_proj", "down_proj"])}[method]  # fmt: skip
+    peft_model = get_peft_model(model, cfg)
+    store = tmp_path / "study"
+    cb = forgetscale.ForgettingCallback(tok, str(corpus), seq_len=SEQ_LEN, store=store, eval_steps=2, verbose=False)
+    _train(peft_model, tok, tmp_path / "out", [cb], steps=2, learning_rate=1e-2)
+    (run,) = forgetscale.load_results(store).runs
+    assert (run["method"], run["P"]) == (method, peft_model.get_nb_trainable_parameters()[0])
+    assert [r["forget_kl"] for r in forgetscale.load_results(store).rows if r["step"] == 0] == [0.0]

@@ -168,7 +168,7 @@ def test_method_labels_sizes_and_named_target_sets():
     assert mlp.lora.target_modules == TARGET_SETS["mlp"] and mlp.method_label == "lora-mlp"
     assert mlp.run_id == RunConfig(lora={"target_modules": list(TARGET_SETS["mlp"])}).run_id  # a name is its list
     assert RunConfig(method={"kind": "dora"}, lora={"target_modules": "attention"}).method_label == "dora-attention"
-    assert RunConfig(lora={"target_modules": ["q_proj"]}).method_label == "lora-custom"
+    assert RunConfig(lora={"target_modules": ["q_proj", "v_proj"]}).method_label == "lora"  # not a named set
     assert [RunConfig(method=m, lora={"rank": 8}).size for m in
             ({"kind": "lora"}, {"kind": "ia3"}, {"kind": "full", "blocks": 3}, {"kind": "full"})] == [8, 0, 3, 0]
     assert RunConfig(method={"kind": "dora"}).run_id != RunConfig().run_id
