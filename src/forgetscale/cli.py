@@ -16,6 +16,9 @@ from typing import Any
 from forgetscale.console import fmt, log_to_stderr, print_rows, quiet_libraries
 from forgetscale.errors import UserError
 
+DATASET_HELP = ("the fits' group: a dataset, or for a method other than LoRA the dataset with its method, as "
+                "`forgetscale fit` names it ('news [dora]')")
+
 
 def main(argv: list[str] | None = None) -> int:
     # Read by OpenMP when torch loads (inside the commands, so it is not loaded yet). Spinning
@@ -108,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--rank", type=float)
     g.add_argument("--params", type=float, help="trainable parameters P")
     pr.add_argument("--steps", type=float, required=True)
-    pr.add_argument("--dataset")
+    pr.add_argument("--dataset", help=DATASET_HELP)
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
 
@@ -117,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--max-forgetting", type=float, required=True, help="budget in nats")
     pl.add_argument("--metric", choices=["forget_ce", "forget_kl"], default="forget_ce")
     pl.add_argument("--bound", choices=["upper", "mean"], default="upper", help="which estimate must fit the budget")
-    pl.add_argument("--dataset")
+    pl.add_argument("--dataset", help=DATASET_HELP)
     pl.add_argument("--extrapolate", action="store_true",
                     help="also consider ranks and steps beyond the studied ones (flagged 'extrapolated')")
     pl.add_argument("--json", action="store_true")
