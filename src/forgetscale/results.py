@@ -533,7 +533,7 @@ def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, 
         ``{"rows": [one per dataset and method other than LoRA (keys ``method``, ``difference``, ``lo``,
         ``hi``, ``verdict``, ``reason``, ...), then one per dataset and (mitigation, strength)], "lines":
         {dataset: plain LoRA's line},
-        "points": [every point, with its residual]}``.
+        "points": [every point, with its residual, its dataset ``data`` and its ``method``]}``.
 
     Raises:
         UserError: no store, no finished run, or no plain line to compare with.
@@ -557,7 +557,8 @@ def compare(directory: str | Path, *, min_step: int | None = None) -> dict[str, 
             kind, strength = "none", None
         points.append({"dataset": r["dataset"], "run_id": r["run_id"], "rank": r["rank"], "step": r["step"],
                        "mitigation": kind, "strength": strength, "ft_loss": float(r["ft_loss"]),
-                       "forget_ce": float(r["forget_ce"])})  # fmt: skip
+                       "forget_ce": float(r["forget_ce"]), "data": r.get("data", r["dataset"]),
+                       "method": r.get("method") or REFERENCE_METHOD})  # fmt: skip
     if not points:
         raise UserError(f"{out}: no finished run has measurements at or after step {k}")
     table: list[dict[str, Any]] = method_rows(rows, runs, k)  # methods against LoRA, where a study has several

@@ -212,3 +212,16 @@ def test_a_store_from_before_the_method_axis_reads_its_runs_as_lora(tmp_path):
     con.close()
     with open_store(path) as store:
         assert [(r["run_id"], r["method"]) for r in store.runs()] == [("r1", "lora")]
+
+
+def test_the_report_has_a_methods_section_with_its_figure_and_no_empty_mitigations(study):
+    assert main(["report", str(study)]) == 0
+    html = (study / "report.html").read_text()
+    section = html[html.index('<section id="methods">'):]
+    section = section[: section.index("</section>")]
+    assert all(f"<td>{m}</td>" in section for m in ("dora", "full", "ia3", "lora-mlp"))
+    assert 'id="figure-methods"' in section and "<svg" in section
+    assert 'id="mitigations"' not in html
+    assert main(["report", str(study), "--format", "md"]) == 0
+    md = (study / "report.md").read_text()
+    assert "## Methods against LoRA at equal fine-tuning loss" in md and "## Mitigations" not in md

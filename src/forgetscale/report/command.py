@@ -112,13 +112,19 @@ def _draw(data: ReportData) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001 - a figure bug must not lose a finished study's report
             log.warning(f"report: figure {name!r} could not be drawn: {type(e).__name__}: {e}")
             drawn[name] = f"{type(e).__name__}: {e}"
-    if data.frontier is not None:  # the mitigations section's figure (``forgetscale compare``)
-        from forgetscale.report.figures import frontier_figure
+    if data.frontier is not None:  # the methods' and mitigations' sections' figures (``forgetscale compare``)
+        from forgetscale.report.figures import frontier_figure, methods_figure
 
-        try:
-            drawn["frontier"] = frontier_figure(data.frontier)
-        except Exception as e:  # noqa: BLE001 - as above
-            log.warning(f"report: figure 'frontier' could not be drawn: {type(e).__name__}: {e}")
-            drawn["frontier"] = f"{type(e).__name__}: {e}"
+        rows = data.frontier.get("rows") or []
+        wanted = {"frontier": (frontier_figure, any("mitigation" in r for r in rows)),
+                  "methods": (methods_figure, any("mitigation" not in r for r in rows))}  # fmt: skip
+        for name, (fn, shown) in wanted.items():
+            if not shown:
+                continue
+            try:
+                drawn[name] = fn(data.frontier)
+            except Exception as e:  # noqa: BLE001 - as above
+                log.warning(f"report: figure {name!r} could not be drawn: {type(e).__name__}: {e}")
+                drawn[name] = f"{type(e).__name__}: {e}"
     return drawn
 

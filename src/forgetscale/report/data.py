@@ -88,7 +88,8 @@ class ReportData:
         findings: the paper's findings F1-F6 per dataset (``{dataset, finding, verdict,
             evidence}``, with ``text``: one line of evidence), as ``forgetscale fit`` states them.
         notes: things the reader should know (fits that could not be read...).
-        frontier: when the study has mitigated runs, :func:`forgetscale.results.compare`: ``rows`` (what
+        frontier: when the study has mitigated runs or several methods, :func:`forgetscale.results.compare`:
+            ``rows`` (what
             ``forgetscale compare`` prints), ``lines`` (plain LoRA's line per dataset), ``points``.
         texts: the most-forgotten corpus texts (:func:`forgetscale.texts.forgotten_texts`), or None.
     """
@@ -175,8 +176,9 @@ def gather(out: Path) -> ReportData:
 # ---------------------------------------------------------------------------- headline
 
 def _frontier(out: Path, runs: list[dict[str, Any]], notes: list[str]) -> dict[str, Any] | None:
-    """The frontier test (``forgetscale compare``) when the study has a mitigated run, else None."""
-    if all(results.mitigation_of(r)[0] == "none" or r["status"] != "done" for r in runs):
+    """The frontier test (``forgetscale compare``) when the study has a mitigated run or several methods, else None."""
+    done = [r for r in runs if r["status"] == "done"]
+    if all(results.mitigation_of(r)[0] == "none" for r in done) and len({r.get("method") for r in done}) < 2:
         return None
     try:
         return results.compare(out)

@@ -33,6 +33,7 @@ __all__ = [
     "forgetting_vs_ft_loss",
     "forgetting_vs_params",
     "frontier_figure",
+    "methods_figure",
     "kl_vs_steps",
     "observed_vs_predicted",
     "steps_curves",
@@ -316,6 +317,7 @@ def captions(fits: Fits) -> dict[str, str]:
     out = {name: caption.replace("{band}", band) + ("" if name == "observed_vs_predicted" else " " + AXES_NOTE)
            for name, (_, caption) in FIGURES.items()}
     out["frontier"] = FRONTIER_CAPTION
+    out["methods"] = METHODS_CAPTION
     return out
 
 
@@ -326,6 +328,12 @@ FRONTIER_CAPTION = (
     "fine-tuning loss. Steps below fit.min_step are left out."
 )
 MITIGATION_COLOURS = {"replay": "tab:blue", "kl": "tab:orange", "rescale": "tab:green", "intruders": "tab:red"}
+METHODS_CAPTION = (
+    "Methods at equal fine-tuning loss: forgetting against fine-tuning loss, each run's curve (its points "
+    "joined in step order) in its method's colour, and LoRA's fitted line (solid over LoRA's range, dashed "
+    "beyond). Below the line: less forgetting than LoRA at equal fine-tuning loss. Steps below fit.min_step "
+    "are left out."
+)
 
 
 def frontier_figure(frontier: Mapping[str, Any]) -> Any:
@@ -359,6 +367,47 @@ def frontier_figure(frontier: Mapping[str, Any]) -> Any:
                            label=f"{kind} {pn.fmt_g(strength, 3)}")
         pn.decorate(ax, ds, LABELS["ft_loss"], LABELS["forget_ce"])
         pn.set_limits(ax, pn.span(xs), pn.span([p["forget_ce"] for p in pts]))
+        pn.legend(ax)
+    return fig
+
+
+def methods_figure(frontier: Mapping[str, Any]) -> Any:
+    """Each method's runs as curves on the plane of fine-tuning loss and forgetting, with LoRA's line
+    (:func:`forgetscale.results.compare` output: its plainly trained points carry ``data`` and ``method``).
+
+    Returns:
+        A Figure with one panel per dataset trained by several methods.
+    """
+    pts = [p for p in frontier.get("points") or [] if p["mitigation"] == "none"]
+    datasets = sorted({r["dataset"] for r in frontier.get("rows") or [] if "mitigation" not in r})
+    fig, axes = pn.new_panels(len(datasets))
+    if not datasets:
+        return pn.empty(fig, axes, "no second method to compare")
+    lines = frontier.get("lines") or {}
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        mine = [p for p in pts if p["data"] == ds]
+        methods = sorted({p["method"] for p in mine}, key=lambda m: (m != "lora", m))
+        for i, m in enumerate(methods):
+            colour = "0.25" if m == "lora" else f"C{i % 10}"
+            for j, run in enumerate(sorted({p["run_id"] for p in mine if p["method"] == m})):
+                curve = sorted((p for p in mine if p["run_id"] == run), key=lambda p: p["step"])
+                ax.plot([p["ft_loss"] for p in curve], [p["forget_ce"] for p in curve], "o-", ms=3.5, lw=1.0,
+                        color=colour, alpha=0.85, label=m if j == 0 else None, zorder=3)
+        ref = [p for p in mine if p["method"] == "lora"]
+        line = lines.get(ds)
+        if line is None and len({p["ft_loss"] for p in ref}) >= 2:
+            from forgetscale.laws.frontier import fit_line
+
+            line = fit_line(np.array([p["ft_loss"] for p in ref]), np.array([p["forget_ce"] for p in ref]))
+        xs = np.array([p["ft_loss"] for p in mine])
+        if line is not None:
+            lo, hi = line["ft_loss_range"]
+            for a, b, style in ((min(xs.min(), lo), lo, "--"), (lo, hi, "-"), (hi, max(xs.max(), hi), "--")):
+                if b > a:
+                    x = np.linspace(a, b, 20)
+                    ax.plot(x, line["s_fft"] - line["c_fft"] * x, style, color="0.1", lw=0.9, zorder=2)
+        pn.decorate(ax, ds, LABELS["ft_loss"], LABELS["forget_ce"])
+        pn.set_limits(ax, pn.span(xs), pn.span([p["forget_ce"] for p in mine]))
         pn.legend(ax)
     return fig
 

@@ -41,9 +41,32 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     return [*out, ""]
 
 
+def _methods(d: ReportData, figure: str | None, caption: str) -> list[str]:
+    """Each method against LoRA at equal fine-tuning loss (``forgetscale compare``): the table, the figure."""
+    rows = [r for r in (d.frontier or {}).get("rows") or [] if "mitigation" not in r]
+    if not rows:
+        return []
+    out = ["## Methods against LoRA at equal fine-tuning loss", "",
+           "Difference: the method's forget_ce minus LoRA's line at the method's own fine-tuning losses, within the "
+           "range both cover, the mean over its runs (negative: it forgets less). 95% prediction interval for as "
+           "many new LoRA runs. same: the 90% interval inside ±margin (20% of LoRA's forgetting there); forgets "
+           "less / more: the 95% interval below / above 0; undecided says why.", ""]  # fmt: skip
+    out += _table(["dataset", "method", "P", "learning rate", "difference", "95% low", "95% high", "margin",
+                   "verdict", "runs", "s / step", "reason"],
+                  [[esc(r["dataset"]), esc(r["method"]), ", ".join(fmt(p) for p in r.get("P") or []),
+                    ", ".join(fmt(x) for x in r.get("lr") or []), fmt(r["difference"]), fmt(r["lo"]), fmt(r["hi"]),
+                    fmt(r["margin"]), r["verdict"].replace("_", " "), r["n_runs"], fmt(r.get("seconds_per_step")),
+                    esc(r.get("reason") or "")] for r in rows])  # fmt: skip
+    if figure and figure.startswith("error: "):
+        out += [f"The methods figure could not be drawn: {esc(figure[7:])}", ""]
+    elif figure:
+        out += [f"![Methods at equal fine-tuning loss]({figure})", "", f"*{caption}*", ""]
+    return out
+
+
 def _mitigations(d: ReportData, figure: str | None, caption: str) -> list[str]:
     """The frontier test (``forgetscale compare``): plain LoRA's line per dataset, the table, the figure."""
-    if not d.frontier:
+    if not d.frontier or not any("mitigation" in r for r in d.frontier["rows"]):
         return []
     out = ["## Mitigations against plain LoRA's line", "",
            "Residual: forget_ce minus plain LoRA's line at the same fine-tuning loss (negative: less forgetting), "
@@ -62,7 +85,7 @@ def _mitigations(d: ReportData, figure: str | None, caption: str) -> list[str]:
                   [[esc(r["dataset"]), esc(r["mitigation"]), fmt(r["strength"]), fmt(r["residual"]), fmt(r["lo"]),
                     fmt(r["hi"]), r["verdict"].replace("_", " "), fmt(r.get("overhead")), r["n_points"], r["n_runs"],
                     r["n_outside"], esc(r.get("reason") or "")]
-                   for r in d.frontier["rows"]])  # fmt: skip
+                   for r in d.frontier["rows"] if "mitigation" in r])  # fmt: skip
     if figure and figure.startswith("error: "):
         out += [f"The frontier figure could not be drawn: {esc(figure[7:])}", ""]
     elif figure:
@@ -137,7 +160,7 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
             out += [f"Plan: {esc(h.plan_error)}", ""]
 
     out += ["## Figures", ""]
-    for i, (name, path) in enumerate(((n, p) for n, p in figure_files.items() if n != "frontier"), 1):
+    for i, (name, path) in enumerate(((n, p) for n, p in figure_files.items() if n not in ("frontier", "methods")), 1):
         caption = captions.get(name, "")
         if path.startswith("error: "):
             out += [f"Figure {i} could not be drawn: {esc(path[7:])}", ""]
@@ -170,6 +193,7 @@ def render_markdown(data: ReportData, figure_files: Mapping[str, str], captions:
         )  # fmt: skip
     else:
         out += ["No fits to compare.", ""]
+    out += _methods(d, figure_files.get("methods"), captions.get("methods", ""))
     out += _mitigations(d, figure_files.get("frontier"), captions.get("frontier", ""))
 
     out += ["## Runs", ""]
