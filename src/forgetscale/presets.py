@@ -108,9 +108,11 @@ PRESETS["mitigations"] = _mitigations_preset()
 
 
 METHOD_LR = {"lora": 4e-3, "dora": 4e-3, "lora-mlp": 4e-3, "ia3": 3e-2, "full": 1e-4}
-"""Each method's learning rate in the ``methods`` preset, chosen by a short sweep (docs/methods.md): the
-rate with the lowest held-out fine-tuning loss after the preset's steps, among rates that do not diverge.
-LoRA's is the default study's."""
+"""Each method's learning rate in the ``methods`` preset. LoRA's is the default study's, chosen by measurement
+there; DoRA and MLP-only LoRA take LoRA's; IA3's (about 10x) and the full fine-tune's (about 1/40) are the usual
+ratios to LoRA's, not yet measured on this setting. ``python -m bench.method_lr`` is the sweep that chooses
+them: the rate with the lowest held-out fine-tuning loss after the preset's steps, among rates that do not
+diverge (docs/methods.md)."""
 
 
 def _methods_preset() -> dict[str, Any]:
