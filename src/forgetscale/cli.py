@@ -150,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"study {done.config.name!r}: {len(done.runs)} runs -> {done.out}")
         for r in done.runs:
             print(
-                f"  {r.run_id}  model={r.model.name} data={r.data.dataset} rank={r.lora.rank} "
+                f"  {r.run_id}  model={r.model.name} data={r.data.dataset} method={r.method_label} size={r.size} "
                 f"steps={r.train.steps} lr={r.train.lr} opt={r.train.optimizer} batch={r.train.batch_size} "
                 f"seq_len={r.train.seq_len} evals at {list(r.eval_schedule())} corpus={r.forgetting.corpus}"
                 + (f" mitigation={r.mitigation.kind}" if r.mitigation.kind != "none" else "")

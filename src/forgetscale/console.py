@@ -82,6 +82,19 @@ def format_metrics(m: Mapping[str, Any], names: tuple[str, ...] = FORGETTING_MET
                      for k in names if m.get(k) is not None)  # fmt: skip
 
 
+def run_label(run: Any) -> str:
+    """A run's dataset, method and size as progress lines show them (plain LoRA: ``news r=4`` as always).
+
+    >>> from forgetscale.config import RunConfig
+    >>> run_label(RunConfig()), run_label(RunConfig(method={"kind": "full", "blocks": 2}))
+    ('instruct r=4', 'instruct full blocks=2')
+    """
+    label = run.method_label
+    size = {"lora": f"r={run.lora.rank}", "dora": f"r={run.lora.rank}",
+            "full": f"blocks={run.method.blocks or 'all'}"}.get(run.method.kind)  # fmt: skip
+    return " ".join(x for x in (run.data.dataset, None if label == "lora" else label, size) if x)
+
+
 def hms(seconds: float) -> str:
     """``12m05s``; ``?`` for an unknown (NaN) duration.
 

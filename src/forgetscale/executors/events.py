@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from forgetscale.config import RunConfig
-from forgetscale.console import Progress
+from forgetscale.console import Progress, run_label
 from forgetscale.fsutil import atomic_write, publish_dir
 from forgetscale.run import execute_run
 from forgetscale.store import Store
@@ -199,7 +199,7 @@ class Recorder:
             self.store.start_run(rid, P, provenance)  # also drops rows an earlier attempt left behind
             a.started = time.perf_counter()
             r = a.run
-            a.label = f"run {a.index}/{self.n} {rid} {r.data.dataset} r={r.lora.rank}" + (
+            a.label = f"run {a.index}/{self.n} {rid} {run_label(r)}" + (
                 f" retry {a.number}" if a.number else ""
             )
         elif kind == "row":

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from forgetscale.config import RunConfig
-from forgetscale.console import Progress
+from forgetscale.console import Progress, run_label
 from forgetscale.run import execute_run
 from forgetscale.store import Store
 from forgetscale.workspace import Workspace
@@ -18,5 +18,5 @@ class LocalExecutor:
     def run(self, todo: Sequence[RunConfig], ws: Workspace, store: Store, out: Path) -> None:
         progress = Progress(sum(r.train.steps for r in todo))
         for i, r in enumerate(todo, 1):
-            progress.label = f"run {i}/{len(todo)} {r.run_id} {r.data.dataset} r={r.lora.rank}"
+            progress.label = f"run {i}/{len(todo)} {r.run_id} {run_label(r)}"
             execute_run(r, ws, store, out / "adapters" / r.run_id, progress)
