@@ -1,6 +1,6 @@
 """Each method's learning rate for the ``methods`` preset, by a short measured sweep.
 
-    python -m bench.method_lr [--out runs/method-lr] [--steps 8]
+    python -m bench.method_lr [--out runs/method-lr] [--steps 8] [--methods ia3 full ...]
 
 A method compared at a bad learning rate proves nothing: its line sits wherever that rate puts it. For
 each method of the ``methods`` preset it trains one run per candidate rate (the preset's settings, one data
@@ -22,18 +22,19 @@ CANDIDATES = {
     "dora": ({"method.kind": "dora", "lora.rank": 4}, (2e-3, 4e-3, 8e-3)),
     "lora-mlp": ({"method.kind": "lora", "lora.rank": 4, "lora.target_modules": "mlp"}, (4e-3, 8e-3)),
     "ia3": ({"method.kind": "ia3"}, (1e-2, 3e-2, 1e-1)),
-    "full": ({"method.kind": "full", "method.blocks": 2}, (3e-5, 1e-4, 3e-4)),
+    "full": ({"method.kind": "full", "method.blocks": 2}, (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
 }
 """Per method: its settings and the rates tried (LoRA keeps the default study's 4e-3, chosen there)."""
 
 
-def sweep(out: Path, steps: int) -> list[dict[str, object]]:
+def sweep(out: Path, steps: int, methods: list[str]) -> list[dict[str, object]]:
     """One study per (method, rate), so that a rate that diverges (one line, exit 2 in a study) is a row."""
     from forgetscale.api import load_results, run_study
     from forgetscale.errors import UserError
 
     rows = []
-    for method, (settings, rates) in CANDIDATES.items():
+    for method in methods:
+        settings, rates = CANDIDATES[method]
         for lr in rates:
             where = out / f"{method}-{lr:g}"
             bundle = json.dumps([{**settings, "train.lr": lr}])  # the preset's method axis, this one method
@@ -55,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.method_lr", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("runs/method-lr"))
     p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--methods", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
     args = p.parse_args(argv)
-    rows = sweep(args.out, args.steps)
+    rows = sweep(args.out, args.steps, args.methods)
     best = {}
     for r in rows:
         if not r["diverged"] and (r["method"] not in best or r["ft_loss"] < best[r["method"]]["ft_loss"]):
