@@ -199,3 +199,27 @@ def test_a_panels_note_and_legend_never_overlap(data):
             a, b = legend.get_window_extent(renderer), note.get_window_extent(renderer)
             assert not a.overlaps(b), (name, a, b)
     assert both >= 2  # the forgetting-against-steps and KL panels carry both
+
+
+@pytest.mark.parametrize("lim", [(1.23e6, 1.51e6), (57_000, 58_200), (8.0, 32.0)])
+def test_a_narrow_log_axis_gets_a_few_distinct_readable_labels(lim):
+    """One method's single P spans a few percent: every minor tick labelled gave overlapping 1.34e+06 1.35e+06 ..."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from forgetscale.report import panels as pn
+
+    fig, ax = plt.subplots(figsize=(3.2, 2.4))
+    ax.set_xscale("log")
+    ax.set_xlim(*lim)
+    pn.plain_log(ax.xaxis, lim)
+    fig.canvas.draw()
+    labels = ax.xaxis.get_ticklabels(which="both")
+    shown = [t for t in labels if t.get_text() and lim[0] <= t.get_position()[0] <= lim[1]]
+    texts = [t.get_text() for t in shown]
+    assert 2 <= len(texts) <= 5 and len(set(texts)) == len(texts), texts
+    boxes = sorted((t.get_window_extent() for t in shown), key=lambda b: b.x0)
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:], strict=False)), texts  # no two labels overlap
+    plt.close(fig)

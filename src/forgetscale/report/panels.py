@@ -211,14 +211,18 @@ def log_steps(ax: Any) -> None:
 
 
 def plain_log(axis: Any, lim: tuple[float, float] | None) -> None:
-    """Within one decade, plain numbers on every tick of a log axis (0.4 0.5 0.6, not 4x10^-1 or none)."""
-    from matplotlib.ticker import FuncFormatter
+    """Within one decade, a few plain numbers on a log axis (0.4 0.6 0.8, not 4x10^-1 or none).
+
+    At most about four labelled ticks, three significant digits each: a narrow range (one method's single P,
+    1.37e6 give or take 10%) labelled at every minor tick gave a row of overlapping 1.34e+06 1.35e+06 ...
+    """
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
     if lim is not None and lim[1] / lim[0] < 10:
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        axis.set_major_formatter(plain)
-        axis.set_minor_formatter(plain)
-        axis.set_tick_params(which="minor", labelsize=8)  # as the major ticks' (decorate)
+        axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        axis.set_minor_locator(NullLocator())
+        axis.set_minor_formatter(NullFormatter())
 
 
 def decorate(ax: Any, title: str | None, xlabel: str | None, ylabel: str | None) -> None:
