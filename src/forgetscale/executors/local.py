@@ -19,4 +19,9 @@ class LocalExecutor:
         progress = Progress(sum(r.train.steps for r in todo))
         for i, r in enumerate(todo, 1):
             progress.label = f"run {i}/{len(todo)} {r.run_id} {run_label(r)}"
-            execute_run(r, ws, store, out / "adapters" / r.run_id, progress)
+            try:
+                execute_run(r, ws, store, out / "adapters" / r.run_id, progress)
+            except KeyboardInterrupt:  # a Ctrl-C is not the run's failure: back to pending, as the other executors do
+                if store.run_status(r.run_id) != "done":  # it may land after the run finished (while detaching)
+                    store.clear_run(r.run_id, "interrupted; rerun to resume")
+                raise
