@@ -313,6 +313,15 @@ def held_elsewhere(directory: Path) -> Iterator[subprocess.Popen]:
         holder.communicate()  # reaps it and closes its pipe
 
 
+def sigint_default() -> None:
+    """``preexec_fn`` for a study a test will Ctrl-C: SIGINT at its default in the child. A shell that starts
+    a command in the background without job control (``cmd &`` in a script, as CI may) ignores SIGINT for it,
+    that is inherited, and Python then never installs its KeyboardInterrupt handler: the Ctrl-C is lost."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def finish(p: subprocess.Popen, timeout_s: float) -> tuple[int, str]:
     """Wait for a study started as a subprocess, at most ``timeout_s``: its exit code and stderr (killed and
     failed with its stderr's tail when it does not finish in time)."""

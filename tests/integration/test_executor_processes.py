@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from forgetscale.config import load_config
-from tests.helpers import TINY_STUDY, finish
+from tests.helpers import TINY_STUDY, finish, sigint_default
 
 TIMEOUT_S = 300
 COLUMNS = ("tokens", "ft_loss", "ft_loss_se", "forget_ce", "forget_kl", "base_entropy", "forget_top1_ce", "data_loss")
@@ -40,7 +40,7 @@ def _start(out: Path, overrides: list[str]) -> subprocess.Popen:
     args = ["run", "--out", str(out), *[a for o in overrides for a in ("--set", o)]]
     code = "import sys\nfrom forgetscale.cli import main\nsys.exit(main(sys.argv[1:]))"
     return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+                            text=True, preexec_fn=sigint_default)  # fmt: skip
 
 
 def _finish(p: subprocess.Popen) -> tuple[int, str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from forgetscale.config import load_config
-from tests.helpers import TINY_STUDY, count_rows, finish
+from tests.helpers import TINY_STUDY, count_rows, finish, sigint_default
 
 pytest.importorskip("ray")
 
@@ -88,7 +88,7 @@ def _sets(overrides: list[str]) -> list[str]:
 def _start(args: list[str], faults: dict[str, tuple[int, str]] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", _DRIVER, json.dumps(faults or {}), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default,
     )  # fmt: skip
 
 
