@@ -119,6 +119,16 @@ def count_rows(out: Path) -> int:
         con.close()
 
 
+def store_rows(out: Path, sql: str) -> list[dict]:
+    """The rows of a query on a study's store, as dicts (read-only use: the connection is closed)."""
+    con = sqlite3.connect(out / "study.sqlite")
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute(sql)]
+    finally:
+        con.close()
+
+
 # ---------------------------------------------------------------------------- one-line errors
 
 TEXT = "\n\n".join(

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from forgetscale.cli import main
-from tests.helpers import SCRIPT, TEXT, TINY_STUDY, one_error_line, train_adapter
+from tests.helpers import SCRIPT, TEXT, TINY_STUDY, one_error_line, store_rows, train_adapter
 
 
 @pytest.fixture(scope="module")
@@ -245,12 +245,7 @@ def study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
 
 
 def _rows(out: Path) -> list[dict]:
-    con = sqlite3.connect(out / "study.sqlite")
-    con.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in con.execute("SELECT * FROM measurements ORDER BY step")]
-    finally:
-        con.close()
+    return store_rows(out, "SELECT * FROM measurements ORDER BY step")
 
 
 def test_every_row_carries_the_summary_and_its_sequence_kl(study):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from forgetscale.cli import main
-from tests.helpers import TINY_STUDY
+from tests.helpers import TINY_STUDY, store_rows
 
 METHODS = ("[{method.kind: lora, lora.rank: 2}, {method.kind: lora, lora.rank: 4}, {method.kind: dora, lora.rank: 2},"
            " {method.kind: lora, lora.rank: 2, lora.target_modules: mlp}, {method.kind: ia3, train.lr: 0.05},"
@@ -40,12 +40,7 @@ def study(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
 
 
 def _runs(out: Path) -> list[dict]:
-    con = sqlite3.connect(out / "study.sqlite")
-    con.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in con.execute("SELECT * FROM runs")]
-    finally:
-        con.close()
+    return store_rows(out, "SELECT * FROM runs")
 
 
 def _expected_P(cfg, method: str, size: int) -> int:
