@@ -46,13 +46,13 @@ class ModelConfig(_Frozen):
 
 
 class DataConfig(_Frozen):
-    dataset: str = "instruct"
-    """``news`` | ``instruct`` (seeded synthetic), a .jsonl/.txt path, or ``hf:NAME[:CONFIG]``."""
+    dataset: str = "instruct"  # news | instruct (seeded synthetic), a .jsonl/.txt path, or hf:NAME[:CONFIG]
     n_train: int = Field(256, ge=1)
     n_heldout: int = Field(8, ge=1)
     seed: int = 0
-    split: str = "train"
-    """Split name for hub datasets."""
+    split: str = "train"  # a hub dataset's split
+    examples: Literal["shared", "per_order"] = Field("shared", exclude_if=lambda v: v == "shared")
+    """``per_order``: each data order draws its own n_train (seeded by train.seed too); held-out ones stay shared."""
 
 
 class LoraConfig(_Frozen):

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from forgetscale.config import FitConfig
+from forgetscale.data.sources import example_pool
 from forgetscale.errors import UserError
 from forgetscale.fsutil import atomic_write
 from forgetscale.laws import FitResult, fit_law, fit_study
@@ -299,10 +300,15 @@ def _shared(store: Store, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         if run["run_id"] in ids:
             data, train = (run.get("config") or {}).get("data") or {}, (run.get("config") or {}).get("train") or {}
             per_step = None if train.get("batch_size") is None else train["batch_size"] * train.get("grad_accum", 1)
-            shapes.add((data.get("n_train"), train.get("steps"), per_step))
-    if len(shapes) != 1 or None in (shape := shapes.pop()):
+            shapes.add((data.get("n_train"), train.get("steps"), per_step,
+                        data.get("examples", "shared"), data.get("dataset"), data.get("n_heldout")))  # fmt: skip
+    if len(shapes) != 1 or None in (shape := shapes.pop())[:3]:
         return None
-    return shared_training(*shape, n_orders=len({r["seed"] for r in rows}))
+    n_train, steps, per_step, examples, dataset, n_heldout = shape
+    pool = example_pool(dataset, n_train, n_heldout) if examples == "per_order" else None
+    if examples == "per_order" and pool is None:
+        return None  # the pool (a file no longer there) is unknown: say no more than the orders
+    return shared_training(n_train, steps, per_step, n_orders=len({r["seed"] for r in rows}), pool=pool)
 
 
 def findings(directory: str | Path) -> list[dict[str, Any]]:

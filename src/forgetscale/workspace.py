@@ -81,14 +81,14 @@ class Workspace:
     @staticmethod
     def _data_key(run: RunConfig) -> str:
         """What the encoded (train, held-out) sequences depend on."""
-        return json.dumps([canonical_json(run.data), run.train.seq_len, canonical_json(run.model)])
+        return json.dumps([canonical_json(run.data), _order(run), run.train.seq_len, canonical_json(run.model)])
 
     def raw_data(self, run: RunConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(train, held-out) examples before tokenization: checks the dataset without loading a model."""
         d = run.data
-        key = canonical_json(d)
+        key = json.dumps([canonical_json(d), _order(run)])
         if key not in self._raw:
-            self._raw[key] = load_splits(d.dataset, d.n_train, d.n_heldout, d.seed, d.split)
+            self._raw[key] = load_splits(d.dataset, d.n_train, d.n_heldout, d.seed, d.split, _order(run))
         return self._raw[key]
 
     def reference(self, run: RunConfig) -> BaseReference:
@@ -156,3 +156,8 @@ class Workspace:
     def data_fingerprint(self, run: RunConfig) -> str:
         train, held = self.data(run)
         return fingerprint(train + held)
+
+
+def _order(run: RunConfig) -> int | None:
+    """The data order whose own training examples the run draws (``data.examples: per_order``), else None."""
+    return run.train.seed if run.data.examples == "per_order" else None

@@ -7,6 +7,7 @@ parts deterministically from the seed.
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -18,23 +19,33 @@ from forgetscale.fsutil import jsonl_records
 Example = dict[str, Any]
 
 
+HUB_POOL = 4
+"""``per_order`` on a hub dataset: the training examples are drawn from the first ``HUB_POOL x n_train`` streamed
+outside the held-out ones (two orders' draws then share about a quarter by chance)."""
+
+
 def load_splits(
-    spec: str, n_train: int, n_heldout: int, seed: int, split: str = "train"
+    spec: str, n_train: int, n_heldout: int, seed: int, split: str = "train", order: int | None = None
 ) -> tuple[list[Example], list[Example]]:
     """Train and held-out examples for ``spec``: a synthetic name, a path, or ``hf:NAME[:CONFIG]``.
 
+    ``seed`` draws the held-out examples and, with ``order`` None, the training examples every data order
+    shares. ``order`` (``data.examples: per_order``: the run's ``train.seed``) draws this order's own
+    ``n_train`` from the examples outside the held-out ones, which stay the same for every order.
+
     Raises:
-        UserError: unknown name, missing/empty/malformed file, too few examples.
+        UserError: unknown name, missing/empty/malformed file, too few examples (for ``order``: no more
+            than ``n_train`` outside the held-out ones, so every order would get the same ones).
     """
     from forgetscale.data import synthetic
 
     if spec in synthetic.GENERATORS:
         try:
-            return synthetic.splits(spec, n_train, n_heldout, seed)
+            return synthetic.splits(spec, n_train, n_heldout, seed, order)
         except ValueError as e:
             raise UserError(f"dataset {spec}: {e}") from None
     if spec.startswith("hf:"):
-        examples = _hub(spec[3:], split, limit=n_train + n_heldout)
+        examples = _hub(spec[3:], split, limit=n_heldout + n_train * (1 if order is None else HUB_POOL))
     else:
         path = Path(spec).expanduser()
         if not path.exists():
@@ -44,12 +55,41 @@ def load_splits(
     if len(examples) < 2:
         raise UserError(f"dataset {spec}: {len(examples)} usable examples; need at least 2 (train + held-out)")
     rng = random.Random(seed)
-    order = list(range(len(examples)))
-    rng.shuffle(order)
+    shuffled = list(range(len(examples)))
+    rng.shuffle(shuffled)
     n_held = min(n_heldout, max(1, len(examples) // 5))
-    held = [examples[i] for i in order[:n_held]]
-    train = [examples[i] for i in order[n_held : n_held + n_train]]
-    return train, held
+    held = [examples[i] for i in shuffled[:n_held]]
+    if order is None:
+        return [examples[i] for i in shuffled[n_held : n_held + n_train]], held
+    pool = shuffled[n_held:]
+    if len(pool) <= n_train:
+        raise UserError(
+            f"dataset {spec}: data.examples per_order draws {n_train} training examples per data order from the "
+            f"{len(pool)} outside the held-out ones, so every order would get the same; lower data.n_train or use "
+            "data.examples shared"
+        )
+    return [examples[i] for i in random.Random(f"{seed}/{order}").sample(pool, n_train)], held
+
+
+def example_pool(spec: str, n_train: int, n_heldout: int) -> float | None:
+    """How many examples ``per_order`` draws each order's ``n_train`` from: ``inf`` for a synthetic set (a
+    fresh sample of its generator), ``HUB_POOL x n_train`` for a hub dataset (at most), the examples outside
+    the held-out ones for a file; None when the file cannot be read now.
+
+    >>> example_pool("news", 256, 8)
+    inf
+    """
+    from forgetscale.data import synthetic
+
+    if spec in synthetic.GENERATORS:
+        return math.inf
+    if spec.startswith("hf:"):
+        return float(HUB_POOL * n_train)
+    try:
+        n = len(read_file(Path(spec).expanduser()))
+    except UserError:
+        return None
+    return float(n - min(n_heldout, max(1, n // 5)))
 
 
 def read_file(path: Path) -> list[Example]:

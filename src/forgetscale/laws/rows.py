@@ -206,25 +206,48 @@ def change_since_start(cols: Mapping[str, np.ndarray], target: str) -> np.ndarra
 
 
 
-def shared_training(n_train: int, steps: int, batch: int, n_orders: int) -> dict[str, Any]:
+def shared_training(n_train: int, steps: int, batch: int, n_orders: int, pool: float | None = None) -> dict[str, Any]:
     """What the data orders of a study share: the training examples each has seen, and how many in common.
 
-    Every order draws from the same ``n_train`` examples, so replicates differ in order and in which examples
-    they happen to reach, not in the pool. With ``steps x batch`` draws an order sees ``min(steps x batch,
-    n_train)`` distinct examples (a shuffled pass, no repeats before the pool is used up); two independent
-    shuffles have ``seen^2 / n_train`` of them in common on average.
+    ``pool`` None (``data.examples: shared``): every order draws from the same ``n_train`` examples, so
+    replicates differ in order and in which examples they happen to reach, not in the pool. ``pool`` a
+    number (``per_order``): each order draws its own ``n_train`` from ``pool`` examples (``inf``: a fresh
+    sample of a synthetic generator), so replicates differ in the examples they draw as well. With ``steps x
+    batch`` draws an order sees ``min(steps x batch, n_train)`` distinct examples (a shuffled pass, no repeats
+    before its examples are used up); two orders have ``seen^2 / n_train`` (shared) or ``seen^2 / pool``
+    (per_order) of them in common on average, which is what independent random draws give.
 
-    Example: the default study (256 examples, 32 steps of 4).
+    Example: the default study (256 examples, 32 steps of 4), shared and per_order from a 1024-example file.
         >>> d = shared_training(256, 32, 4, 2)
         >>> d["seen_per_order"], d["expected_common"], d["share_common"]
         (128, 64.0, 0.5)
+        >>> shared_training(256, 32, 4, 2, pool=1024)["expected_common"]
+        16.0
     """
     seen = min(steps * batch, n_train)
-    common = seen * seen / n_train if n_train else 0.0
+    per_order = pool is not None
+    within = (pool if per_order else n_train) or math.inf
+    common = seen * seen / within
     out: dict[str, Any] = {"n_train": n_train, "seen_per_order": seen, "expected_common": common,
-                           "share_common": common / seen if seen else 0.0, "n_orders": n_orders}
-    out["statement"] = (f"the {n_orders} data order(s) draw from the same {n_train} training examples: each has seen "
-                        f"{seen} by step {steps}" + (f", about {common:.0f} ({out['share_common']:.0%}) of them in "
-                                                     "common, so orders are not independent samples of training "
-                                                     "data" if n_orders > 1 else ""))  # fmt: skip
+                           "share_common": common / seen if seen else 0.0, "n_orders": n_orders,
+                           "examples": "per_order" if per_order else "shared", "pool": pool}  # fmt: skip
+    several = n_orders > 1
+    if not per_order:
+        out["statement"] = (f"the {n_orders} data order(s) draw from the same {n_train} training examples: each has "
+                            f"seen {seen} by step {steps}" + (f", about {common:.0f} ({out['share_common']:.0%}) of "
+                            "them in common, so orders are not independent samples of training data" if several
+                            else ""))  # fmt: skip
+        return out
+    source = (
+        "a fresh sample of the synthetic generator"
+        if math.isinf(within)
+        else f"the {within:.0f} outside the held-out ones"
+    )
+    drawn = n_train * n_train / within
+    overlap = ("share only the generator's rare repeats" if math.isinf(within) else f"have about {drawn:.0f} in "
+               f"common and their seen examples about {common:.0f} ({out['share_common']:.0%})")  # fmt: skip
+    out["statement"] = (f"each of the {n_orders} data order(s) draws its own {n_train} training examples ({source}): "
+                        f"each has seen {seen} by step {steps}" + (f"; two orders' draws {overlap}, as random draws "
+                        "give, so intervals over orders include the sampling of training examples" if several
+                        else ""))  # fmt: skip
     return out

@@ -70,16 +70,26 @@ def generate(name: str, n: int, seed: int) -> list[Example]:
     return _distinct(name, n, random.Random(seed), set())
 
 
-def splits(name: str, n_train: int, n_heldout: int, seed: int) -> tuple[list[Example], list[Example]]:
+def splits(
+    name: str, n_train: int, n_heldout: int, seed: int, order: int | None = None
+) -> tuple[list[Example], list[Example]]:
     """Train and held-out examples of ``name`` with no example in both.
 
-    The held-out set is drawn from its own stream, so it does not change with ``n_train``;
-    train examples identical to a held-out one are skipped.
+    The held-out set is drawn from its own stream, so it does not change with ``n_train`` or ``order``;
+    train examples identical to a held-out one are skipped. ``order`` (a data order's ``train.seed``, for
+    ``data.examples: per_order``) gives the training examples a stream of their own: a fresh sample of the
+    generator, which shares with another order's only the rare example the generator repeats.
 
     Returns:
-        ``(train, heldout)``, fully determined by ``seed``.
+        ``(train, heldout)``, fully determined by ``seed`` (and ``order``).
+
+    Example:
+        >>> a, held_a = splits("news", 4, 2, 0, order=0)
+        >>> b, held_b = splits("news", 4, 2, 0, order=1)
+        >>> held_a == held_b, a == b
+        (True, False)
     """
     heldout = _distinct(name, n_heldout, random.Random(f"{name}/{seed}/heldout"), set())
-    train = _distinct(name, n_train, random.Random(f"{name}/{seed}/train"),
-                      {_key(ex) for ex in heldout})
+    stream = f"{name}/{seed}/train" + ("" if order is None else f"/{order}")
+    train = _distinct(name, n_train, random.Random(stream), {_key(ex) for ex in heldout})
     return train, heldout
