@@ -25,8 +25,9 @@ def folded(model: Any) -> Iterator[Any]:
     """Run ``model`` (in eval mode) with every plain fp32 LoRA linear layer folded into one weight.
 
     Within fp32 rounding of the unfolded model (dropout is off in eval mode, and
-    the scaling is PEFT's own, rsLoRA included). Layers it cannot fold exactly
-    run unmerged: DoRA and other LoRA variants, LoRA biases, ``fan_in_fan_out``
+    the scaling is PEFT's own, rsLoRA included); a DoRA layer folds into its
+    magnitude-scaled weight. Layers it cannot fold exactly run unmerged: other
+    LoRA variants, DoRA beside a second adapter on one layer, LoRA biases, ``fan_in_fan_out``
     (Conv1D) bases, non-fp32 weights (folding would round ``W + s B A`` to bf16, a
     change of the model evaluated; a bf16 model's layers run PEFT's own way), a
     disabled or already merged adapter, and any layer while in training mode.
@@ -59,21 +60,30 @@ def folded(model: Any) -> Iterator[Any]:
 
 
 def _effective_weight(layer: Any) -> torch.Tensor | None:
-    """``W + sum_a s_a B_a A_a`` over the layer's active adapters, or None when it cannot be folded exactly."""
+    """``W + sum_a s_a B_a A_a`` over the layer's active adapters, ``m / ||W + s B A|| * (W + s B A)`` (row-wise)
+    for a layer's one DoRA adapter, or None when the layer cannot be folded exactly."""
     base = layer.get_base_layer()
     if type(base) is not torch.nn.Linear or base.weight.dtype != torch.float32 or layer.fan_in_fan_out:
         return None
     if layer.disable_adapters or layer.merged:
         return None
+    active = [name for name in layer.active_adapters if name in layer.lora_A]
     weight = base.weight
-    for name in layer.active_adapters:
-        if name not in layer.lora_A:
-            continue
-        if layer.use_dora.get(name) or name in getattr(layer, "lora_variant", {}):
-            return None
+    for name in active:
         if getattr(layer, "lora_bias", {}).get(name):
             return None
+        dora = bool(layer.use_dora.get(name))
+        if name in getattr(layer, "lora_variant", {}) and not dora:  # other variants compute their own way
+            return None
+        if dora and len(active) > 1:  # DoRA rescales whatever the layer's result already holds
+            return None
         weight = weight + layer.get_delta_weight(name).to(weight.dtype)
+        if dora:
+            # PEFT's DoRA output in eval mode is m / ||W + s B A||_row * (x W^T + s x A^T B^T), bias untouched:
+            # the same map as one linear layer over this weight (its own merge computes the same), and at the
+            # initial B = 0 the ratio is exactly 1, so the base weight comes back bit for bit
+            norm = torch.linalg.norm(weight, dim=1).to(weight.dtype)
+            weight = (layer.lora_magnitude_vector[name].weight / norm).view(-1, 1) * weight
     return None if weight is base.weight else weight
 
 

@@ -129,6 +129,44 @@ def test_a_fresh_method_is_the_base_exactly_and_training_never_writes_the_base(n
     assert base is lm.model and digest(lm.model) == before
 
 
+def test_a_trained_dora_adapter_is_folded_and_evaluates_as_peft_does(tiny_model, tmp_path):
+    """Every DoRA layer folds into m / ||W + s B A|| * (W + s B A): one matmul per layer instead of DoRA's
+    per-forward weight norm; the metrics equal PEFT's own unfolded forward to fp32 rounding."""
+    import torch
+
+    from forgetscale import methods, train
+    from forgetscale.config import RunConfig
+    from forgetscale.fold import folded
+    from forgetscale.forgetting import measure
+    from forgetscale.workspace import Workspace
+
+    run = RunConfig.model_validate({"model": {"name": str(tiny_model)}, "method": {"kind": "dora"},
+                                    "lora": {"rank": 2}, "forgetting": {"n_prompts": 3, "max_new_tokens": 8},
+                                    "data": {"n_train": 16, "n_heldout": 4},
+                                    "train": {"steps": 3, "batch_size": 4, "seq_len": 64, "eval_steps": [],
+                                              "precision": "fp32", "lr": 0.01}})  # fmt: skip
+    ws = Workspace(tmp_path / "cache")
+    lm, ref = ws.model(run), ws.reference(run)
+    trained = methods.attach(lm.model, run)
+    try:
+        train.train(trained, lm.tokenizer, run, ws.data(run)[0], lambda *a: None)
+        dora_layers = sum(1 for m in trained.modules() if getattr(m, "use_dora", {}).get("default"))
+        assert dora_layers > 0
+        with folded(trained), torch.no_grad():
+            assert sum("forward" in m.__dict__ for m in trained.modules()) == dora_layers
+            fast = measure(trained, ref, 8)
+        trained.eval()
+        with torch.no_grad():
+            slow = measure(trained, ref, 8)
+    finally:
+        methods.detach(trained, lm.model)
+    assert slow["forget_kl"] > 0.0
+    for k in ("forget_kl", "forget_ce", "base_entropy"):
+        # one fp32 matmul over the folded weight against PEFT's base matmul, rescale and LoRA matmuls: fp32
+        # rounding of the logits (~1e-7 relative), within the 1e-6 the LoRA fold is held to
+        assert fast[k] == pytest.approx(slow[k], rel=1e-6, abs=1e-9), k
+
+
 def _final_kl(out: Path, run_id: str) -> float:
     con = sqlite3.connect(out / "study.sqlite")
     try:
