@@ -5,9 +5,10 @@ family 25, 2 cores, AVX2, fp32 training; ``docs/default-study.md``), for SmolLM2
 
 * a run: ``train + evals * (EVAL_SECONDS_PER_COMPUTED_TOKEN * computed + EVAL_FIXED_SECONDS)``, with
   ``train = tokens * TRAIN_SECONDS_PER_TOKEN`` (``tokens``: steps x batch x accumulation x seq_len, more
-  with a KL term or replay; times the bf16 factor when training in bf16), ``evals`` its scheduled
-  evaluations after step 0, and ``computed`` the tokens one evaluation computes: every position of the
-  forgetting corpus (prompts included, not only the scored answers) and of the held-out examples;
+  with a KL term or replay; times the method's factor against LoRA's, and the bf16 factor in bf16),
+  ``evals`` its scheduled evaluations after step 0, and ``computed`` the tokens one evaluation computes:
+  every position of the forgetting corpus (prompts included, not only the scored answers) and of the
+  held-out examples;
 * the step-0 evaluation (the base model itself), once per study (``local``) or once per worker;
 * ``executor.kind: processes``: the runs are dealt to ``w = min(workers, runs)`` workers in study order,
   each taking the next run when it finishes one; ``w`` runs side by side train ``TRAIN_SPEEDUP`` times
@@ -64,6 +65,15 @@ PROBE_SECONDS_PER_ITEM = 0.75
 """One probe item answered by one model (the base and each probed run), 16 new tokens (272 s, 360 items)."""
 FIXED_SECONDS = 20.0
 """The fit and the report."""
+METHOD_TRAIN_FACTOR: Mapping[str, float] = {"lora": 1.0, "dora": 1.4, "ia3": 0.75}
+"""Training time per token against LoRA's (rank 4, every linear layer), per ``method.kind``: ``python -m
+bench.method_cost``, every method in turn, 2 rounds of 4 steps in kernel units (DoRA 1.39, IA3 0.73; the methods
+preset's own 16-step runs gave 1.43 and 0.83). LoRA's rank and target set are left out: rank 16 and the MLP-only
+set read 1.23 and 1.13 there but 0.91 and 0.93 in the preset's runs, within the noise of such short timings."""
+FULL_TRAIN_FACTOR = (0.51, 1.32)
+"""A full fine-tune of a share ``f`` of the transformer blocks trains ``a + b f`` times as long as LoRA: the line
+through the two measured as above, the last 2 of SmolLM2's 30 blocks (0.60) and every weight (1.83). Every step
+runs the whole forward; the backward and the optimizer grow with the blocks trained."""
 
 
 def computed_tokens(sequences: Iterable[Any], batch_size: int = 32) -> int:
@@ -121,6 +131,7 @@ def estimate(
     computed_tokens: int | None = None,
     bf16_factor: float = 1.0,
     reference_cached: bool = True,
+    n_blocks: int | None = None,
 ) -> Estimate:
     """The plan of ``todo`` and its estimated seconds (the model in the module docstring).
 
@@ -134,6 +145,7 @@ def estimate(
             corpus and of the held-out examples); None: ``corpus_tokens`` alone, an underestimate.
         bf16_factor: training time in bf16 relative to fp32 on this machine (1 when training in fp32).
         reference_cached: False when the base reference is still to be computed.
+        n_blocks: the model's transformer blocks (prices a full fine-tune of some of them).
 
     Returns:
         An :class:`Estimate`.
@@ -153,7 +165,7 @@ def estimate(
     if kernel_seconds is None or not kernel_seconds > 0:
         return Estimate(runs, len(todo), steps, evals, corpus_tokens, None)
     one_eval = evaluation_seconds(corpus_tokens if computed_tokens is None else computed_tokens)
-    costs = [run_seconds(r, one_eval, bf16_factor) for r in todo]
+    costs = [run_seconds(r, one_eval, bf16_factor, n_blocks) for r in todo]
     if workers > 1:
         # each worker's first run measures the base too; w runs side by side, each at w / speedup of its own time
         shared = [(t * workers / TRAIN_SPEEDUP, (e + (one_eval if i < workers else 0.0)) * workers / EVAL_SPEEDUP)
@@ -177,12 +189,33 @@ def evaluation_seconds(computed: int) -> float:
     return computed * EVAL_SECONDS_PER_COMPUTED_TOKEN + EVAL_FIXED_SECONDS
 
 
-def run_seconds(r: RunConfig, one_eval: float, bf16_factor: float = 1.0) -> tuple[float, float]:
-    """(training, evaluations after step 0) of one run alone on the reference CPU."""
+def run_seconds(r: RunConfig, one_eval: float, bf16_factor: float = 1.0,
+                n_blocks: int | None = None) -> tuple[float, float]:
+    """(training, evaluations after step 0) of one run alone on the reference CPU (``n_blocks``: the model's
+    transformer blocks, for a full fine-tune of some of them)."""
     tokens = r.train.steps * r.train.batch_size * r.train.grad_accum * r.train.seq_len
     # the KL term adds a no-gradient forward per step (about a third of a step); replay adds examples
     extra = {"kl": 1.33, "replay": 1.0 + r.mitigation.replay_fraction}.get(r.mitigation.kind, 1.0)
-    return tokens * extra * TRAIN_SECONDS_PER_TOKEN * bf16_factor, (len(r.eval_schedule()) - 1) * one_eval
+    per_token = TRAIN_SECONDS_PER_TOKEN * method_factor(r, n_blocks) * bf16_factor
+    return tokens * extra * per_token, (len(r.eval_schedule()) - 1) * one_eval
+
+
+def method_factor(r: RunConfig, n_blocks: int | None = None) -> float:
+    """The run's training time per token against LoRA's (:data:`METHOD_TRAIN_FACTOR`, :data:`FULL_TRAIN_FACTOR`);
+    a full fine-tune of some blocks of a model whose block count is unknown is priced as one of every weight.
+
+    >>> from forgetscale.config import RunConfig
+    >>> full = lambda blocks: RunConfig.model_validate({"method": {"kind": "full", "blocks": blocks}})
+    >>> method_factor(RunConfig()), method_factor(full(30), 30) == method_factor(full(None)) == sum(FULL_TRAIN_FACTOR)
+    (1.0, True)
+    >>> method_factor(full(2), 30) < method_factor(full(2)) and method_factor(full(2), 30) < 1
+    True
+    """
+    if r.method.kind != "full":
+        return METHOD_TRAIN_FACTOR[r.method.kind]
+    share = 1.0 if r.method.blocks is None or not n_blocks else min(1.0, r.method.blocks / n_blocks)
+    a, b = FULL_TRAIN_FACTOR
+    return a + b * share
 
 
 def dealt(durations: Sequence[float], workers: int) -> float:

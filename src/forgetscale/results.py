@@ -57,9 +57,10 @@ def mitigation_of(run: Mapping[str, Any]) -> tuple[str, float | None]:
 def data_order(run: Mapping[str, Any]) -> str:
     """The data order a stored run trained in: ``"<data.seed>/<train.seed>"``.
 
-    ``data.seed`` draws the training examples and ``train.seed`` their batch order, so runs that share
-    both saw the same batches at every step, and their points at a step share its step shock. The laws
-    and F4 treat data orders as units (``laws.rows``). A run stored without a config gets ``-/-``.
+    ``data.seed`` draws the training examples (with ``data.examples: per_order``, ``train.seed`` too) and
+    ``train.seed`` their batch order, so runs that share both saw the same batches at every step, and their
+    points at a step share its step shock. The laws and F4 treat data orders as units (``laws.rows``). A run
+    stored without a config gets ``-/-``.
 
     >>> data_order({"config": {"data": {"seed": 0}, "train": {"seed": 1}}}), data_order({})
     ('0/1', '-/-')

@@ -237,8 +237,9 @@ def _plan(config: StudyConfig, runs: list[RunConfig], todo: list[RunConfig], ws:
     # what one evaluation computes: the whole corpus (prompts too) and the held-out examples
     computed = [computed_tokens(ws.reference(r).sequences, r.forgetting.batch_size)
                 + computed_tokens(ws.task_reference(r).sequences, r.forgetting.batch_size) for r in todo] or [0]
+    blocks = getattr(ws.model(todo[0]).model.config, "num_hidden_layers", None) if todo else None
     return estimate(config, todo, len(runs), round(sum(tokens) / len(tokens)), fp32, bf16_factor=bf16_factor,
-                    computed_tokens=round(sum(computed) / len(computed)))  # fmt: skip
+                    computed_tokens=round(sum(computed) / len(computed)), n_blocks=blocks)  # fmt: skip
 
 
 def _timed(phases: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:

@@ -81,3 +81,23 @@ def test_computed_tokens_are_what_the_batch_plan_computes():
     # b up to 13 (14): one batch 3 wide past the prefix, a padded by 1. Counting every token would give 35.
     assert est.computed_tokens([a, b], batch_size=32) == 11 + 3 + 3
     assert est.computed_tokens([a, b], batch_size=32) < len(a.ids) + len(b.ids)
+
+
+def test_each_method_trains_at_its_measured_cost_against_loras():
+    """The methods preset's runs, priced one by one: each run's training is LoRA's of the same tokens times its
+    method's factor, and a full fine-tune of 2 of 30 blocks is priced by that share, below one of every weight."""
+    study = load_config(None, "methods", overrides=["executor.kind=local"])
+    one = est.evaluation_seconds(COMPUTED)
+    lora = next(r for r in study.runs() if r.method.kind == "lora")
+    per_lora = est.run_seconds(lora, one)[0]
+    for r in study.runs():
+        t, e = est.run_seconds(r, one, n_blocks=30)
+        want = est.METHOD_TRAIN_FACTOR.get(r.method.kind)
+        if r.method.kind == "full":
+            want = est.FULL_TRAIN_FACTOR[0] + est.FULL_TRAIN_FACTOR[1] * r.method.blocks / 30
+            assert t < est.run_seconds(r, one)[0]  # blocks unknown: priced as every weight
+        assert t == pytest.approx(per_lora * want) and e == pytest.approx(4 * one)
+    assert est.METHOD_TRAIN_FACTOR["dora"] > 1 > est.FULL_TRAIN_FACTOR[0] + 2 / 30 * est.FULL_TRAIN_FACTOR[1]
+    total = est.estimate(study, study.runs(), 12, 2000, K, computed_tokens=COMPUTED, n_blocks=30).seconds
+    priced = sum(sum(est.run_seconds(r, one, n_blocks=30)) for r in study.runs()) + one + est.FIXED_SECONDS
+    assert total == pytest.approx(priced)  # the plan line prices every run by its method
