@@ -301,8 +301,10 @@ def _shared(store: Store, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         if run["run_id"] in ids:
             data, train = (run.get("config") or {}).get("data") or {}, (run.get("config") or {}).get("train") or {}
             per_step = None if train.get("batch_size") is None else train["batch_size"] * train.get("grad_accum", 1)
-            shapes.add((data.get("n_train"), train.get("steps"), per_step,
-                        data.get("examples", "shared"), data.get("dataset"), data.get("n_heldout")))  # fmt: skip
+            examples = data.get("examples", "shared")
+            # the pool matters only to per_order: shared studies over several datasets still state what they share
+            source = (data.get("dataset"), data.get("n_heldout")) if examples == "per_order" else (None, None)
+            shapes.add((data.get("n_train"), train.get("steps"), per_step, examples, *source))
     if len(shapes) != 1 or None in (shape := shapes.pop())[:3]:
         return None
     n_train, steps, per_step, examples, dataset, n_heldout = shape
