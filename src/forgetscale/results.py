@@ -301,8 +301,7 @@ def _shared(store: Store, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
         if run["run_id"] in ids:
             data, train = (run.get("config") or {}).get("data") or {}, (run.get("config") or {}).get("train") or {}
             per_step = None if train.get("batch_size") is None else train["batch_size"] * train.get("grad_accum", 1)
-            examples = data.get("examples", "shared")
-            # the pool matters only to per_order: shared studies over several datasets still state what they share
+            examples = data.get("examples", "shared")  # the pool's source matters to per_order alone
             source = (data.get("dataset"), data.get("n_heldout")) if examples == "per_order" else (None, None)
             shapes.add((data.get("n_train"), train.get("steps"), per_step, examples, *source))
     if len(shapes) != 1 or None in (shape := shapes.pop())[:3]:
