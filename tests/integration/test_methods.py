@@ -88,6 +88,17 @@ def test_every_method_starts_exactly_at_the_base_and_moves_away(study):
     assert all(kl > 0.0 for _, step, kl in rows if step == 4)
 
 
+def _tiny_run(tiny_model: Path, method: dict):
+    """A 3-step run of ``method`` on the tiny model, trained directly (no study)."""
+    from forgetscale.config import RunConfig
+
+    return RunConfig.model_validate({"model": {"name": str(tiny_model)}, "method": method,
+                                     "lora": {"rank": 2}, "forgetting": {"n_prompts": 3, "max_new_tokens": 8},
+                                     "data": {"n_train": 16, "n_heldout": 4},
+                                     "train": {"steps": 3, "batch_size": 4, "seq_len": 64, "eval_steps": [],
+                                               "precision": "fp32", "lr": 0.01}})  # fmt: skip
+
+
 @pytest.mark.parametrize("name", list(KINDS))
 def test_a_fresh_method_is_the_base_exactly_and_training_never_writes_the_base(name, tiny_model, tmp_path):
     """Measured directly (not the study's cached step-0 row): KL exactly 0 before an update; after real
@@ -95,16 +106,11 @@ def test_a_fresh_method_is_the_base_exactly_and_training_never_writes_the_base(n
     import torch
 
     from forgetscale import methods, train
-    from forgetscale.config import RunConfig
     from forgetscale.fold import folded
     from forgetscale.forgetting import measure
     from forgetscale.workspace import Workspace
 
-    run = RunConfig.model_validate({"model": {"name": str(tiny_model)}, "method": KINDS[name],
-                                    "lora": {"rank": 2}, "forgetting": {"n_prompts": 3, "max_new_tokens": 8},
-                                    "data": {"n_train": 16, "n_heldout": 4},
-                                    "train": {"steps": 3, "batch_size": 4, "seq_len": 64, "eval_steps": [],
-                                              "precision": "fp32", "lr": 0.01}})  # fmt: skip
+    run = _tiny_run(tiny_model, KINDS[name])
     ws = Workspace(tmp_path / "cache")
     lm, ref = ws.model(run), ws.reference(run)
 
@@ -135,16 +141,11 @@ def test_a_trained_dora_adapter_is_folded_and_evaluates_as_peft_does(tiny_model,
     import torch
 
     from forgetscale import methods, train
-    from forgetscale.config import RunConfig
     from forgetscale.fold import folded
     from forgetscale.forgetting import measure
     from forgetscale.workspace import Workspace
 
-    run = RunConfig.model_validate({"model": {"name": str(tiny_model)}, "method": {"kind": "dora"},
-                                    "lora": {"rank": 2}, "forgetting": {"n_prompts": 3, "max_new_tokens": 8},
-                                    "data": {"n_train": 16, "n_heldout": 4},
-                                    "train": {"steps": 3, "batch_size": 4, "seq_len": 64, "eval_steps": [],
-                                              "precision": "fp32", "lr": 0.01}})  # fmt: skip
+    run = _tiny_run(tiny_model, {"kind": "dora"})
     ws = Workspace(tmp_path / "cache")
     lm, ref = ws.model(run), ws.reference(run)
     trained = methods.attach(lm.model, run)
