@@ -83,13 +83,13 @@ def test_f6_rarely_supported_when_task_kl_adds_nothing(design, null):
     assert verdicts["supported"] / S <= 0.05, verdicts
 
 
-@pytest.mark.parametrize(("design", "power"), [("default", 0.2), ("2 seeds per rank", 0.7)])
+@pytest.mark.parametrize(("design", "power"), [("default", 0.2), ("2 seeds per rank", 0.6)])
 def test_f6_usually_supported_when_forgetting_follows_task_kl(design, power):
     """Forgetting follows task_kl and ft_loss is a noisy proxy: supported often, never not_supported. Measured
-    57/200 (28.5%) with 4 runs and 161/200 (80.5%) with 8, with the variance of cross-validated errors (about
-    2x s^2/G: the price of a 5% size at the null boundary, tests/sim/test_sim_margins.py); s^2/G gave 139/200
-    and 197/200. 200 studies: the sd of a 28.5% rate is 3.2%, so 20% sits 2.7 sd below it; 70% sits 3.7 sd
-    below 80.5%."""
+    51/200 (25.5%) with 4 runs and 136/200 (68%) with 8, with the variance of cross-validated errors (about
+    2x s^2/G) on Satterthwaite's df for runs of unequal error scale: the price of a 5% size at the null
+    boundary (tests/sim/test_sim_margins.py). On G - 1 df: 57/200 and 161/200; s^2/G gave 139/200 and 197/200.
+    200 studies: the sd of a 25.5% rate is 3.1%, so 20% sits 1.8 sd below it; 60% sits 2.4 sd below 68%."""
     verdicts = Counter(f6("d", _informative(s, DESIGNS[design]), MIN_STEP)["verdict"] for s in range(S))
     assert verdicts["not_supported"] == 0, verdicts
     assert verdicts["supported"] / S >= power, verdicts
