@@ -38,7 +38,6 @@ from forgetscale.laws.intervals import (
     clip_intervals,
     design,
     extrapolation_kappa,
-    mean_variance,
     param_covariance,
     param_draws,
     param_intervals,
@@ -327,8 +326,7 @@ def fit_law(
     for k, v in keys.items():
         heldout[k], nulls[k] = heldout_split(form, xa, ya, np.asarray(v, dtype=float), targets, delta, search,
                                              ch, dz, off)
-    mvar = mean_variance(form, best.theta, pc, xa, off)
-    calibration = calibrate(form, xa, ya, dz, best, delta, targets, off, mvar, inputs=inputs)
+    calibration = calibrate(form, xa, ya, dz, best, delta, targets, off, inputs=inputs)
     calibration["kappa"] = {t: extrapolation_kappa(heldout, inputs, t) for t in targets}
     if ch is not None:
         calibration.update(noise_floor(nulls, ya, ch, dz, calibration, targets, seed))

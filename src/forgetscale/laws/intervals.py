@@ -65,9 +65,10 @@ MIN_RUNS = 3  # fewer runs than this and no run-level variance can be estimated
 PARAM_METHOD = ("t interval on a two-way (run, data-order step) cluster-robust (CR2) variance of the "
                 "linearised fit, Satterthwaite df over Bell-McCaffrey df per part; for a parameter only runs "
                 "identify (the P exponent), the variance of the REML run-level model with the runs' residual df")
-PI_METHOD = ("95% prediction interval for a new run: t_df x sqrt(run variance at the run's own P + step-shock + "
-             "point variance (REML) + the fitted mean's variance + misfit per unit log distance beyond the data), "
-             "df Satterthwaite's")
+PI_METHOD = ("95% prediction interval for a new run: the central 95% of a normal with variance run variance at the "
+             "run's own P + step-shock + point variance (REML) + the fitted mean's variance + misfit per unit log "
+             "distance beyond the data, averaged over the run variance's intercept and slope in log P weighted by "
+             "their REML likelihood")
 
 
 @dataclass(frozen=True)
@@ -359,26 +360,30 @@ def _components_dict(c: Components, by: str | None) -> dict[str, Any]:
     else:
         model = (f"assumed equal at every {by}: {c.df_run} run-level df, too few to estimate how it changes "
                  f"with {by} (needs {MIN_SLOPE_DF} and {MIN_LEVELS} levels)")
+    if c.lik is not None:  # say which variance the interval uses: every one the runs allow, not the estimate
+        model += f"; intervals average over {'its intercept and slope' if c.slope_fitted else 'it'} by likelihood"
     return {"model": model, "by": by, "slope_fitted": c.slope_fitted, "slope_p": c.slope_p, "df_run": c.df_run,
-            "names": list(c.names), "phi": c.phi.tolist(), "cov": c.cov.tolist(), "center": c.center}
+            "names": list(c.names), "phi": c.phi.tolist(), "cov": c.cov.tolist(), "center": c.center,
+            "likelihood": None if c.lik is None else [np.asarray(v).tolist() for v in c.lik]}
 
 
 def components_from(d: Mapping[str, Any]) -> Components:
     """Rebuild :class:`Components` from :func:`calibrate`'s ``run_variance`` entry."""
+    lik = d.get("likelihood")  # a store written before: None, and Satterthwaite's t
     return Components(np.asarray(d["phi"], float), np.asarray(d["cov"], float), tuple(d["names"]),
-                      float(d["center"]), bool(d["slope_fitted"]), d.get("slope_p"), int(d["df_run"]), math.nan)
+                      float(d["center"]), bool(d["slope_fitted"]), d.get("slope_p"), int(d["df_run"]), math.nan,
+                      None if lik is None else tuple(np.asarray(v, float) for v in lik))
 
 
 def calibrate(
     form: LawForm, x: Array, y: Array, dz: Design, best: Best, delta: float, targets: tuple[str, ...],
-    offset: Array, mean_var: Array | None = None, inputs: tuple[str, ...] | None = None,
+    offset: Array, inputs: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Variance components of a new run's prediction error, and an out-of-sample check of the interval.
 
     Args:
         x, y: the fitted data; dz: its design; best: the full fit.
         offset: ``(n_out,)`` subtracted before the log (the base entropy for ``forget_ce``; else 0).
-        mean_var: unused (kept for callers of the earlier signature).
         inputs: the inputs' names (to find P, the level a run's variance may depend on).
 
     Returns:
@@ -388,7 +393,6 @@ def calibrate(
         fitted mean's covariance implied by the components); ``coverage_check`` (how the check was made);
         ``n_runs``, ``n_not_converged``, ``note``.
     """
-    del mean_var
     names = dict.fromkeys(targets)
     out: dict[str, Any] = {"method": PI_METHOD, "level": LEVEL, "units": dz.n_runs, "n_orders": dz.n_orders,
                            "conditional_on": dz.conditional_on(), "n_not_converged": 0, "note": None,
@@ -462,9 +466,8 @@ def _end_level_check(form: LawForm, best: Best, x: Array, y: Array, dz: Design, 
             var = c.total(lev, mvar[i])
             with np.errstate(all="ignore"):
                 e = _pi_scale(y[:, test], offset)[i] - _pi_scale(form.predict(b.theta, x[:, test]), offset)[i]
-            tq = stats.t.ppf(0.5 + LEVEL / 2, c.df(lev, mvar[i]))
             # a variance the refit's covariance makes slightly negative is none: the check then reads a miss
-            hits[t].extend(np.abs(e) <= tq * np.sqrt(np.maximum(var, 0.0)))
+            hits[t].extend((var > 0) & (np.abs(e) <= np.nan_to_num(c.half_width(lev, mvar[i], LEVEL))))
             if v == values[-1]:  # the held-out split on P: what a correct law's error there would be
                 res["split_noise"][t] = float(np.mean(var))
     res["how"] = (f"each end level ({', '.join(f'{u:.4g}' for u in used)}) left out in turn: its runs' points "
@@ -533,10 +536,10 @@ def prediction_band(
 ) -> tuple[Array, Array, Array]:
     """Point prediction and the prediction interval for a new run at ``x``: ``(mean, lo, hi)``.
 
-    The half-width is ``t_df · sqrt(τ²(P) + σ²_step + σ²_w + g V gᵀ + misfit)``: the run variance at
-    the new run's own P (``variance.py``), the fitted mean's variance ``V`` implied by the same
-    components, and the misfit beyond the data; ``df`` is Satterthwaite's at ``x``. NaN bounds where
-    there is no calibration, or where the law predicts no room above its offset.
+    A normal of variance ``τ²(P) + σ²_step + σ²_w + g V gᵀ + misfit`` (the run variance at the new run's own
+    P, the fitted mean's variance ``V`` implied by the same components, the misfit beyond the data),
+    averaged over ``τ²``'s parameters by likelihood (``Components.half_width``). NaN bounds where there
+    is no calibration, or where the law predicts no room above its offset.
     """
     mean = form.predict(theta, x)
     lo, hi = np.full_like(mean, np.nan), np.full_like(mean, np.nan)
@@ -564,7 +567,7 @@ def prediction_band(
         noise.update((calibration.get("split_noise") or {}).get(t) or {})  # with the refit's own error
         extra = mvar[i] + sum((misfit_slope(splits[k], noise[k]) * dist[j]) ** 2
                               for j, k in enumerate(inputs) if k in splits)
-        half = stats.t.ppf(0.5 + LEVEL / 2, comp.df(lev, extra)) * np.sqrt(comp.total(lev, extra))
+        half = comp.half_width(lev, extra, LEVEL)
         with np.errstate(all="ignore"):
             base = mean[i] - off[i]
             ok = base > 0

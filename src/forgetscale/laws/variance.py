@@ -16,23 +16,44 @@ likelihood-ratio test (χ² with 1 df), reported either way; the slope is used w
 estimated, since choosing it only when a 4-to-8-run test detects it would leave a growing variance
 unmodelled in most studies.
 
-Uncertainty. The variance of a prediction, ``V(x)``, is a function of the log-variance parameters.
-Its degrees of freedom are Satterthwaite's, ``2 V² / Var(V̂)``, with ``Var(V̂)`` from the inverse of
-the REML information (the observed Hessian) by the delta method: a derived rule, not a margin.
+Uncertainty. A prediction interval averages the normal of a new run's log error over the run
+variance's parameters ``(γ0, γ1)``, weighted by their REML likelihood with the step-shock and point
+variances at their estimates (a flat prior on the log variance's intercept and slope:
+:meth:`Components.half_width`). Why not a t on Satterthwaite's df, ``2 V² / Var(V̂)`` with ``Var(V̂)``
+from the REML information (:meth:`Components.df`, still used for a store written before): a few runs
+read their variance's slope poorly, and worse than the information says. With about one df per level,
+a level's log variance has the skewed sampling law of a ``log χ²₁`` (sd 2.2 where the curvature of its
+likelihood gives 1.4), so eight runs give a slope whose sampling sd is about twice its information se.
+A slope read below 0 then makes the variance extrapolated 4x beyond the largest level many times too
+small, and its absolute delta-method variance small too, so the df stays high exactly where the interval
+is too narrow. The likelihood itself keeps the long upper tail that a few runs leave, and averaging over
+it is, for one level and a flat prior on log τ², what gives the t interval its width. A component that
+is held fixed (the fitted mean's variance, the misfit) can only widen the average.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 Array = np.ndarray
 MIN_SLOPE_DF = 4
 MIN_LEVELS = 3
 _FLOOR = -25.0  # log-variance floor: a component at e^-25 is absent
+GRID_GAMMA0 = np.arange(-8.0, 8.0 + 1e-9, 0.2)
+"""Offsets of the log run variance at the centre from its REML estimate, over which intervals average: e^±8 is
+far beyond what 4 runs leave plausible (a 6-df likelihood falls by e^-20 there)."""
+GRID_GAMMA1 = np.arange(-6.0, 6.0 + 1e-9, 0.1)
+"""Slopes of the log run variance in log level over which intervals average: REML's own bounds."""
+_BIN = 0.05  # log-variance resolution of the averaged interval (5% in variance)
+MAX_GRID_RUNS = 64
+"""More runs and intervals use Satterthwaite's t (:meth:`Components.df`): with 16 or more runs per level a
+level's log variance is near normal and the information reads its sd well, and a grid of ``G x G``
+likelihoods would cost ``G³`` per point."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,10 @@ class Components:
     slope_p: float | None
     df_run: int
     nll: float
+    lik: tuple[Array, Array, Array] | None = None
+    """``(M, b, ℓ)``: what the REML likelihood of the run variance needs, with the step-shock and point
+    variances ``A`` at their estimates: ``M = Zᵀ A⁻¹ Z``, ``b = Zᵀ A⁻¹ r`` and the runs' centred log levels.
+    None (a store written before): intervals use Satterthwaite's t (:meth:`df`)."""
 
     def get(self, name: str, phi: Array | None = None) -> float:
         p = self.phi if phi is None else phi
@@ -79,6 +104,82 @@ class Components:
             var = np.einsum("jn,jk,kn->n", grad, self.cov, grad)
             out = 2 * v0**2 / var
         return np.where(np.isfinite(out) & (out > 0), np.clip(out, 1.0, 1e6), 1e6)
+
+    @cached_property
+    def grid(self) -> Array | None:
+        """``(K, 3)``: ``γ0``, ``γ1``, weight: the run variance's parameters on a grid, weighted by their REML
+        likelihood (a flat prior; ``γ1`` is 0 where the slope is not fitted). None without :attr:`lik`, or
+        with more than :data:`MAX_GRID_RUNS` runs."""
+        if self.lik is None or self.lik[2].size > MAX_GRID_RUNS:
+            return None
+        mm, b, ell = (np.ascontiguousarray(v, dtype=float) for v in self.lik)
+        # a store's components are rebuilt at every prediction: the grid is cached on what it depends on
+        return _grid(mm.tobytes(), b.tobytes(), ell.tobytes(), self.get("gamma0"), self.slope_fitted)
+
+    def half_width(self, level: Array | float, extra: Array | float = 0.0, level_pi: float = 0.95) -> Array:
+        """Half-width of the central ``level_pi`` interval of a new run's log error at ``level``, ``extra`` added
+        to its variance (the fitted mean's variance, the misfit): the normal of :meth:`total` averaged over
+        :attr:`grid` (its quantile by bisection), or ``t_df · sqrt(total)`` without one. NaN where the
+        total is negative, infinite where ``extra`` is.
+
+        Example:
+            >>> c = Components(np.array([-6.0, -4.0]), np.zeros((2, 2)), ("log_within2", "gamma0"), 0.0, False,
+            ...                None, 6, 0.0)
+            >>> bool(np.isclose(c.half_width(1.0)[0], stats.t.ppf(0.975, 1e6) * np.sqrt(np.exp(-6) + np.exp(-4))))
+            True
+        """
+        level = np.atleast_1d(np.asarray(level, float))
+        extra = np.broadcast_to(np.asarray(extra, float), level.shape)
+        if self.grid is None:
+            with np.errstate(invalid="ignore"):
+                return stats.t.ppf(0.5 + level_pi / 2, self.df(level, extra)) * np.sqrt(self.total(level, extra))
+        g0, g1, w = self.grid.T
+        ell = np.log(level) - self.center
+        ell = np.where(np.isfinite(ell), ell, 0.0)
+        fixed = math.exp(self.get("log_step2")) + math.exp(self.get("log_within2")) + extra
+        out = np.full(level.shape, np.nan)
+        out[np.isinf(extra)] = np.inf
+        z = stats.norm.ppf(0.5 + level_pi / 2)
+        for e in np.unique(ell):
+            # the mixture at one level is over log τ²(ℓ) alone: binned, it has a few hundred components
+            at = (ell == e) & np.isfinite(extra)
+            key, inv = np.unique(np.round((g0 + g1 * e) / _BIN), return_inverse=True)
+            wk = np.bincount(inv, weights=w)
+            with np.errstate(invalid="ignore"):
+                sd = np.sqrt(np.exp(key[:, None] * _BIN) + fixed[None, at])
+            ok = np.all(np.isfinite(sd), axis=0)
+            sd = np.where(np.isfinite(sd), sd, 1.0)
+            # the mixture's |error| quantile lies between its narrowest and widest component's
+            lo, hi = z * sd.min(0), z * sd.max(0)
+            for _ in range(50):  # 50 halvings leave ~1e-15 of the bracket, which spans at most ~e^15 sds
+                mid = 0.5 * (lo + hi)
+                short = wk @ (2 * special.ndtr(mid[None, :] / sd) - 1) < level_pi
+                lo, hi = np.where(short, mid, lo), np.where(short, hi, mid)
+            out[at] = np.where(ok, 0.5 * (lo + hi), np.nan)
+        return out
+
+
+@lru_cache(maxsize=32)
+def _grid(mm_b: bytes, b_b: bytes, ell_b: bytes, gamma0: float, slope: bool) -> Array:
+    """:attr:`Components.grid` from the likelihood's terms (as bytes, to be hashable)."""
+    ell, b = np.frombuffer(ell_b), np.frombuffer(b_b)
+    mm = np.frombuffer(mm_b).reshape(ell.size, ell.size)
+    g0, g1 = np.meshgrid(gamma0 + GRID_GAMMA0, GRID_GAMMA1 if slope else np.zeros(1), indexing="ij")
+    g0, g1 = g0.ravel(), g1.ravel()
+    # Σ = A + Z D Zᵀ, D = diag τ²(ℓ): by the determinant lemma and Woodbury, with S = I + D½ M D½,
+    # log|Σ| = log|A| + log|S| and rᵀΣ⁻¹r = rᵀA⁻¹r - cᵀS⁻¹c, c = D½ b (the A terms are constants)
+    nll = np.empty(g0.size)
+    step = max(1, 2_000_000 // ell.size**2)  # grid points per batch: ~16 MB of matrices
+    for i in range(0, g0.size, step):
+        dh = np.exp(0.5 * (g0[i:i + step, None] + g1[i:i + step, None] * ell[None, :]))
+        ls = np.linalg.cholesky(np.eye(ell.size) + dh[:, :, None] * mm[None] * dh[:, None, :])
+        u = np.linalg.solve(ls, (dh * b[None, :])[..., None])[..., 0]
+        nll[i:i + step] = np.sum(np.log(np.diagonal(ls, axis1=1, axis2=2)), axis=1) - 0.5 * np.sum(u * u, axis=1)
+    w = np.exp(-(nll - nll.min()))
+    keep = w > 1e-9 * w.max()
+    out = np.column_stack([g0[keep], g1[keep], w[keep] / w[keep].sum()])
+    out.flags.writeable = False  # shared by every caller of the cache
+    return out
 
 
 def null_basis(jac: Array, tol: float = 1e-9) -> Array:
@@ -121,12 +222,26 @@ def reml(jac: Array, resid: Array, run: Array, cell: Array | None, level: Array 
     names0 = ("log_within2", *(("log_step2",) if ct is not None else ()), "gamma0")
     base = _fit(r, zt, ct, ell, names0)
     if not can_slope:
-        return Components(base[0], base[1], names0, center, False, None, df_run, base[2])
+        return Components(base[0], base[1], names0, center, False, None, df_run, base[2],
+                          _likelihood_terms(r, zt, ct, ell, dict(zip(names0, base[0], strict=True))))
     names1 = (*names0, "gamma1")
     full = _fit(r, zt, ct, ell, names1, start=np.append(base[0], 0.0))
 
     p = float(stats.chi2.sf(max(2 * (base[2] - full[2]), 0.0), 1))
-    return Components(full[0], full[1], names1, center, True, p, df_run, full[2])
+    return Components(full[0], full[1], names1, center, True, p, df_run, full[2],
+                      _likelihood_terms(r, zt, ct, ell, dict(zip(names1, full[0], strict=True))))
+
+
+def _likelihood_terms(r: Array, zt: Array, ct: Array | None, ell: Array,
+                      phi: dict[str, float]) -> tuple[Array, Array, Array]:
+    """:attr:`Components.lik`: the step-shock and point variances, read from many cells and points, are
+    held at their estimates; only the run variance's few df are averaged over."""
+    a = math.exp(phi["log_within2"]) * np.eye(r.size)
+    if ct is not None:
+        a = a + math.exp(phi["log_step2"]) * (ct @ ct.T)
+    lc = np.linalg.cholesky(a)
+    a_z, a_r = np.linalg.solve(lc, zt), np.linalg.solve(lc, r)
+    return a_z.T @ a_z, a_z.T @ a_r, np.asarray(ell, float)
 
 
 def _fit(r: Array, zt: Array, ct: Array | None, ell: Array, names: tuple[str, ...],
