@@ -19,6 +19,7 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from forgetscale.laws.fit import fit_law
 from tests.sim.synth import synthetic_study
@@ -39,6 +40,7 @@ class Tally:
     n: int = 0
     cover_a: list[bool] = field(default_factory=list)
     cover_b: list[bool] = field(default_factory=list)
+    cover_a_exact: list[bool] = field(default_factory=list)
     cover_new: dict[int, list[float]] = field(default_factory=lambda: {r: [] for r in NEW_RANKS})
     check: list[float] = field(default_factory=list)
     slope_fitted: list[bool] = field(default_factory=list)
@@ -61,6 +63,22 @@ def fit_kl_power(rows: list[dict[str, Any]]) -> Any:
                    n_orders=len({r["seed"] for r in pts}), holdout={"P": P, "N": N})  # fmt: skip
 
 
+def exact_a_covered(rows: list[dict[str, Any]], a: float, b: float) -> bool:
+    """Does the textbook 95% t interval for the P exponent cover ``a``, with the N exponent known: least squares
+    of the runs' mean ``log KL - b log N`` on log P, its residual df? Exact when run effects are independent
+    and step shocks are common to every run (one data order), whatever the shocks do over steps."""
+    pts = [r for r in rows if r["step"] > 0]
+    runs = sorted({r["run_id"] for r in pts})
+    lp = np.array([math.log(next(r["P"] for r in pts if r["run_id"] == g)) for g in runs])
+    ym = np.array([np.mean([math.log(r["forget_kl"]) - b * math.log(r["step"]) for r in pts if r["run_id"] == g])
+                   for g in runs])  # fmt: skip
+    x = np.column_stack([np.ones(lp.size), lp])
+    beta, rss, *_ = np.linalg.lstsq(x, ym, rcond=None)
+    df = lp.size - 2
+    se = math.sqrt(float(rss[0]) / df * np.linalg.inv(x.T @ x)[1, 1])
+    return bool(abs(beta[1] - a) <= stats.t.ppf(0.975, df) * se)
+
+
 @cache
 def simulate(n: int, seed0: int, **design: Any) -> Tally:
     """``n`` studies of ``design`` (``synthetic_study`` keywords over :data:`NOISE`), seeds from ``seed0``."""
@@ -74,6 +92,7 @@ def simulate(n: int, seed0: int, **design: Any) -> Tally:
         (la, ha), (lb, hb) = fit.intervals["a"], fit.intervals["b"]
         out.cover_a.append(bool(la <= truth.exponents["a"] <= ha))
         out.cover_b.append(bool(lb <= truth.exponents["b"] <= hb))
+        out.cover_a_exact.append(exact_a_covered(rows, truth.exponents["a"], truth.exponents["b"]))
         cal = fit.calibration
         c = cal["coverage"]["forget_kl"]
         out.check.append(math.nan if c is None else c)
