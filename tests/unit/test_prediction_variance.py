@@ -94,3 +94,14 @@ def test_a_store_written_before_keeps_its_t_interval():
     t = stats.t.ppf(0.975, old.df(256.0, 1e-3)) * np.sqrt(old.total(256.0, 1e-3))
     assert old.half_width(256.0, 1e-3) == pytest.approx(t)
     assert isinstance(c, Components) and c.half_width(256.0, 1e-3) != pytest.approx(t)
+
+
+def test_runs_that_the_law_absorbs_leave_the_estimate_alone():
+    """One run per level and a law with as many run-level directions as runs: no run-level df, a likelihood
+    flat in the run variance, and no average over it (it would be set by the grid's ends)."""
+    jac, e, run, P = _residuals(6, 1)
+    lp = np.log(P)
+    law = np.column_stack([jac, lp**2, lp**3])  # 4 run-level directions for 4 runs
+    c = reml(law, e, run, None, P)
+    assert c.df_run == 0 and c.lik is None and c.grid is None
+    assert reml(jac, e, run, None, P).lik is not None  # 2 run-level df: averaged

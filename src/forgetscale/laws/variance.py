@@ -222,8 +222,10 @@ def reml(jac: Array, resid: Array, run: Array, cell: Array | None, level: Array 
     names0 = ("log_within2", *(("log_step2",) if ct is not None else ()), "gamma0")
     base = _fit(r, zt, ct, ell, names0)
     if not can_slope:
-        return Components(base[0], base[1], names0, center, False, None, df_run, base[2],
-                          _likelihood_terms(r, zt, ct, ell, dict(zip(names0, base[0], strict=True))))
+        # no run-level df: the law absorbs every difference between runs, the likelihood is flat in the
+        # run variance and an average over it would be set by the grid's ends; the estimate is kept
+        lik = _likelihood_terms(r, zt, ct, ell, dict(zip(names0, base[0], strict=True))) if df_run > 0 else None
+        return Components(base[0], base[1], names0, center, False, None, df_run, base[2], lik)
     names1 = (*names0, "gamma1")
     full = _fit(r, zt, ct, ell, names1, start=np.append(base[0], 0.0))
 
