@@ -37,14 +37,13 @@ from forgetscale.laws.intervals import (
     clip_draws,
     clip_intervals,
     design,
-    extrapolation_kappa,
     param_covariance,
     param_draws,
     param_intervals,
     prediction_band,
 )
 from forgetscale.laws.optimize import Search, blas_single_thread, fit_point
-from forgetscale.laws.validate import heldout_split, noise_floor
+from forgetscale.laws.validate import extrapolation_kappa, heldout_split, noise_floor
 
 __all__ = ["FitError", "FitResult", "fit_law"]
 

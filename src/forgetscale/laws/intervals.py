@@ -96,7 +96,9 @@ class Design:
         orders = ("one data order shared by every run" if self.n_orders == 1
                   else f"{self.n_orders} data orders (drawn from the same training examples)")
         return (f"{common}; {orders}, whose step shocks are taken as independent across steps (a batch "
-                "effect that persists over steps is not seen by one order)")
+                "effect that persists over steps is not seen by one order: with one order and simulated AR(1) "
+                "shocks, 95% intervals held 89% of a new run's points and covered the N exponent in 89% of "
+                "studies)")
 
 
 def design(runs: Any, cells: Any | None = None, n_orders: int | None = None) -> Design:
@@ -360,8 +362,8 @@ def _components_dict(c: Components, by: str | None) -> dict[str, Any]:
     else:
         model = (f"assumed equal at every {by}: {c.df_run} run-level df, too few to estimate how it changes "
                  f"with {by} (needs {MIN_SLOPE_DF} and {MIN_LEVELS} levels)")
-    if c.lik is not None:  # say which variance the interval uses: every one the runs allow, not the estimate
-        model += f"; intervals average over {'its intercept and slope' if c.slope_fitted else 'it'} by likelihood"
+    model += f"; intervals average over {'its intercept and slope' if c.slope_fitted else 'it'} by likelihood" \
+        if c.lik is not None else ""  # which variance the interval uses: every one the runs allow, or the estimate
     return {"model": model, "by": by, "slope_fitted": c.slope_fitted, "slope_p": c.slope_p, "df_run": c.df_run,
             "names": list(c.names), "phi": c.phi.tolist(), "cov": c.cov.tolist(), "center": c.center,
             "likelihood": None if c.lik is None else [np.asarray(v).tolist() for v in c.lik]}
@@ -485,17 +487,6 @@ def _mean_var(form: LawForm, theta: Array, free: list[int], cov: Array, x: Array
     with np.errstate(all="ignore"):
         v = np.einsum("onk,kl,onl->on", g, cov, g)
     return np.where(np.isfinite(v), v, np.inf)
-
-
-def extrapolation_kappa(heldout: Mapping[str, Any], inputs: tuple[str, ...], target: str) -> dict[str, Any]:
-    """Per input ``k``, the held-out split's RMS log error and the log distance it extrapolated."""
-    out = {}
-    for k in inputs:
-        h = heldout.get(k) or {}
-        e, d = (h.get("rmse_log") or {}).get(target), h.get("distance")
-        if e is not None and d:
-            out[k] = {"rmse_log": float(e), "distance": float(d)}
-    return out
 
 
 def misfit_slope(split: Any, noise2: float) -> float:

@@ -208,3 +208,14 @@ def error_of_change(pred: Array, y: Array, change: Array) -> float:
     if not (np.all(np.isfinite(change)) and scale > 0):
         return math.nan
     return float(np.mean(np.abs(pred - y))) / scale
+
+
+def extrapolation_kappa(heldout: Mapping[str, Any], inputs: tuple[str, ...], target: str) -> dict[str, Any]:
+    """Per input ``k``, the held-out split's RMS log error and the log distance it extrapolated."""
+    out = {}
+    for k in inputs:
+        h = heldout.get(k) or {}
+        e, d = (h.get("rmse_log") or {}).get(target), h.get("distance")
+        if e is not None and d:
+            out[k] = {"rmse_log": float(e), "distance": float(d)}
+    return out
