@@ -391,9 +391,10 @@ def calibrate(
     Returns:
         Per target: ``tau2`` (run variance averaged over the studied runs), ``within2``, ``step2``,
         ``run_variance`` (the model, its parameters and their covariance), ``coverage`` (the end-level
-        check), ``supported_level`` (``G/(G+1)``), ``offset``, ``scale``; ``mean_cov`` and ``free`` (the
-        fitted mean's covariance implied by the components); ``coverage_check`` (how the check was made);
-        ``n_runs``, ``n_not_converged``, ``note``.
+        check), ``supported_level`` (``G/(G+1)``), ``offset``, ``scale``, ``t`` and ``df`` (Satterthwaite's t
+        at the studied runs: what an older store's interval used; this one averages instead); ``mean_cov``
+        and ``free`` (the fitted mean's covariance implied by the components); ``coverage_check`` (how the
+        check was made); ``n_runs``, ``n_not_converged``, ``note``.
     """
     names = dict.fromkeys(targets)
     out: dict[str, Any] = {"method": PI_METHOD, "level": LEVEL, "units": dz.n_runs, "n_orders": dz.n_orders,
@@ -468,8 +469,8 @@ def _end_level_check(form: LawForm, best: Best, x: Array, y: Array, dz: Design, 
             var = c.total(lev, mvar[i])
             with np.errstate(all="ignore"):
                 e = _pi_scale(y[:, test], offset)[i] - _pi_scale(form.predict(b.theta, x[:, test]), offset)[i]
-            # a variance the refit's covariance makes slightly negative is none: the check then reads a miss
-            hits[t].extend((var > 0) & (np.abs(e) <= np.nan_to_num(c.half_width(lev, mvar[i], LEVEL))))
+            # a variance the refit's covariance makes slightly negative has a NaN width: the check reads a miss
+            hits[t].extend(np.abs(e) <= np.nan_to_num(c.half_width(lev, mvar[i], LEVEL), nan=-1.0))
             if v == values[-1]:  # the held-out split on P: what a correct law's error there would be
                 res["split_noise"][t] = float(np.mean(var))
     res["how"] = (f"each end level ({', '.join(f'{u:.4g}' for u in used)}) left out in turn: its runs' points "

@@ -45,8 +45,9 @@ MIN_SLOPE_DF = 4
 MIN_LEVELS = 3
 _FLOOR = -25.0  # log-variance floor: a component at e^-25 is absent
 GRID_GAMMA0 = np.arange(-8.0, 8.0 + 1e-9, 0.2)
-"""Offsets of the log run variance at the centre from its REML estimate, over which intervals average: e^±8 is
-far beyond what 4 runs leave plausible (a 6-df likelihood falls by e^-20 there)."""
+"""Offsets of the log run variance at the centre from its REML estimate, over which intervals average. With ν run
+df the likelihood at +8 is about e^(-3.5 ν) of its peak (e^-21 with 6 df); with 2 df the flat prior leaves a few
+1e-4 of the mass beyond it, too little to move a 95% quantile. Below -8 the run variance is negligible."""
 GRID_GAMMA1 = np.arange(-6.0, 6.0 + 1e-9, 0.1)
 """Slopes of the log run variance in log level over which intervals average: REML's own bounds."""
 _BIN = 0.05  # log-variance resolution of the averaged interval (5% in variance)
